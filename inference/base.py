@@ -1,0 +1,96 @@
+"""The one interface every LLM backend implements.
+
+A request is chat messages + an optional JSON Schema + sampling settings; a completion is the
+text, why generation stopped, token counts and latency. Backends are batched: ``complete``
+takes a list and answers in the same order. A request-level failure comes back as a completion
+with ``finish_reason == "error"``; a backend that cannot answer at all raises ``BackendError``.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings; ``temperature == 0`` means greedy decoding."""
+
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """Chat messages (``{"role": ..., "content": ...}``) and an optional JSON Schema."""
+
+    messages: list[dict[str, str]]
+    json_schema: dict[str, Any] | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Finished by itself (not cut at max_tokens, no error)."""
+        return self.finish_reason == "stop"
+
+    def parse_json(self) -> Any:
+        """The text as JSON; raises ``ValueError`` with the reason when it is not usable."""
+        if self.finish_reason == "length":
+            raise ValueError("the answer was cut off at max_tokens")
+        if self.finish_reason == "error":
+            raise ValueError(f"the backend failed: {self.error}")
+        try:
+            return json.loads(self.text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"the answer is not valid JSON ({err.msg} at {err.pos})") from None
+
+
+class Backend(ABC):
+    """A batched chat-completion engine."""
+
+    #: Short name shown in logs and trial attributes, e.g. "transformers:smollm2-135m-instruct".
+    name: str = "backend"
+    #: Context window in tokens; prompts (history summaries) are budgeted against it.
+    context_length: int = 2048
+
+    @abstractmethod
+    def complete(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        """Answer every request, in order."""
+
+    def count_tokens(self, text: str) -> int:
+        """Token count of ``text``; backends with a tokenizer override this estimate."""
+        return max(1, len(text) // 3)
+
+    def close(self) -> None:
+        """Release resources (GPU memory, HTTP sessions, server processes)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

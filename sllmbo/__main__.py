@@ -1,0 +1,3 @@
+from sllmbo.cli import main
+
+main()

@@ -1,0 +1,48 @@
+"""The ``sllmbo`` command: a thin typer layer, one module per command group.
+
+Heavy libraries are imported inside commands so ``sllmbo --help`` stays instant. Every
+``SllmboError`` becomes one message and exit code 2; ``SLLMBO_DEBUG=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="sllmbo",
+    help="Hyperparameter optimization with a local LLM (the SLLMBO loop on Optuna).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    # Each command module adds its commands/groups to `app`; imports there stay light.
+    from sllmbo.cli import models, recommend, serve, tasks, tune
+
+    for module in (tasks, tune, recommend, models, serve):
+        module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``sllmbo`` console script."""
+    from sllmbo.errors import SllmboError
+
+    _register()
+    try:
+        app(args=argv, prog_name="sllmbo")
+    except SllmboError as err:
+        if os.environ.get("SLLMBO_DEBUG"):
+            raise
+        typer.secho(f"error: {err.message}", fg=typer.colors.RED, err=True)
+        if err.hint:
+            typer.echo(f"  hint: {err.hint}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished trials are stored; run the same command to resume", err=True)
+        sys.exit(130)

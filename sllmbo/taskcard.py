@@ -1,0 +1,80 @@
+"""Task cards: what the LLM reads about a task.
+
+A card is written into ``study.user_attrs["sllmbo:task_card"]`` by every study this project runs,
+so a trial log carries its own context and can become fine-tuning data later. Foreign studies
+get a card from a small YAML file the user writes (``TaskCard.from_yaml``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sllmbo.errors import TaskError
+
+USER_ATTR_KEY = "sllmbo:task_card"
+
+
+class TaskCard(BaseModel):
+    """Model family, metric and dataset meta-features of one tuning task."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: str = Field(description="task name, e.g. 'bike_sharing' or a file name")
+    task_type: Literal["regression", "classification"]
+    model_family: str = Field(description="e.g. 'lightgbm', 'xgboost', 'random_forest', 'mlp'")
+    metric: str = Field(description="objective metric, e.g. 'rmse', 'log_loss', 'accuracy'")
+    direction: Literal["minimize", "maximize"]
+    n_rows: int = Field(ge=0, description="rows in the training split")
+    n_features: int = Field(ge=0)
+    n_numeric: int = Field(ge=0)
+    n_categorical: int = Field(ge=0)
+    missing_share: float = Field(ge=0.0, le=1.0, description="share of missing feature cells")
+    n_classes: int | None = Field(default=None, description="classification only")
+    minority_share: float | None = Field(
+        default=None, description="share of the rarest class (classification only)"
+    )
+    target_mean: float | None = Field(default=None, description="regression only")
+    target_std: float | None = Field(default=None, description="regression only")
+    target_skew: float | None = Field(default=None, description="regression only")
+    description: str = Field(default="", description="one line about the data, optional")
+
+    def to_user_attr(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "task card") -> TaskCard:
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '(card)'}: {e['msg']}" for e in err.errors()
+            )
+            raise TaskError(
+                f"{source} is not a valid task card: {problems}",
+                hint="see `sllmbo tasks --help` for the fields a card needs",
+            ) from None
+
+    @classmethod
+    def from_study(cls, study: Any) -> TaskCard | None:
+        """The card a study carries, or None for a foreign study without one."""
+        data = study.user_attrs.get(USER_ATTR_KEY)
+        return None if data is None else cls.from_mapping(data, f"study '{study.study_name}'")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TaskCard:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise TaskError(f"task card file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise TaskError(f"task card {path} is not valid YAML: {err}") from None
+        if not isinstance(data, Mapping):
+            raise TaskError(f"task card {path} must be a mapping of fields, got {data!r}")
+        return cls.from_mapping(data, str(path))
