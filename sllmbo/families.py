@@ -1,0 +1,274 @@
+"""Model families: default search spaces, hard limits, and estimator builders.
+
+The default space is where tuning starts; the hard limits are the widest ranges the LLM may
+move a space to (the adaptive space never leaves them). Preprocessing follows each family's
+strengths: LightGBM and XGBoost take pandas ``category`` columns and NaN natively; the random
+forest gets median imputation and ordinal codes; the MLP gets imputation, scaling and one-hot
+codes, and a standardised target for regression.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sllmbo.errors import SllmboError
+from sllmbo.space import CategoricalParam, FloatParam, IntParam, SearchSpace
+
+TaskType = str  # "regression" | "classification"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What an estimator builder needs besides the configuration."""
+
+    task_type: TaskType
+    categorical_columns: tuple[str, ...]
+    numeric_columns: tuple[str, ...]
+    n_classes: int | None
+    seed: int
+    n_jobs: int = 1
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    description: str
+    default: SearchSpace
+    limits: SearchSpace
+    builder: Callable[[Mapping[str, Any], BuildContext], Any]
+
+    def default_space(self, task_type: TaskType | None = None) -> SearchSpace:
+        """The space tuning starts from (the same for both task types here)."""
+        return self.default
+
+    def hard_limits(self, task_type: TaskType | None = None) -> SearchSpace:
+        """The widest ranges any adapted space may reach."""
+        return self.limits
+
+    def build(self, config: Mapping[str, Any], context: BuildContext) -> Any:
+        """An unfitted scikit-learn-compatible estimator for ``config``."""
+        return self.builder(self.limits.validate(config), context)
+
+
+def _lightgbm(config: Mapping[str, Any], ctx: BuildContext) -> Any:
+    import lightgbm as lgb
+
+    params = dict(
+        config,
+        subsample_freq=1,
+        random_state=ctx.seed,
+        n_jobs=ctx.n_jobs,
+        deterministic=True,
+        force_row_wise=True,
+        verbosity=-1,
+    )
+    if ctx.task_type == "regression":
+        return lgb.LGBMRegressor(**params)
+    return lgb.LGBMClassifier(**params)
+
+
+def _xgboost(config: Mapping[str, Any], ctx: BuildContext) -> Any:
+    import xgboost as xgb
+
+    params = dict(
+        config,
+        tree_method="hist",
+        enable_categorical=True,
+        max_cat_to_onehot=8,
+        random_state=ctx.seed,
+        n_jobs=ctx.n_jobs,
+        verbosity=0,
+    )
+    if ctx.task_type == "regression":
+        return xgb.XGBRegressor(**params)
+    return xgb.XGBClassifier(**params)
+
+
+def _random_forest(config: Mapping[str, Any], ctx: BuildContext) -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    prep = ColumnTransformer(
+        [
+            ("num", SimpleImputer(strategy="median"), list(ctx.numeric_columns)),
+            (
+                "cat",
+                OrdinalEncoder(
+                    handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1
+                ),
+                list(ctx.categorical_columns),
+            ),
+        ]
+    )
+    model_cls = RandomForestRegressor if ctx.task_type == "regression" else RandomForestClassifier
+    model = model_cls(**config, random_state=ctx.seed, n_jobs=ctx.n_jobs)
+    return make_pipeline(prep, model)
+
+
+def _mlp(config: Mapping[str, Any], ctx: BuildContext) -> Any:
+    from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    prep = ColumnTransformer(
+        [
+            (
+                "num",
+                make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                list(ctx.numeric_columns),
+            ),
+            (
+                "cat",
+                make_pipeline(
+                    SimpleImputer(strategy="most_frequent"),
+                    OneHotEncoder(handle_unknown="ignore", max_categories=32),
+                ),
+                list(ctx.categorical_columns),
+            ),
+        ]
+    )
+    settings = dict(config)
+    width, depth = settings.pop("hidden_layer_size"), settings.pop("n_layers")
+    common = dict(
+        settings,
+        hidden_layer_sizes=(width,) * depth,
+        early_stopping=True,
+        max_iter=200,
+        n_iter_no_change=10,
+        random_state=ctx.seed,
+    )
+    if ctx.task_type == "regression":
+        model = TransformedTargetRegressor(MLPRegressor(**common), transformer=StandardScaler())
+    else:
+        model = MLPClassifier(**common)
+    return make_pipeline(prep, model)
+
+
+def _boosting_space(
+    *, leaves_or_depth: list[Any], extra: list[Any]
+) -> tuple[SearchSpace, SearchSpace]:
+    """Default and hard-limit spaces sharing the parameters every booster has."""
+    default = [
+        FloatParam("learning_rate", 0.005, 0.3, log=True),
+        IntParam("n_estimators", 50, 1000, log=True),
+        leaves_or_depth[0],
+        FloatParam("subsample", 0.5, 1.0),
+        FloatParam("colsample_bytree", 0.4, 1.0),
+        FloatParam("reg_alpha", 1e-8, 10.0, log=True),
+        FloatParam("reg_lambda", 1e-8, 10.0, log=True),
+        extra[0],
+    ]
+    limits = [
+        FloatParam("learning_rate", 1e-4, 1.0, log=True),
+        IntParam("n_estimators", 10, 5000, log=True),
+        leaves_or_depth[1],
+        FloatParam("subsample", 0.1, 1.0),
+        FloatParam("colsample_bytree", 0.1, 1.0),
+        FloatParam("reg_alpha", 1e-10, 100.0, log=True),
+        FloatParam("reg_lambda", 1e-10, 100.0, log=True),
+        extra[1],
+    ]
+    return SearchSpace(tuple(default)), SearchSpace(tuple(limits))
+
+
+_LGB_DEFAULT, _LGB_LIMITS = _boosting_space(
+    leaves_or_depth=[IntParam("num_leaves", 8, 256, log=True), IntParam("num_leaves", 2, 4096, log=True)],
+    extra=[
+        IntParam("min_child_samples", 5, 100, log=True),
+        IntParam("min_child_samples", 1, 1000, log=True),
+    ],
+)
+_XGB_DEFAULT, _XGB_LIMITS = _boosting_space(
+    leaves_or_depth=[IntParam("max_depth", 2, 12), IntParam("max_depth", 1, 20)],
+    extra=[
+        FloatParam("min_child_weight", 0.01, 20.0, log=True),
+        FloatParam("min_child_weight", 1e-3, 100.0, log=True),
+    ],
+)
+
+FAMILIES: dict[str, ModelFamily] = {
+    "lightgbm": ModelFamily(
+        "lightgbm",
+        "LightGBM gradient-boosted trees (leaf-wise growth)",
+        _LGB_DEFAULT,
+        _LGB_LIMITS,
+        _lightgbm,
+    ),
+    "xgboost": ModelFamily(
+        "xgboost",
+        "XGBoost gradient-boosted trees (hist, depth-wise growth)",
+        _XGB_DEFAULT,
+        _XGB_LIMITS,
+        _xgboost,
+    ),
+    "random_forest": ModelFamily(
+        "random_forest",
+        "scikit-learn random forest",
+        SearchSpace(
+            (
+                IntParam("n_estimators", 50, 500, log=True),
+                IntParam("max_depth", 3, 40, log=True),
+                IntParam("min_samples_split", 2, 20),
+                IntParam("min_samples_leaf", 1, 20, log=True),
+                FloatParam("max_features", 0.1, 1.0),
+                CategoricalParam("bootstrap", (True, False)),
+            )
+        ),
+        SearchSpace(
+            (
+                IntParam("n_estimators", 10, 2000, log=True),
+                IntParam("max_depth", 1, 100, log=True),
+                IntParam("min_samples_split", 2, 100),
+                IntParam("min_samples_leaf", 1, 100, log=True),
+                FloatParam("max_features", 0.01, 1.0),
+                CategoricalParam("bootstrap", (True, False)),
+            )
+        ),
+        _random_forest,
+    ),
+    "mlp": ModelFamily(
+        "mlp",
+        "scikit-learn multi-layer perceptron (Adam, early stopping)",
+        SearchSpace(
+            (
+                IntParam("hidden_layer_size", 16, 256, log=True),
+                IntParam("n_layers", 1, 3),
+                FloatParam("alpha", 1e-6, 1e-1, log=True),
+                FloatParam("learning_rate_init", 1e-4, 1e-2, log=True),
+                CategoricalParam("batch_size", (32, 64, 128, 256)),
+                CategoricalParam("activation", ("relu", "tanh")),
+            )
+        ),
+        SearchSpace(
+            (
+                IntParam("hidden_layer_size", 4, 1024, log=True),
+                IntParam("n_layers", 1, 5),
+                FloatParam("alpha", 1e-8, 10.0, log=True),
+                FloatParam("learning_rate_init", 1e-5, 1e-1, log=True),
+                CategoricalParam("batch_size", (32, 64, 128, 256)),
+                CategoricalParam("activation", ("relu", "tanh")),
+            )
+        ),
+        _mlp,
+    ),
+}
+
+ALIASES = {"lgbm": "lightgbm", "xgb": "xgboost", "rf": "random_forest", "randomforest": "random_forest"}
+
+
+def get_family(name: str) -> ModelFamily:
+    """The family called ``name`` (aliases: lgbm, xgb, rf); ``SllmboError`` if unknown."""
+    key = ALIASES.get(name.lower().replace("-", "_"), name.lower().replace("-", "_"))
+    if key not in FAMILIES:
+        raise SllmboError(
+            f"unknown model family '{name}'",
+            hint=f"choose one of: {', '.join(FAMILIES)}",
+        )
+    return FAMILIES[key]
