@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from sllmbo.errors import ConfigError, SpaceError
 
-Choice = Union[str, int, float, bool, None]
+Choice = str | int | float | bool | None
 
 
 def _is_number(value: Any) -> bool:
@@ -80,7 +80,7 @@ class CategoricalParam:
         object.__setattr__(self, "choices", choices)
 
 
-Param = Union[FloatParam, IntParam, CategoricalParam]
+Param = FloatParam | IntParam | CategoricalParam
 
 
 def _check_bounds(name: str, low: Any, high: Any, log: bool) -> None:
@@ -300,13 +300,12 @@ class SearchSpace:
                 continue
             clipped = min(max(number, p.low), p.high)
             if isinstance(p, IntParam):
-                clipped = int(round(clipped))
+                clipped = round(clipped)
                 clipped = min(max(clipped, p.low), p.high)
             else:
                 clipped = float(clipped)
-            if clipped != value or type(clipped) is not type(value):
-                if not (_is_number(value) and clipped == value):
-                    repairs.append(f"clipped '{p.name}' from {value!r} to {clipped!r}")
+            if not (_is_number(value) and clipped == value):
+                repairs.append(f"clipped '{p.name}' from {value!r} to {clipped!r}")
             fixed[p.name] = clipped
         if problems:
             raise ConfigError(problems)

@@ -1,0 +1,96 @@
+"""``sllmbo tune``: tune a model family on a task with an Optuna study that resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from sllmbo.tune import TuneResult
+
+EXAMPLES = """
+Examples:
+
+  sllmbo tune --task bike_sharing --model lightgbm --sampler tpe --n-trials 30 \\
+      --storage sqlite:///runs.db --study bike-lgbm --seed 0
+
+  sllmbo tune --data sales.csv --target units --model xgboost --n-trials 50 \\
+      --storage sqlite:///runs.db --output result.json
+
+Run the same command again to resume: only the missing completed trials run.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune", help="Tune hyperparameters on a task; resumable." + EXAMPLES)(tune_command)
+
+
+def tune_command(
+    task: str | None = typer.Option(None, "--task", help="A built-in task (see `sllmbo tasks`)."),
+    data: Path | None = typer.Option(None, "--data", help="Your CSV or Parquet file."),
+    target: str | None = typer.Option(None, "--target", help="Column to predict (with --data)."),
+    task_type: str | None = typer.Option(
+        None, "--task-type", help="regression | classification (with --data; inferred if unset)."
+    ),
+    model: str = typer.Option("lightgbm", "--model", help="lightgbm | xgboost | random_forest | mlp"),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe | random"),
+    n_trials: int = typer.Option(30, "--n-trials", help="Target number of completed trials."),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna storage URL, e.g. sqlite:///runs.db (default: in memory)."
+    ),
+    study: str | None = typer.Option(None, "--study", help="Study name (default: derived)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of folds, models and sampler."),
+    n_folds: int = typer.Option(5, "--n-folds", help="Cross-validation folds."),
+    n_jobs: int = typer.Option(1, "--n-jobs", help="Threads per model fit."),
+    metric: str | None = typer.Option(
+        None, "--metric", help="rmse (regression) | log_loss | accuracy (classification)."
+    ),
+    output: Path | None = typer.Option(None, "--output", help="Write the result as JSON here."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    from sllmbo.tune import tune
+
+    result = tune(
+        task,
+        data=data,
+        target=target,
+        task_type=task_type,
+        model=model,
+        sampler=sampler,
+        n_trials=n_trials,
+        storage=storage,
+        study_name=study,
+        seed=seed,
+        n_folds=n_folds,
+        n_jobs=n_jobs,
+        metric=metric,
+        output=output,
+        progress=not quiet,
+    )
+    print_result(result)
+
+
+def print_result(r: TuneResult) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{r.task} / {r.model} / {r.sampler}  (study {r.study})")
+    table.add_column("")
+    table.add_column("value")
+    table.add_row("completed trials", f"{r.n_complete} of {r.n_trials_target} (failed {r.n_failed})")
+    if r.best_value is not None:
+        table.add_row(f"best CV {r.metric}", f"{r.best_value:.6g} (trial {r.best_trial})")
+        for name, value in r.test_scores.items():
+            table.add_row(f"test {name}", f"{value:.6g}")
+    if r.stop_reason:
+        table.add_row("stopped", r.stop_reason)
+    table.add_row("seconds", f"{r.seconds:.1f}")
+    console.print(table)
+    if r.best_params is not None:
+        console.print("best configuration:")
+        console.print_json(json.dumps(r.best_params))

@@ -1,0 +1,314 @@
+"""``tune()``: the Python API behind ``sllmbo tune``.
+
+``n_trials`` is the study's target of *completed* trials: run again with the same storage and
+study name and only the missing trials run, so a killed run loses at most its running trial
+(stale running trials are failed by Optuna's heartbeat and their parameters retried).
+Several processes pointed at one RDB storage share the study.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sllmbo import studyinfo
+from sllmbo.errors import SllmboError, StorageError
+from sllmbo.families import ModelFamily, get_family
+from sllmbo.objective import METRICS, EvalSettings, make_objective, objective_metric, test_scores
+from sllmbo.taskcard import TaskCard
+
+if TYPE_CHECKING:
+    import optuna
+
+    from sllmbo.data import Task
+
+SAMPLERS = ("tpe", "random")
+#: Seconds between heartbeats of a running trial; a trial silent for GRACE_S is failed.
+HEARTBEAT_S = 20
+GRACE_S = 60
+
+
+@dataclass
+class TuneResult:
+    """What a tuning run produced; ``to_json`` is the file ``--output`` writes."""
+
+    task: str
+    model: str
+    sampler: str
+    study: str
+    storage: str | None
+    metric: str
+    direction: str
+    n_trials_target: int
+    n_complete: int
+    n_failed: int
+    best_value: float | None
+    best_params: dict[str, Any] | None
+    best_trial: int | None
+    test_scores: dict[str, float] = field(default_factory=dict)
+    stop_reason: str | None = None
+    seconds: float = 0.0
+    task_card: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False)
+
+
+def resolve_task(
+    task: str | None, data: str | Path | None, target: str | None, task_type: str | None
+) -> Task:
+    """A registered task by name, or the user's CSV/Parquet file with a target column."""
+    from sllmbo.data import load_file_task, load_task
+
+    if (task is None) == (data is None):
+        raise SllmboError(
+            "give exactly one of --task NAME or --data PATH",
+            hint="`sllmbo tasks` lists the built-in tasks",
+        )
+    if data is not None:
+        if not target:
+            raise SllmboError("--data needs --target COLUMN (the column to predict)")
+        return load_file_task(data, target=target, task_type=task_type)
+    return load_task(task)  # type: ignore[arg-type]
+
+
+def build_card(task: Task, family: ModelFamily, settings: EvalSettings) -> TaskCard:
+    metric = objective_metric(task, settings)
+    return TaskCard(
+        task=task.name,
+        task_type=task.task_type,
+        model_family=family.name,
+        metric=metric,
+        direction=METRICS[metric],  # type: ignore[arg-type]
+        **task.meta_features(),
+    )
+
+
+def open_storage(url: str | None) -> Any:
+    """An Optuna storage for ``url`` (None: in memory); ``StorageError`` if it won't open."""
+    import optuna
+    import sqlalchemy.exc
+
+    if url is None:
+        return optuna.storages.InMemoryStorage()
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Several workers on one SQLite file: wait for the lock instead of failing at once.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+        )
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StorageError(
+            f"storage '{url}' does not open: {first_line}",
+            hint="use e.g. sqlite:///runs.db (the folder must exist) or "
+            "postgresql://user:pass@host/db",
+        ) from None
+
+
+def open_study(storage: Any, name: str, card: TaskCard) -> optuna.Study:
+    """Create the study or load it; refuse a study that was made for another task or model."""
+    import optuna
+
+    direction = card.direction
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction=direction,
+        load_if_exists=True,
+    )
+    if study.direction.name.lower() != direction:
+        raise SllmboError(
+            f"study '{name}' exists with direction {study.direction.name.lower()}, "
+            f"this run needs {direction}",
+            hint="choose another --study name",
+        )
+    stored = TaskCard.from_study(study)
+    if stored is None:
+        if study.trials:
+            raise SllmboError(
+                f"study '{name}' already holds {len(study.trials)} trials that sllmbo did not "
+                "write (no task card)",
+                hint="choose another --study name; foreign studies are read by the data stage",
+            )
+        study.set_user_attr(studyinfo.TASK_CARD, card.to_user_attr())
+    elif (stored.task, stored.model_family, stored.metric) != (
+        card.task,
+        card.model_family,
+        card.metric,
+    ):
+        raise SllmboError(
+            f"study '{name}' was made for task '{stored.task}', model '{stored.model_family}', "
+            f"metric '{stored.metric}'; this run is '{card.task}', '{card.model_family}', "
+            f"'{card.metric}'",
+            hint="choose another --study name",
+        )
+    return study
+
+
+def count_states(study: optuna.Study) -> dict[str, int]:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    return {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+
+
+def process_seed(seed: int, study: optuna.Study) -> int:
+    """The sampler seed of this process: ``seed`` on a fresh study (reproducible runs); on a
+    study that already has trials (a resume, or another worker), mixed with the trial count
+    and PID so that workers do not propose the same configurations."""
+    n = len(study.get_trials(deepcopy=False))
+    return seed if n == 0 else (seed * 1_000_003 + n * 7_919 + os.getpid()) % (2**31)
+
+
+def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise SllmboError(f"unknown sampler '{kind}'", hint=f"choose one of: {', '.join(SAMPLERS)}")
+
+
+def optimize_until(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    target: int,
+    callbacks: Sequence[Callable[[optuna.Study, Any], None]] = (),
+    max_failures: int | None = None,
+) -> None:
+    """Run trials until the study holds ``target`` completed trials (counted in storage, so
+    other workers' trials count too), a callback stops the study, or too many trials fail."""
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    max_failures = max_failures if max_failures is not None else max(10, target)
+    stop_at_target = MaxTrialsCallback(target, states=(TrialState.COMPLETE,))
+    failures_at_start = count_states(study)["fail"]
+    while True:
+        counts = count_states(study)
+        remaining = target - counts["complete"]
+        if remaining <= 0 or study.user_attrs.get(studyinfo.STOP_REASON):
+            return
+        if counts["fail"] - failures_at_start >= max_failures:
+            raise SllmboError(
+                f"{counts['fail'] - failures_at_start} trials failed in this run; stopping",
+                hint="see the trials' 'sllmbo:fit_error' user attribute for the causes",
+            )
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            callbacks=[stop_at_target, *callbacks],
+            gc_after_trial=False,
+        )
+
+
+def tune(
+    task: str | None = None,
+    *,
+    data: str | Path | None = None,
+    target: str | None = None,
+    task_type: str | None = None,
+    model: str = "lightgbm",
+    sampler: str = "tpe",
+    n_trials: int = 30,
+    storage: str | None = None,
+    study_name: str | None = None,
+    seed: int = 0,
+    n_folds: int = 5,
+    n_jobs: int = 1,
+    metric: str | None = None,
+    output: str | Path | None = None,
+    progress: bool = True,
+) -> TuneResult:
+    """Tune ``model`` on a task and refit the best configuration on the test split.
+
+    >>> result = tune("diabetes", model="lightgbm", sampler="tpe", n_trials=20)  # doctest: +SKIP
+    """
+    import optuna
+
+    if n_trials < 1:
+        raise SllmboError(f"--n-trials must be >= 1, got {n_trials}")
+    if sampler not in SAMPLERS:
+        make_sampler(sampler, seed)  # raises the unknown-sampler message
+    started = time.perf_counter()
+    loaded = resolve_task(task, data, target, task_type)
+    family = get_family(model)
+    try:
+        settings = EvalSettings(n_folds=n_folds, seed=seed, n_jobs=n_jobs, metric=metric)
+    except ValueError as err:
+        raise SllmboError(str(err)) from None
+    if metric == "rmse" and loaded.task_type != "regression":
+        raise SllmboError("metric 'rmse' is for regression; use log_loss or accuracy")
+    if metric in ("log_loss", "accuracy") and loaded.task_type != "classification":
+        raise SllmboError(f"metric '{metric}' is for classification; use rmse")
+    card = build_card(loaded, family, settings)
+    name = study_name or f"{loaded.name}-{family.name}-{sampler}-seed{seed}"
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(open_storage(storage), name, card)
+    study.sampler = make_sampler(sampler, process_seed(seed, study))
+    study.set_user_attr(
+        studyinfo.RUN_CONFIG,
+        {"sampler": sampler, "n_trials": n_trials, "seed": seed, "n_folds": n_folds},
+    )
+    objective = make_objective(loaded, family, family.default_space(loaded.task_type), settings)
+
+    from sllmbo.progress import TrialProgress
+
+    with TrialProgress(study, target=n_trials, enabled=progress) as bar:
+        optimize_until(study, objective, n_trials, callbacks=[bar.callback])
+
+    result = summarize(study, loaded, family, settings, sampler, storage, n_trials, card)
+    result.seconds = round(time.perf_counter() - started, 2)
+    if output is not None:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(result.to_json() + "\n")
+    return result
+
+
+def summarize(
+    study: optuna.Study,
+    task: Task,
+    family: ModelFamily,
+    settings: EvalSettings,
+    sampler: str,
+    storage: str | None,
+    n_trials: int,
+    card: TaskCard,
+) -> TuneResult:
+    """Best trial of the study and its refit test scores."""
+    counts = count_states(study)
+    best = None
+    if counts["complete"]:
+        best = study.best_trial
+    return TuneResult(
+        task=task.name,
+        model=family.name,
+        sampler=sampler,
+        study=study.study_name,
+        storage=storage,
+        metric=card.metric,
+        direction=card.direction,
+        n_trials_target=n_trials,
+        n_complete=counts["complete"],
+        n_failed=counts["fail"],
+        best_value=None if best is None else float(best.value),  # type: ignore[arg-type]
+        best_params=None if best is None else dict(best.params),
+        best_trial=None if best is None else best.number,
+        test_scores={} if best is None else test_scores(task, family, best.params, settings),
+        stop_reason=study.user_attrs.get(studyinfo.STOP_REASON),
+        task_card=card.to_user_attr(),
+    )
