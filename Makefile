@@ -8,11 +8,10 @@ SLLMBO := $(VENV)/bin/sllmbo
 STAMP := $(VENV)/.installed
 # CPU build of torch that lies on these machines; GPU users bring their own torch.
 TORCH_PIN ?= torch==2.13.0
-export SLLMBO_HOME ?= $(CURDIR)/.sllmbo
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup model demo test lint bench bench-inference clean
+.PHONY: setup model demo test test-services lint bench bench-inference clean
 
 setup: $(STAMP)
 
@@ -27,11 +26,20 @@ model: $(STAMP)
 	$(SLLMBO) models pull
 
 demo: setup model
+	mkdir -p runs
 	$(SLLMBO) tune --task bike_sharing --model lightgbm --sampler llm-tpe --n-trials 20 \
-		--storage sqlite:///$(SLLMBO_HOME)/demo.db --study demo-bike-lightgbm --seed 0 \
-		--output $(SLLMBO_HOME)/demo-result.json
+		--storage sqlite:///runs/demo.db --study demo-bike-lightgbm --seed 0 \
+		--output runs/demo-result.json
 
-test: setup model
+# PostgreSQL (Debian's package) lets the scale-out tests run a real server; best effort:
+# without it (no root, no apt) those tests skip with a reason.
+test-services:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) ; } || \
+		echo "postgresql not installed: its tests will skip"
+
+test: setup model test-services
 	$(PY) -m pytest -q
 
 lint: setup
