@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sllmbo import studyinfo
-from sllmbo.errors import SllmboError, StorageError
+from sllmbo.errors import SllmboError, SpaceError, StorageError
 from sllmbo.families import ModelFamily, get_family
 from sllmbo.objective import METRICS, EvalSettings, make_objective, objective_metric, test_scores
+from sllmbo.space import SearchSpace
 from sllmbo.taskcard import TaskCard
 
 if TYPE_CHECKING:
@@ -75,6 +76,21 @@ def resolve_task(
             raise SllmboError("--data needs --target COLUMN (the column to predict)")
         return load_file_task(data, target=target, task_type=task_type)
     return load_task(task)  # type: ignore[arg-type]
+
+
+def load_space_file(path: str | Path) -> SearchSpace:
+    """A search space from a JSON or YAML file in ``SearchSpace.to_dict`` form:
+    ``{"learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": true}, ...}``."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(f"space file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except yaml.YAMLError as err:
+        raise SpaceError(f"space file {path} is not valid JSON/YAML: {err}") from None
+    return SearchSpace.from_dict(data)
 
 
 def build_card(task: Task, family: ModelFamily, settings: EvalSettings) -> TaskCard:
@@ -232,6 +248,7 @@ def tune(
     metric: str | None = None,
     output: str | Path | None = None,
     progress: bool = True,
+    space_file: str | Path | None = None,
 ) -> TuneResult:
     """Tune ``model`` on a task and refit the best configuration on the test split.
 
@@ -264,7 +281,10 @@ def tune(
         studyinfo.RUN_CONFIG,
         {"sampler": sampler, "n_trials": n_trials, "seed": seed, "n_folds": n_folds},
     )
-    objective = make_objective(loaded, family, family.default_space(loaded.task_type), settings)
+    default_space = family.default_space(loaded.task_type)
+    if space_file is not None:
+        default_space = load_space_file(space_file).restricted_to(family.hard_limits())
+    objective = make_objective(loaded, family, default_space, settings)
 
     from sllmbo.progress import TrialProgress
 

@@ -48,6 +48,12 @@ def tune_command(
         None, "--metric", help="rmse (regression) | log_loss | accuracy (classification)."
     ),
     output: Path | None = typer.Option(None, "--output", help="Write the result as JSON here."),
+    space_file: Path | None = typer.Option(
+        None,
+        "--space-file",
+        help="Your own search space (JSON/YAML, name -> {type, low, high, log} or "
+        "{type: categorical, choices}); kept within the family's hard limits.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     from sllmbo.tune import tune
@@ -68,6 +74,7 @@ def tune_command(
         metric=metric,
         output=output,
         progress=not quiet,
+        space_file=space_file,
     )
     print_result(result)
 
