@@ -108,7 +108,7 @@ def cross_validate(
     )
 
 
-def test_scores(
+def holdout_scores(
     task: Task, family: ModelFamily, config: Mapping[str, Any], settings: EvalSettings
 ) -> dict[str, float]:
     """Refit on the whole train split; every metric of the task type on the test split."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sllmbo import studyinfo
 from sllmbo.errors import SllmboError, SpaceError, StorageError
 from sllmbo.families import ModelFamily, get_family
-from sllmbo.objective import METRICS, EvalSettings, make_objective, objective_metric, test_scores
+from sllmbo.objective import METRICS, EvalSettings, holdout_scores, make_objective, objective_metric
 from sllmbo.space import SearchSpace
 from sllmbo.taskcard import TaskCard
 
@@ -328,7 +328,7 @@ def summarize(
         best_value=None if best is None else float(best.value),  # type: ignore[arg-type]
         best_params=None if best is None else dict(best.params),
         best_trial=None if best is None else best.number,
-        test_scores={} if best is None else test_scores(task, family, best.params, settings),
+        test_scores={} if best is None else holdout_scores(task, family, best.params, settings),
         stop_reason=study.user_attrs.get(studyinfo.STOP_REASON),
         task_card=card.to_user_attr(),
     )

@@ -21,12 +21,19 @@ app = typer.Typer(
 )
 
 
+_registered = False
+
+
 def _register() -> None:
-    # Each command module adds its commands/groups to `app`; imports there stay light.
+    """Let each command module add its commands to ``app`` (once; imports stay light)."""
+    global _registered
+    if _registered:
+        return
     from sllmbo.cli import models, recommend, serve, tasks, tune
 
     for module in (tasks, tune, recommend, models, serve):
         module.register(app)
+    _registered = True
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,149 @@
+"""`sllmbo tune`: results, resuming to a target of completed trials, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sllmbo.cli import main
+from sllmbo.tune import tune
+
+REGRESSION, CLASSIFICATION = "diabetes", "breast_cancer"
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def completed(url: str, study: str) -> int:
+    loaded = optuna.load_study(study_name=study, storage=url)
+    return len(loaded.get_trials(states=(TrialState.COMPLETE,)))
+
+
+def test_tune_writes_card_result_and_resumes_only_the_missing_trials(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    out = tmp_path / "result.json"
+    first = tune(REGRESSION, n_trials=3, n_folds=2, storage=url, study_name="s", progress=False)
+    assert first.n_complete == 3
+    assert first.test_scores["rmse"] > 0
+    second = tune(
+        REGRESSION, n_trials=5, n_folds=2, storage=url, study_name="s", progress=False, output=out
+    )
+    study = optuna.load_study(study_name="s", storage=url)
+    assert len(study.trials) == 5  # two more, not five more
+    assert study.user_attrs["sllmbo:task_card"]["task"] == REGRESSION
+    assert study.user_attrs["sllmbo:task_card"]["n_rows"] > 0
+    saved = json.loads(out.read_text())
+    assert saved["n_complete"] == 5
+    assert saved["best_value"] == pytest.approx(second.best_value)
+    assert set(saved["best_params"]) == set(study.best_params)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("task", "sampler"),
+    [(REGRESSION, "tpe"), (REGRESSION, "random"), (CLASSIFICATION, "tpe"), (CLASSIFICATION, "random")],
+)
+def test_tune_killed_mid_run_and_restarted_ends_with_the_requested_trials(tmp_path, task, sampler):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    cmd = [
+        sys.executable, "-m", "sllmbo", "tune", "--task", task, "--model", "lightgbm",
+        "--sampler", sampler, "--n-trials", "8", "--n-folds", "2", "--storage", url,
+        "--study", "killed", "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            if completed(url, "killed") >= 2:
+                break
+        except KeyError:  # the study is not created yet
+            continue
+    proc.kill()
+    proc.wait()
+    done_before = completed(url, "killed")
+    assert 2 <= done_before < 8, "the run should be killed mid-way"
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    study = optuna.load_study(study_name="killed", storage=url)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 8
+    assert states.count(TrialState.RUNNING) <= 1  # at most the trial that was running is lost
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--task", "no_such_task"], "no_such_task"),
+        (["--task", REGRESSION, "--model", "catboost"], "unknown model family 'catboost'"),
+        (["--task", REGRESSION, "--sampler", "annealing"], "unknown sampler 'annealing'"),
+        (["--task", REGRESSION, "--n-trials", "0"], "--n-trials must be >= 1"),
+        ([], "give exactly one of --task NAME or --data PATH"),
+        (["--task", REGRESSION, "--metric", "accuracy"], "is for classification"),
+        (["--task", REGRESSION, "--storage", "sqlite:////no/such/dir/x.db"], "does not open"),
+        (["--task", REGRESSION, "--storage", "nosuchdb://x"], "does not open"),
+    ],
+)
+def test_bad_input_gets_one_message_and_exit_code_2(args, words, capsys):
+    code, _, err = run_cli(["tune", "--n-folds", "2", "--quiet", *args], capsys)
+    assert code == 2
+    assert words in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ('{"learning_rate": {"type": "float", "low": 0.5, "high": 0.1}}', "low must be <= high"),
+        ('{"num_leaves": {"type": "int", "low": 0, "high": 10, "log": true}}', "needs low > 0"),
+        ('{"momentum": {"type": "float", "low": 0.1, "high": 0.9}}', "not a tunable parameter"),
+    ],
+)
+def test_a_bad_space_file_is_refused_with_the_rule(tmp_path, content, words, capsys):
+    path = tmp_path / "space.json"
+    path.write_text(content)
+    code, _, err = run_cli(["tune", "--task", REGRESSION, "--space-file", str(path)], capsys)
+    assert code == 2
+    assert words in err
+
+
+def test_bad_data_files_are_refused(tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("a,b,y\n")
+    code, _, err = run_cli(["tune", "--data", str(empty), "--target", "y"], capsys)
+    assert code == 2 and "Traceback" not in err
+    code, _, err = run_cli(["tune", "--data", str(empty)], capsys)
+    assert code == 2 and "--target" in err
+
+
+def test_a_study_made_for_another_task_is_refused_and_left_intact(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    tune(REGRESSION, n_trials=2, n_folds=2, storage=url, study_name="mine", progress=False)
+    code, _, err = run_cli(
+        ["tune", "--task", CLASSIFICATION, "--storage", url, "--study", "mine", "--quiet"], capsys
+    )
+    assert code == 2
+    assert "was made for task 'diabetes'" in err
+    assert completed(url, "mine") == 2
+
+
+def test_a_custom_space_file_is_used_for_every_trial(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "learning_rate: {type: float, low: 0.05, high: 0.06, log: true}\n"
+        "n_estimators: {type: int, low: 20, high: 30}\n"  # 20 is below the default space
+    )
+    result = tune(REGRESSION, n_trials=3, n_folds=2, space_file=path, progress=False)
+    assert set(result.best_params) == {"learning_rate", "n_estimators"}
+    assert 0.05 <= result.best_params["learning_rate"] <= 0.06
+    assert 20 <= result.best_params["n_estimators"] <= 30
