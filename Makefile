@@ -11,7 +11,7 @@ TORCH_PIN ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup model demo test test-services lint bench bench-inference clean
+.PHONY: setup model demo test test-services lint bench bench-inference bench-families clean
 
 setup: $(STAMP)
 
@@ -45,7 +45,10 @@ test: setup model test-services
 lint: setup
 	$(VENV)/bin/ruff check .
 
-bench: bench-inference
+bench: bench-families bench-inference
+
+bench-families: setup
+	$(PY) -m sllmbo.eval.bench_families
 
 bench-inference: setup model
 	$(PY) -m sllmbo.eval.bench_inference
