@@ -116,14 +116,21 @@ def open_storage(url: str | None) -> Any:
     if url.startswith("sqlite"):
         # Several workers on one SQLite file: wait for the lock instead of failing at once.
         engine_kwargs["connect_args"] = {"timeout": 60}
+    import warnings
+
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # A trial whose worker died is failed after GRACE_S and its parameters retried once.
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=1
+                ),
+            )
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StorageError(
