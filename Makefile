@@ -11,7 +11,7 @@ TORCH_PIN ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup model demo test test-services lint bench bench-inference bench-families clean
+.PHONY: setup model demo test test-services lint bench bench-inference bench-families bench-samplers clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,9 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 bench: bench-families bench-inference
+
+bench-samplers: setup model
+	$(PY) -m sllmbo.eval.compare_samplers
 
 bench-families: setup
 	$(PY) -m sllmbo.eval.bench_families
