@@ -1,0 +1,129 @@
+"""Ask a backend for one JSON answer: timeout, one retry with the error shown, accounting.
+
+Shared by the optimizer step, the initializer, space adaptation and ``recommend``. The
+answer is data: ``check`` parses/validates it and raises ``ValueError`` (``ConfigError`` is
+fine too) with a message the model can read on its retry. Nothing here falls back; callers
+decide what a failure means and count it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sllmbo.errors import BackendError, ConfigError
+from sllmbo.inference.base import Backend, ChatRequest, Completion, SamplingParams
+from sllmbo.prompts import Messages, retry_messages
+
+T = TypeVar("T")
+
+
+class DuplicateError(ValueError):
+    """The answer repeats a configuration that was already evaluated."""
+
+
+@dataclass
+class CallStats:
+    """What the backend calls of one question cost (summed over the retry)."""
+
+    calls: int = 0
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, completion: Completion) -> None:
+        self.calls += 1
+        self.latency_s += completion.latency_s
+        self.prompt_tokens += completion.prompt_tokens
+        self.completion_tokens += completion.completion_tokens
+
+
+@dataclass
+class Answer(Generic[T]):
+    """The checked value, or ``None`` with ``cause`` in backend_error|timeout|invalid|duplicate."""
+
+    value: T | None
+    stats: CallStats = field(default_factory=CallStats)
+    retries: int = 0
+    error: str | None = None
+    cause: str | None = None
+
+
+def complete_one(backend: Backend, request: ChatRequest, timeout: float | None) -> Completion:
+    """One completion; ``TimeoutError`` when ``timeout`` seconds pass first.
+
+    A backend call cannot be interrupted from outside, so on timeout the worker thread is
+    abandoned (daemon) and the caller moves on; servers apply their own request timeouts too.
+    """
+    if timeout is None:
+        return _first(backend.complete([request]))
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = backend.complete([request])
+        except Exception as err:  # re-raised in the caller's thread below
+            box["error"] = err
+
+    worker = threading.Thread(target=work, name="sllmbo-llm-call", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise TimeoutError(f"the backend gave no answer within {timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    return _first(box["result"])
+
+
+def _first(completions: list[Completion]) -> Completion:
+    if len(completions) != 1:
+        raise BackendError(f"the backend returned {len(completions)} completions for 1 request")
+    return completions[0]
+
+
+def ask_json(
+    backend: Backend,
+    messages: Messages,
+    check: Callable[[Any], T],
+    *,
+    schema: dict[str, Any] | None,
+    sampling: SamplingParams,
+    timeout: float | None = None,
+    max_retries: int = 1,
+) -> Answer[T]:
+    """Ask, parse JSON, ``check``; on a rejected answer retry up to ``max_retries`` times with
+    the rejection shown to the model. Backend failures and timeouts are not retried (the
+    server is unlikely to recover within one trial)."""
+    answer: Answer[T] = Answer(value=None)
+    for attempt in range(max_retries + 1):
+        answer.retries = attempt
+        try:
+            completion = complete_one(backend, ChatRequest(messages, schema, sampling), timeout)
+        except TimeoutError as err:
+            answer.error, answer.cause = str(err), "timeout"
+            return answer
+        except BackendError as err:
+            answer.error, answer.cause = err.message, "backend_error"
+            return answer
+        answer.stats.add(completion)
+        if completion.finish_reason == "error":
+            answer.error, answer.cause = f"the backend failed: {completion.error}", "backend_error"
+            return answer
+        try:
+            answer.value = check(completion.parse_json())
+        except DuplicateError as err:
+            answer.error, answer.cause = str(err), "duplicate"
+        except ConfigError as err:
+            answer.error, answer.cause = "; ".join(err.problems), "invalid"
+        except ValueError as err:
+            answer.error, answer.cause = str(err), "invalid"
+        else:
+            answer.cause = None
+            return answer
+        messages = retry_messages(messages, completion.text, answer.error)
+        if sampling.seed is not None:
+            sampling = SamplingParams(sampling.max_tokens, sampling.temperature,
+                                      sampling.top_p, sampling.seed + 1)
+    return answer
