@@ -13,7 +13,7 @@ from optuna.testing.pytest_samplers import (
     SingleOnlySamplerTestCase,
 )
 
-from sllmbo.samplers import LLMSampler
+from sllmbo.samplers import LLMSampler, LLMTPESampler
 
 
 class TestLLMSamplerConformance(
@@ -22,3 +22,11 @@ class TestLLMSamplerConformance(
     @pytest.fixture
     def sampler(self) -> Callable[[], BaseSampler]:
         return lambda: LLMSampler(backend=ScriptedBackend(), seed=0)
+
+
+class TestLLMTPESamplerConformance(
+    BasicSamplerTestCase, RelativeSamplerTestCase, SingleOnlySamplerTestCase
+):
+    @pytest.fixture
+    def sampler(self) -> Callable[[], BaseSampler]:
+        return lambda: LLMTPESampler(backend=ScriptedBackend(), seed=0, adaptive=True)

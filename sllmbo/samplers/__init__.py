@@ -1,7 +1,50 @@
-"""Optuna samplers driven by an LLM: ``LLMSampler`` and the ``LLMTPESampler`` hybrid."""
+"""Optuna samplers driven by an LLM: ``LLMSampler`` and the ``LLMTPESampler`` hybrid, and
+``build_sampler`` that makes any sampler ``sllmbo tune`` knows by name."""
 
 from __future__ import annotations
 
-from sllmbo.samplers.llm import LLMSampler
+from typing import Any
 
-__all__ = ["LLMSampler"]
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+
+from sllmbo.errors import SllmboError
+from sllmbo.inference.base import Backend
+from sllmbo.samplers.llm import LLMSampler
+from sllmbo.samplers.llm_tpe import LLMTPESampler
+from sllmbo.space import SearchSpace
+from sllmbo.taskcard import TaskCard
+
+KINDS = ("tpe", "random", "llm", "llm-tpe")
+#: Options only the hybrid takes.
+_HYBRID_ONLY = ("p_llm", "adaptive", "p_min", "p_max", "window")
+
+
+def build_sampler(
+    kind: str,
+    *,
+    space: SearchSpace | None = None,
+    card: TaskCard | None = None,
+    backend: Backend | None = None,
+    seed: int | None = None,
+    **options: Any,
+) -> BaseSampler:
+    """A sampler by name: ``tpe`` and ``random`` are Optuna's (seeded; ``options`` must be
+    empty), ``llm`` and ``llm-tpe`` need a ``backend`` and take their constructors' options."""
+    if kind in ("tpe", "random"):
+        if options:
+            raise SllmboError(f"sampler '{kind}' takes no options, got {sorted(options)}")
+        return TPESampler(seed=seed) if kind == "tpe" else RandomSampler(seed=seed)
+    if kind not in KINDS:
+        raise SllmboError(f"unknown sampler '{kind}'", hint=f"choose one of: {', '.join(KINDS)}")
+    if backend is None:
+        raise SllmboError(f"sampler '{kind}' needs an LLM backend",
+                          hint="pass backend=create_backend(...) or use --backend")
+    if kind == "llm":
+        misplaced = sorted(set(options) & set(_HYBRID_ONLY))
+        if misplaced:
+            raise SllmboError(f"options {misplaced} are for sampler 'llm-tpe', not 'llm'")
+        return LLMSampler(backend=backend, space=space, card=card, seed=seed, **options)
+    return LLMTPESampler(backend=backend, space=space, card=card, seed=seed, **options)
+
+
+__all__ = ["KINDS", "LLMSampler", "LLMTPESampler", "build_sampler"]
