@@ -1,0 +1,23 @@
+"""The data stage: real tabular tasks that load offline from files inside PyPI packages.
+
+``list_tasks()`` is cheap (no data read); ``load_task(name)`` reads, validates and splits a
+registered task once per process; ``load_file_task(path, target)`` does the same for the
+user's CSV or Parquet file. Bad input raises ``sllmbo.errors.TaskError``.
+"""
+
+from __future__ import annotations
+
+from sllmbo.data.files import load_file_task
+from sllmbo.data.prepare import infer_task_type
+from sllmbo.data.registry import list_tasks, load_task, task_names
+from sllmbo.data.task import Task, TaskInfo
+
+__all__ = [
+    "Task",
+    "TaskInfo",
+    "infer_task_type",
+    "list_tasks",
+    "load_file_task",
+    "load_task",
+    "task_names",
+]

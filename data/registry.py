@@ -1,0 +1,54 @@
+"""Look-up of the registered tasks: ``list_tasks`` (no data read) and ``load_task`` (cached)."""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+
+from sllmbo.data.classification_tasks import CLASSIFICATION_TASKS
+from sllmbo.data.entry import CatalogEntry
+from sllmbo.data.prepare import build_task
+from sllmbo.data.regression_tasks import REGRESSION_TASKS
+from sllmbo.data.task import Task, TaskInfo
+from sllmbo.errors import TaskError
+
+_ENTRIES: dict[str, CatalogEntry] = {e.info.name: e for e in REGRESSION_TASKS + CLASSIFICATION_TASKS}
+
+
+def list_tasks() -> list[TaskInfo]:
+    """Every registered task, regression first, in registration order; reads no data."""
+    return [e.info for e in _ENTRIES.values()]
+
+
+def task_names() -> list[str]:
+    return list(_ENTRIES)
+
+
+def load_task(name: str) -> Task:
+    """The registered task ``name`` (``-`` and case are forgiven), loaded once per process."""
+    key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
+    if key not in _ENTRIES:
+        close = difflib.get_close_matches(str(key), _ENTRIES, n=3, cutoff=0.5)
+        suggestion = f"did you mean {', '.join(close)}? " if close else ""
+        raise TaskError(
+            f"unknown task '{name}'",
+            hint=f"{suggestion}`sllmbo tasks` lists the {len(_ENTRIES)} built-in tasks; "
+            "for your own CSV or Parquet file use --data PATH --target COLUMN",
+        )
+    return _load_cached(key)
+
+
+@lru_cache(maxsize=None)
+def _load_cached(key: str) -> Task:
+    spec = _ENTRIES[key]
+    info = spec.info
+    return build_task(
+        spec.read(),
+        target=spec.target,
+        task_type=info.task_type,
+        name=info.name,
+        source=info.source,
+        description=info.description,
+        benchmark_kind=info.benchmark_kind,
+        is_equivalent=info.is_equivalent,
+    )
