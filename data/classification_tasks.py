@@ -13,7 +13,9 @@ ADULT_THRESHOLD_USD = 50_000  # the UCI Adult label: yearly income above 50K
 def _cps_income() -> pd.DataFrame:
     """Adult's label on the 1988 CPS: weekly wage x 52 above 50K; the wage itself is dropped."""
     frame = read_rdataset("AER", "CPS1988")
-    frame["income_over_50k"] = (frame["wage"] * 52 > ADULT_THRESHOLD_USD).map({True: ">50K", False: "<=50K"})
+    frame["income_over_50k"] = (frame["wage"] * 52 > ADULT_THRESHOLD_USD).map(
+        {True: ">50K", False: "<=50K"}
+    )
     return frame.drop(columns=["wage"])
 
 

@@ -47,7 +47,9 @@ def _read(path: Path) -> pd.DataFrame:
         if lower.endswith(PARQUET_SUFFIXES):
             return pd.read_parquet(path)
     except pd.errors.EmptyDataError:
-        raise TaskError(f"data file {path} is empty", hint="write a header row and data rows") from None
+        raise TaskError(
+            f"data file {path} is empty", hint="write a header row and data rows"
+        ) from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
         # pyarrow's ArrowInvalid is a ValueError; a corrupt file surfaces as one of these.
         raise TaskError(

@@ -26,7 +26,9 @@ def infer_task_type(y: pd.Series) -> TaskType:
         return "classification"
     values = y.dropna().unique()
     integral = bool(np.all(np.mod(values.astype(float), 1.0) == 0.0))
-    return "classification" if integral and len(values) <= MAX_CLASSES_WHEN_INFERRING else "regression"
+    return (
+        "classification" if integral and len(values) <= MAX_CLASSES_WHEN_INFERRING else "regression"
+    )
 
 
 def build_task(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from functools import lru_cache
+from functools import cache
 
 from sllmbo.data.classification_tasks import CLASSIFICATION_TASKS
 from sllmbo.data.entry import CatalogEntry
@@ -12,7 +12,9 @@ from sllmbo.data.regression_tasks import REGRESSION_TASKS
 from sllmbo.data.task import Task, TaskInfo
 from sllmbo.errors import TaskError
 
-_ENTRIES: dict[str, CatalogEntry] = {e.info.name: e for e in REGRESSION_TASKS + CLASSIFICATION_TASKS}
+_ENTRIES: dict[str, CatalogEntry] = {
+    e.info.name: e for e in REGRESSION_TASKS + CLASSIFICATION_TASKS
+}
 
 
 def list_tasks() -> list[TaskInfo]:
@@ -38,7 +40,7 @@ def load_task(name: str) -> Task:
     return _load_cached(key)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_cached(key: str) -> Task:
     spec = _ENTRIES[key]
     info = spec.info

@@ -86,7 +86,7 @@ class Task:
         cells = X.shape[0] * X.shape[1]
         missing = float(X.isna().to_numpy().sum() / cells) if cells else 0.0
         features: dict[str, Any] = {
-            "n_rows": int(len(X)),
+            "n_rows": len(X),
             "n_features": int(X.shape[1]),
             "n_numeric": len(self.numeric_columns),
             "n_categorical": len(self.categorical_columns),
