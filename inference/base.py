@@ -86,7 +86,7 @@ class Backend(ABC):
         """Token count of ``text``; backends with a tokenizer override this estimate."""
         return max(1, len(text) // 3)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
         """Release resources (GPU memory, HTTP sessions, server processes)."""
 
     def __enter__(self) -> Backend:

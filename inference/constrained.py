@@ -1,0 +1,155 @@
+"""JSON-Schema-constrained decoding for transformers ``generate`` through xgrammar.
+
+Why xgrammar: it compiles a schema once into a token-level grammar and fills a vocabulary
+bitmask per step in C++; on the embedded model it was faster than lm-format-enforcer (numbers
+in ``docs``/the inference report, re-measured by ``python -m sllmbo.eval.bench_inference``).
+
+Why not ``xgrammar.contrib.hf.LogitsProcessor`` as is: transformers appends user processors
+*after* its own temperature/top-p warpers, so top-p could keep only tokens the grammar then
+forbids (an all ``-inf`` row, a crash in sampling), and the contrib processor takes one grammar
+set for the whole batch with no unconstrained rows. ``SchemaLogitsProcessor`` masks first and
+applies temperature and top-p itself, per row, with rows that carry no schema left free.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sllmbo.errors import BackendError
+
+if TYPE_CHECKING:
+    import torch
+    import xgrammar as xgr
+
+
+def check_schema(schema: dict[str, Any]) -> None:
+    """Raise ``BackendError`` naming the problem when ``schema`` is not a valid JSON Schema."""
+    import jsonschema
+
+    if not isinstance(schema, dict):
+        raise BackendError(f"a JSON Schema must be an object, got {type(schema).__name__}")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as err:
+        path = "/".join(str(p) for p in err.absolute_path) or "(root)"
+        raise BackendError(
+            f"invalid JSON Schema at {path}: {err.message}",
+            hint="fix the search space's schema (SearchSpace.to_json_schema)",
+        ) from None
+
+
+def schema_problem(text: str, schema: dict[str, Any] | None) -> str | None:
+    """Why ``text`` is not a JSON document satisfying ``schema`` (None when it is)."""
+    import jsonschema
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        return f"not valid JSON ({err.msg} at {err.pos})"
+    if schema is None:
+        return None
+    error = jsonschema.exceptions.best_match(
+        jsonschema.validators.validator_for(schema)(schema).iter_errors(value))
+    if error is None:
+        return None
+    path = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    return f"does not match the schema at {path}: {error.message}"
+
+
+class GrammarCache:
+    """Compiles JSON Schemas for one tokenizer, once per distinct schema."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int]) -> None:
+        import xgrammar as xgr
+
+        info = xgr.TokenizerInfo.from_huggingface(
+            tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_token_ids))
+        self.vocab_size = vocab_size
+        self._compiler = xgr.GrammarCompiler(info, max_threads=2)
+        self._compiled: dict[str, xgr.CompiledGrammar] = {}
+
+    def get(self, schema: dict[str, Any]) -> xgr.CompiledGrammar:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._compiled:
+            check_schema(schema)
+            try:
+                # No free whitespace: a weak model otherwise pads with spaces until max_tokens.
+                # Compiled from the schema as given: property order is the answer's key order.
+                self._compiled[key] = self._compiler.compile_json_schema(
+                    json.dumps(schema), any_whitespace=False, strict_mode=True)
+            except RuntimeError as err:
+                reason = str(err).strip().splitlines()[-1].split("] ")[-1].split(": ", 1)[-1]
+                raise BackendError(
+                    f"the constrained decoder cannot compile this JSON Schema: {reason}",
+                    hint="use plain types, enums, minimum/maximum and local $refs",
+                ) from None
+        return self._compiled[key]
+
+
+class SchemaLogitsProcessor:
+    """A transformers logits processor: grammar mask, then temperature and top-p, per row.
+
+    One instance serves one ``generate`` call (the matchers hold per-row state). Rows whose
+    grammar is ``None`` are not masked. Pass it as the only processor and leave
+    ``temperature``/``top_p`` at 1.0 in the generation config so nothing reorders the steps.
+    """
+
+    def __init__(self, grammars: Sequence[xgr.CompiledGrammar | None], *, vocab_size: int,
+                 temperature: float, top_p: float) -> None:
+        import xgrammar as xgr
+
+        self._xgr = xgr
+        self.matchers = [xgr.GrammarMatcher(g) if g is not None else None for g in grammars]
+        self.vocab_size = vocab_size
+        self.temperature = temperature
+        self.top_p = top_p
+        self._bitmask = (xgr.allocate_token_bitmask(len(grammars), vocab_size)
+                         if any(m is not None for m in self.matchers) else None)
+        self._started = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        import torch
+
+        if self._bitmask is not None:
+            self._advance(input_ids)
+            self._bitmask.fill_(-1)  # all bits set: every token allowed
+            for row, matcher in enumerate(self.matchers):
+                if matcher is not None and not matcher.is_terminated():
+                    matcher.fill_next_token_bitmask(self._bitmask, row)
+            # The model's logit row may be wider than the tokenizer's vocabulary (padding).
+            width = min(scores.shape[-1], self.vocab_size)
+            masked = scores[:, :width].float().cpu().contiguous()
+            self._xgr.apply_token_bitmask_inplace(masked, self._bitmask)
+            scores = scores.clone()
+            scores[:, :width] = masked.to(scores.device, scores.dtype)
+            if scores.shape[-1] > width:
+                scores[:, width:] = -float("inf")
+        if self.temperature > 0 and self.temperature != 1.0:
+            scores = scores / self.temperature
+        if self.temperature > 0 and self.top_p < 1.0:
+            scores = _top_p(scores, self.top_p, torch)
+        return scores
+
+    def _advance(self, input_ids: torch.LongTensor) -> None:
+        """Feed each row's last sampled token to its matcher (not on the first step)."""
+        if not self._started:
+            self._started = True
+            return
+        last = input_ids[:, -1].tolist()
+        for row, matcher in enumerate(self.matchers):
+            # The mask made any other token impossible; a rejection here is a library bug.
+            if (matcher is not None and not matcher.is_terminated()
+                    and not matcher.accept_token(last[row])):
+                raise BackendError(f"constrained decoder rejected token {last[row]} "
+                                   f"it had allowed (row {row})")
+
+
+def _top_p(scores: torch.Tensor, top_p: float, torch: Any) -> torch.Tensor:
+    """Nucleus filtering: keep the smallest set of tokens whose probability reaches ``top_p``."""
+    sorted_logits, order = torch.sort(scores, descending=True, dim=-1)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # always keeps the top one
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return scores.masked_fill(drop, -float("inf"))

@@ -1,0 +1,161 @@
+"""Backend for any OpenAI-compatible chat server: ``vllm serve``, ``sllmbo serve``, others.
+
+The schema travels as ``response_format={"type": "json_schema", ...}``: vLLM 0.26 honours that
+and silently ignores the old ``guided_json`` field, so nothing else is sent, and every answer
+is re-validated here because a server may still ignore the schema. A batch is sent as
+concurrent requests (the server batches them itself). A server that cannot be reached raises
+``BackendError``; a request the server rejects becomes a ``finish_reason="error"`` completion.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sllmbo.errors import BackendError
+
+from .base import Backend, ChatRequest, Completion, FinishReason
+from .constrained import schema_problem
+
+_SERVE_HINT = "start one with `sllmbo serve` (or `vllm serve MODEL`) and pass its --base-url"
+
+
+class OpenAIBackend(Backend):
+    """Chat completions over HTTP with the ``openai`` client.
+
+    Args:
+        base_url: the server's API root, e.g. ``http://127.0.0.1:8000/v1``.
+        model: the served model (or LoRA module) name; None asks ``/v1/models`` on first use.
+        api_key_env: environment variable holding the key; "EMPTY" when unset (vLLM's
+            convention for servers started without ``--api-key``).
+        timeout_s: per-request timeout in seconds; ``max_retries`` bounded retries follow.
+        max_concurrency: requests of one batch in flight at once.
+        constrained: send each request's schema (re-validation happens either way).
+        context_length: the served model's window, for prompt budgeting (not asked of the
+            server: the OpenAI API has no field for it).
+    """
+
+    def __init__(self, base_url: str, *, model: str | None = None,
+                 api_key_env: str = "SLLMBO_API_KEY", timeout_s: float = 120.0,
+                 max_retries: int = 2, max_concurrency: int = 16, constrained: bool = True,
+                 context_length: int = 2048) -> None:
+        import openai
+
+        if not base_url.startswith(("http://", "https://")):
+            raise BackendError(f"base_url must start with http:// or https://, got {base_url!r}",
+                               hint="e.g. --base-url http://127.0.0.1:8000/v1")
+        if timeout_s <= 0:
+            raise BackendError(f"timeout_s must be > 0, got {timeout_s}")
+        self.base_url = base_url.rstrip("/")
+        self._model = model
+        self.constrained = constrained
+        self.max_concurrency = max(1, max_concurrency)
+        self.context_length = context_length
+        self._client = openai.OpenAI(base_url=self.base_url,
+                                     api_key=os.environ.get(api_key_env) or "EMPTY",
+                                     timeout=timeout_s, max_retries=max_retries)
+        self.name = f"openai:{model or '?'}@{self.base_url}"
+
+    @property
+    def model(self) -> str:
+        """The served model name (asked of the server once when not given)."""
+        if self._model is None:
+            self._model = self._first_served_model()
+            self.name = f"openai:{self._model}@{self.base_url}"
+        return self._model
+
+    def _first_served_model(self) -> str:
+        import openai
+
+        try:
+            served = [m.id for m in self._client.models.list()]
+        except (openai.APIConnectionError, openai.APITimeoutError) as err:
+            raise BackendError(f"cannot reach the model server at {self.base_url}: {err}",
+                               hint=_SERVE_HINT) from None
+        except openai.APIError as err:
+            raise BackendError(f"{self.base_url}/models failed: {err}",
+                               hint="pass the model name explicitly with --model") from None
+        if not served:
+            raise BackendError(f"the server at {self.base_url} serves no model", hint=_SERVE_HINT)
+        return served[0]
+
+    def complete(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        if not requests:
+            return []
+        model = self.model
+        workers = min(self.max_concurrency, len(requests))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sllmbo-http") as pool:
+            return list(pool.map(lambda r: self._one(r, model), requests))
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _one(self, request: ChatRequest, model: str) -> Completion:
+        import openai
+
+        s = request.sampling
+        kwargs: dict[str, Any] = {"model": model, "messages": request.messages,
+                                  "max_tokens": s.max_tokens, "temperature": s.temperature,
+                                  "top_p": s.top_p}
+        if s.seed is not None:
+            kwargs["seed"] = s.seed
+        if self.constrained and request.json_schema is not None:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": request.json_schema, "strict": True},
+            }
+        start = time.perf_counter()
+        try:
+            response = self._client.chat.completions.create(**kwargs)
+        except (openai.APIConnectionError, openai.APITimeoutError) as err:
+            raise BackendError(f"cannot reach the model server at {self.base_url}: {err}",
+                               hint=_SERVE_HINT) from None
+        except openai.APIStatusError as err:
+            return _failed(f"server answered HTTP {err.status_code}: {_message(err)}", start)
+        except openai.APIResponseValidationError as err:
+            return _failed(f"the server's reply is not an OpenAI chat completion: {err}", start)
+        return _to_completion(response, request.json_schema, start)
+
+
+def _to_completion(response: Any, schema: dict[str, Any] | None, start: float) -> Completion:
+    latency = time.perf_counter() - start
+    choices = getattr(response, "choices", None)
+    if not choices:
+        return _failed("the server's reply has no choices", start)
+    choice = choices[0]
+    text = (choice.message.content if choice.message is not None else None) or ""
+    usage = getattr(response, "usage", None)
+    prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+    completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+    reason: FinishReason
+    error = None
+    if choice.finish_reason == "length":
+        reason = "length"
+    elif choice.finish_reason == "stop":
+        reason = "stop"
+        problem = schema_problem(text, schema) if schema is not None else None
+        if problem is not None:
+            reason, error = "error", f"the server's answer {problem}: {text[:200]!r}"
+    else:
+        reason, error = "error", f"unexpected finish_reason {choice.finish_reason!r}"
+    return Completion(text=text, finish_reason=reason, prompt_tokens=prompt_tokens,
+                      completion_tokens=completion_tokens, latency_s=latency, error=error)
+
+
+def _failed(message: str, start: float) -> Completion:
+    return Completion(text="", finish_reason="error", latency_s=time.perf_counter() - start,
+                      error=message)
+
+
+def _message(err: Any) -> str:
+    body = getattr(err, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and "message" in inner:
+            return str(inner["message"])
+        if "message" in body:
+            return str(body["message"])
+    return str(getattr(err, "message", err))

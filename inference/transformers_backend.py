@@ -1,0 +1,270 @@
+"""In-process backend: any local Hugging Face causal LM (+ optional PEFT adapter).
+
+The CPU path of the project and the reference for the others: the model's own chat template,
+bf16 on CUDA and fp32 on CPU (bf16 matmuls are slow on most CPUs), left-padded batches with
+one ``generate`` per batch, and per-request JSON Schemas enforced by xgrammar
+(``constrained.py``). A request without a schema, or a backend made with
+``constrained=False``, decodes freely.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sllmbo.errors import BackendError, ModelNotFoundError
+
+from .adapters import check_adapter_fits
+from .base import Backend, ChatRequest, Completion, FinishReason
+from .constrained import GrammarCache, SchemaLogitsProcessor, schema_problem
+
+
+class TransformersBackend(Backend):
+    """Batched chat completions with transformers ``generate``.
+
+    Args:
+        model_path: a local folder with ``config.json``, weights and a tokenizer that has a
+            chat template.
+        adapter_path: optional PEFT adapter folder trained on this base.
+        device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
+        load_in_4bit: NF4 weights through bitsandbytes; CUDA only.
+        constrained: enforce each request's JSON Schema while decoding (default True).
+        max_batch_size: requests per ``generate`` call; larger lists are split.
+    """
+
+    def __init__(self, model_path: str | Path, *, adapter_path: str | Path | None = None,
+                 device: str = "auto", load_in_4bit: bool = False, constrained: bool = True,
+                 max_batch_size: int = 16) -> None:
+        import torch
+
+        self.model_path = Path(model_path)
+        self.adapter_path = Path(adapter_path) if adapter_path is not None else None
+        self.constrained = constrained
+        self.max_batch_size = max(1, max_batch_size)
+        self.device = _resolve_device(device, torch)
+        if load_in_4bit and self.device.type != "cuda":
+            raise BackendError("load_in_4bit needs a CUDA GPU (bitsandbytes NF4), "
+                               f"but the device is {self.device}",
+                               hint="drop --load-in-4bit on CPU; the model runs in fp32 there")
+        self._config = _load_config(self.model_path)
+        self.tokenizer = _load_tokenizer(self.model_path)
+        self.model = self._load_model(load_in_4bit, torch)
+        self.context_length = int(getattr(self._text_config(), "max_position_embeddings", 2048))
+        self.name = f"transformers:{self.model_path.name}" + (
+            f"+{self.adapter_path.name}" if self.adapter_path else "")
+        self.stop_token_ids = _stop_token_ids(self.model, self.tokenizer)
+        vocab = int(getattr(self._text_config(), "vocab_size", len(self.tokenizer)))
+        self._grammars = GrammarCache(self.tokenizer, vocab, self.stop_token_ids)
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def _text_config(self) -> Any:
+        return getattr(self._config, "text_config", None) or self._config
+
+    def _load_model(self, load_in_4bit: bool, torch: Any) -> Any:
+        from transformers import AutoModelForCausalLM
+
+        kwargs: dict[str, Any] = {
+            "dtype": torch.bfloat16 if self.device.type == "cuda" else torch.float32}
+        if load_in_4bit:
+            kwargs["quantization_config"] = _nf4_config(torch)
+            kwargs["device_map"] = {"": self.device.index or 0}
+        try:
+            model = AutoModelForCausalLM.from_pretrained(self.model_path, **kwargs)
+        except ValueError as err:
+            raise BackendError(f"{self.model_path} is not a causal language model: "
+                               f"{str(err).splitlines()[0]}",
+                               hint="pass a decoder-only model folder (Llama, Mistral, ...)"
+                               ) from None
+        except OSError as err:
+            raise ModelNotFoundError(f"cannot load weights from {self.model_path}: "
+                                     f"{str(err).splitlines()[0]}") from None
+        if not load_in_4bit:
+            model.to(self.device)
+        if self.adapter_path is not None:
+            model = self._attach_adapter(model)
+        model.eval()
+        return model
+
+    def _attach_adapter(self, model: Any) -> Any:
+        from peft import PeftModel
+
+        assert self.adapter_path is not None
+        check_adapter_fits(self.adapter_path, self.model_path, self._text_config().to_dict())
+        try:
+            return PeftModel.from_pretrained(model, str(self.adapter_path), is_trainable=False)
+        except (RuntimeError, ValueError, KeyError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BackendError(f"adapter {self.adapter_path} does not fit base model "
+                               f"{self.model_path}: {first[:300]}",
+                               hint="use the base model the adapter was trained on") from None
+
+    # -- the interface ------------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def complete(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        """Answer in order; requests with equal sampling settings share ``generate`` calls."""
+        results: list[Completion | None] = [None] * len(requests)
+        groups: dict[tuple[int, float, float], list[int]] = {}
+        for i, req in enumerate(requests):
+            s = req.sampling
+            groups.setdefault((s.max_tokens, s.temperature, s.top_p), []).append(i)
+        for indices in groups.values():
+            for start in range(0, len(indices), self.max_batch_size):
+                chunk = indices[start:start + self.max_batch_size]
+                for i, completion in zip(chunk, self._generate([requests[i] for i in chunk]),
+                                         strict=True):
+                    results[i] = completion
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        self.model = None
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    def _generate(self, batch: list[ChatRequest]) -> list[Completion]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        if self.model is None:
+            raise BackendError("this backend was closed", hint="create a new backend")
+        sampling = batch[0].sampling
+        schemas = [r.json_schema if self.constrained else None for r in batch]
+        grammars = [self._grammars.get(s) if s is not None else None for s in schemas]
+        prompts = [self._render(r.messages) for r in batch]
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True,
+                             add_special_tokens=False).to(self.device)
+        seeds = [r.sampling.seed for r in batch if r.sampling.seed is not None]
+        if seeds:
+            torch.manual_seed(seeds[0])  # one RNG per generate call: the first seed drives it
+        # Greedy passes no sampling flags; sampling disables transformers' own warpers
+        # (global default top_k=50) because our processor applies temperature and top-p after
+        # the grammar mask.
+        flags: dict[str, Any] = ({"do_sample": False} if sampling.temperature == 0 else
+                                 {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0})
+        processor = SchemaLogitsProcessor(grammars, vocab_size=self._grammars.vocab_size,
+                                          temperature=sampling.temperature,
+                                          top_p=sampling.top_p)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc, max_new_tokens=sampling.max_tokens, **flags,
+                logits_processor=LogitsProcessorList([processor]),
+                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_token_ids)
+        latency = time.perf_counter() - start
+        prompt_len = enc["input_ids"].shape[1]
+        prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
+        return [self._finish(out[row, prompt_len:].tolist(), int(prompt_tokens[row]), latency,
+                             schemas[row], sampling.max_tokens)
+                for row in range(len(batch))]
+
+    def _render(self, messages: list[dict[str, str]]) -> str:
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=True)
+        except (ValueError, TypeError) as err:  # no template, or messages it rejects
+            raise BackendError(f"cannot apply the chat template of {self.model_path}: {err}",
+                               hint="use an instruct model whose tokenizer has a chat template"
+                               ) from None
+
+    def _finish(self, tokens: list[int], prompt_tokens: int, latency: float,
+                schema: dict[str, Any] | None, max_tokens: int) -> Completion:
+        stop = next((k for k, t in enumerate(tokens) if t in self.stop_token_ids), None)
+        body = tokens if stop is None else tokens[:stop]
+        text = self.tokenizer.decode(body, skip_special_tokens=True)
+        reason: FinishReason = "stop" if stop is not None else "length"
+        error = None
+        if reason == "length" and len(body) < max_tokens:
+            reason = "stop"  # generate ended for another reason (all rows done): not a cut
+        if reason == "stop" and schema is not None:
+            problem = schema_problem(text, schema)
+            if problem is not None:  # the grammar should make this impossible: say so loudly
+                reason, error = "error", f"constrained output {problem}: {text[:200]!r}"
+        return Completion(text=text, finish_reason=reason, prompt_tokens=prompt_tokens,
+                          completion_tokens=len(body) + (stop is not None),
+                          latency_s=latency, error=error)
+
+
+def _resolve_device(device: str, torch: Any) -> Any:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise BackendError(f"unknown device {device!r}",
+                           hint="use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError(f"device {device!r} asked for, but torch sees no CUDA GPU",
+                           hint="use --device cpu (or auto)")
+    return resolved
+
+
+def _load_config(path: Path) -> Any:
+    from transformers import AutoConfig
+
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"no model at {path} (no config.json)",
+                                 hint="pass a local Hugging Face model folder, or run "
+                                 "`sllmbo models pull` for the embedded default")
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, json.JSONDecodeError) as err:
+        raise BackendError(f"cannot read the config of {path}: {str(err).splitlines()[0]}",
+                           hint="check config.json (model_type must be one transformers knows)"
+                           ) from None
+
+
+def _load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as err:
+        raise BackendError(f"cannot load the tokenizer of {path}: {str(err).splitlines()[0]}",
+                           hint="the model folder needs tokenizer.json / tokenizer_config.json"
+                           ) from None
+    tokenizer.padding_side = "left"  # generate continues from the right edge of every row
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        raise BackendError(f"the tokenizer of {path} has no chat template",
+                           hint="use an instruct model, or add chat_template.jinja to the folder")
+    return tokenizer
+
+
+def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends an answer: the generation config's eos ids and the tokenizer's."""
+    ids: set[int] = set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif isinstance(configured, list):
+        ids.update(int(i) for i in configured)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    if not ids:
+        raise BackendError("the model defines no end-of-sequence token",
+                           hint="set eos_token_id in generation_config.json")
+    return sorted(ids)
+
+
+def _nf4_config(torch: Any) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise BackendError("load_in_4bit needs bitsandbytes, which is not installed",
+                           hint="pip install 'sllmbo[gpu]'") from None
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
