@@ -1,0 +1,109 @@
+"""``sllmbo serve``: put a model behind an OpenAI-compatible HTTP API on this machine.
+
+Two engines: ``vllm`` runs ``vllm serve`` as a child process (GPU; the production path: one
+server answers every ``sllmbo tune`` worker), ``transformers`` runs ``http_server.ChatServer``
+in this process (CPU users, tests). Both listen on loopback by default and print the
+``--base-url`` to hand to ``--backend openai``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sllmbo.errors import BackendError
+
+from .vllm_backend import GPU_HINT
+
+ENGINES = ("vllm", "transformers")
+
+
+def vllm_serve_command(model: Path, *, host: str, port: int, served_name: str,
+                       adapter: Path | None = None, lora_name: str = "hpo",
+                       max_lora_rank: int = 64, extra: Sequence[str] = ()) -> list[str]:
+    """The ``vllm serve`` command line; the adapter is served as model ``lora_name``."""
+    exe = shutil.which("vllm")
+    base = [exe] if exe else [sys.executable, "-m", "vllm.entrypoints.cli.main"]
+    cmd = [*base, "serve", str(model), "--host", host, "--port", str(port),
+           "--served-model-name", served_name]
+    if adapter is not None:
+        cmd += ["--enable-lora", "--lora-modules", f"{lora_name}={adapter}",
+                "--max-lora-rank", str(max_lora_rank)]
+    return [*cmd, *extra]
+
+
+def wait_for_health(root_url: str, timeout_s: float,
+                    alive: Callable[[], bool] = lambda: True) -> None:
+    """Poll ``root_url/health`` until it answers 200; ``BackendError`` on timeout or death."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            raise BackendError("the server process exited before it became healthy",
+                               hint="read its log above (out of GPU memory? bad model folder?)")
+        try:
+            with urllib.request.urlopen(f"{root_url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(1.0)
+    raise BackendError(f"the server at {root_url} was not healthy after {timeout_s:.0f} s",
+                       hint="raise --startup-timeout (vLLM compiles for ~2.5 min; "
+                       "--enforce-eager starts faster)")
+
+
+def serve_vllm(model: Path, *, adapter: Path | None, lora_name: str, host: str, port: int,
+               startup_timeout_s: float, on_ready: Callable[[str, list[str]], None],
+               extra: Sequence[str] = ()) -> int:
+    """Run ``vllm serve`` until it exits or Ctrl-C; returns its exit code."""
+    if importlib.util.find_spec("vllm") is None:
+        raise BackendError("--engine vllm needs vLLM, which is not installed", hint=GPU_HINT)
+    cmd = vllm_serve_command(model, host=host, port=port, served_name=model.name,
+                             adapter=adapter, lora_name=lora_name, extra=extra)
+    proc = subprocess.Popen(cmd)
+    try:
+        wait_for_health(f"http://{host}:{port}", startup_timeout_s,
+                        alive=lambda: proc.poll() is None)
+        names = [model.name] + ([lora_name] if adapter is not None else [])
+        on_ready(f"http://{host}:{port}/v1", names)
+        return proc.wait()
+    except (KeyboardInterrupt, BackendError):
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+
+
+def serve_transformers(model: Path, *, adapter: Path | None, lora_name: str | None,
+                       host: str, port: int, device: str,
+                       on_ready: Callable[[str, list[str]], None]) -> int:
+    """Serve a ``TransformersBackend`` in this process until Ctrl-C.
+
+    One model name is served: ``lora_name`` (default: the adapter folder's name) when an
+    adapter is given, else the model folder's name.
+    """
+    from .http_server import ChatServer
+    from .transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(model, adapter_path=adapter, device=device)
+    name = (lora_name or adapter.name) if adapter is not None else model.name
+    server = ChatServer(backend, model_name=name, host=host, port=port)
+    on_ready(server.url, [name])
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        backend.close()
+    return 0

@@ -1,0 +1,68 @@
+"""``sllmbo serve``: an OpenAI-compatible server for a local model (+ adapter)."""
+
+from __future__ import annotations
+
+import typer
+
+SERVE_HELP = """Serve a model (and LoRA adapter) at /v1/chat/completions on this machine.
+
+--engine vllm runs `vllm serve` (CUDA GPU, `pip install 'sllmbo\\[gpu]'`): one server answers
+every tuning worker. --engine transformers serves in-process with transformers (CPU works).
+Both honour response_format json_schema; point clients at the printed URL with
+`--backend openai --base-url URL --model NAME`.
+
+Examples:
+
+  sllmbo serve --engine transformers --port 8000
+
+  sllmbo serve --engine vllm --model ~/models/CodeLlama-7b-Instruct-hf \\
+      --adapter ~/.cache/sllmbo/adapters/hpo-codellama --lora-name hpo
+
+  sllmbo tune --task bike_sharing --backend openai --base-url http://127.0.0.1:8000/v1 --model hpo
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve", help=SERVE_HELP)(serve_command)
+
+
+def serve_command(
+    engine: str = typer.Option("vllm", "--engine", help="vllm (GPU) or transformers (CPU/GPU)."),
+    model: str | None = typer.Option(
+        None, "--model", help="Model folder or name under $SLLMBO_HOME/models "
+        "(default: the embedded SmolLM2-135M-Instruct)."),
+    adapter: str | None = typer.Option(
+        None, "--adapter", help="LoRA adapter folder or name under $SLLMBO_HOME/adapters."),
+    lora_name: str | None = typer.Option(
+        None, "--lora-name", help="Model name clients use for the adapter "
+        "(default: the adapter folder's name)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: any free one)."),
+    startup_timeout: float = typer.Option(
+        600.0, "--startup-timeout", min=1.0, help="Seconds to wait for vLLM to be healthy."),
+    device: str = typer.Option("auto", "--device", help="transformers engine: auto, cpu, cuda."),
+) -> None:
+    from sllmbo.errors import BackendError
+    from sllmbo.inference.models import resolve_adapter, resolve_model
+    from sllmbo.inference.serve import ENGINES, serve_transformers, serve_vllm
+
+    if engine not in ENGINES:
+        raise BackendError(f"unknown engine {engine!r}", hint=f"use one of {', '.join(ENGINES)}")
+    model_path = resolve_model(model)
+    adapter_path = resolve_adapter(adapter)
+    if lora_name is not None and adapter_path is None:
+        raise BackendError("--lora-name needs --adapter", hint="pass --adapter FOLDER too")
+
+    def on_ready(url: str, names: list[str]) -> None:
+        typer.echo(f"serving {', '.join(names)} at {url}  (Ctrl-C stops)")
+        typer.echo(f"use: --backend openai --base-url {url} --model {names[-1]}")
+
+    if engine == "vllm":
+        code = serve_vllm(model_path, adapter=adapter_path,
+                          lora_name=lora_name or (adapter_path.name if adapter_path else "hpo"),
+                          host=host, port=port, startup_timeout_s=startup_timeout,
+                          on_ready=on_ready)
+    else:
+        code = serve_transformers(model_path, adapter=adapter_path, lora_name=lora_name,
+                                  host=host, port=port, device=device, on_ready=on_ready)
+    raise typer.Exit(code)
