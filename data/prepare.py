@@ -125,7 +125,10 @@ def _resolve_task_type(y: pd.Series, task_type: str | None, name: str) -> TaskTy
 def _normalize_features(X: pd.DataFrame, name: str) -> pd.DataFrame:
     """Numbers stay numbers, datetimes become epoch seconds, everything else ``category``."""
     if X.shape[1] == 0:
-        raise TaskError(f"task '{name}' has no feature columns besides the target")
+        raise TaskError(
+            f"task '{name}' has no feature columns besides the target",
+            hint="add the columns the target should be predicted from",
+        )
     empty = [c for c in X.columns if X[c].isna().all()]
     if len(empty) == X.shape[1]:
         raise TaskError(
