@@ -48,8 +48,19 @@ class ModelFamily:
         return self.limits
 
     def build(self, config: Mapping[str, Any], context: BuildContext) -> Any:
-        """An unfitted scikit-learn-compatible estimator for ``config``."""
-        return self.builder(self.limits.validate(config), context)
+        """An unfitted scikit-learn-compatible estimator for ``config``.
+
+        ``config`` may tune a subset of the family's parameters (a user's own space); the
+        rest keep the library's defaults. Every given value must lie within the hard limits.
+        """
+        tuned = SearchSpace(tuple(p for p in self.limits if p.name in config))
+        unknown = [k for k in config if k not in self.limits]
+        if unknown:
+            raise SllmboError(
+                f"{self.name} has no tunable parameter {unknown}",
+                hint=f"tunable: {', '.join(self.limits.names)}",
+            )
+        return self.builder(tuned.validate(config), context)
 
 
 def _lightgbm(config: Mapping[str, Any], ctx: BuildContext) -> Any:
@@ -135,7 +146,7 @@ def _mlp(config: Mapping[str, Any], ctx: BuildContext) -> Any:
         ]
     )
     settings = dict(config)
-    width, depth = settings.pop("hidden_layer_size"), settings.pop("n_layers")
+    width, depth = settings.pop("hidden_layer_size", 100), settings.pop("n_layers", 1)
     common = dict(
         settings,
         hidden_layer_sizes=(width,) * depth,
