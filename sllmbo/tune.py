@@ -27,8 +27,11 @@ if TYPE_CHECKING:
     import optuna
 
     from sllmbo.data import Task
+    from sllmbo.inference.base import Backend
 
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "random", "llm", "llm-tpe")
+LLM_SAMPLERS = ("llm", "llm-tpe")
+SPACE_MODES = ("default", "llm")
 #: Seconds between heartbeats of a running trial; a trial silent for GRACE_S is failed.
 HEARTBEAT_S = 20
 GRACE_S = 60
@@ -55,6 +58,8 @@ class TuneResult:
     stop_reason: str | None = None
     seconds: float = 0.0
     task_card: dict[str, Any] = field(default_factory=dict)
+    #: The LLM loop's accounting (``sllmbo.summary.LoopSummary.to_dict``); None without LLM.
+    llm: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False)
@@ -195,14 +200,121 @@ def process_seed(seed: int, study: optuna.Study) -> int:
     return seed if n == 0 else (seed * 1_000_003 + n * 7_919 + os.getpid()) % (2**31)
 
 
-def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
-    import optuna
+def make_sampler(kind: str, seed: int, **llm: Any) -> optuna.samplers.BaseSampler:
+    """A sampler by name; ``llm`` carries backend, space, card and LLM options."""
+    from sllmbo.samplers import build_sampler
 
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise SllmboError(f"unknown sampler '{kind}'", hint=f"choose one of: {', '.join(SAMPLERS)}")
+    if kind not in SAMPLERS:
+        raise SllmboError(
+            f"unknown sampler '{kind}'", hint=f"choose one of: {', '.join(SAMPLERS)}"
+        )
+    return build_sampler(kind, seed=seed, **llm)
+
+
+@dataclass(frozen=True)
+class LLMOptions:
+    """How the LLM part of the loop runs (ignored by tpe/random unless ``space == "llm"``).
+
+    ``patience``: completed trials without improvement before stopping; None picks the
+    paper's default for the LLM samplers (15 llm, 5 llm-tpe) and no stopping for tpe/random;
+    0 turns stopping off. ``adapt_every``: completed trials between LLM space adaptations
+    (0: off). ``n_initial``: initializer configurations enqueued on a fresh study.
+    """
+
+    backend: str = "transformers"
+    model_path: str | None = None
+    adapter: str | None = None
+    base_url: str | None = None
+    space: str = "default"
+    n_initial: int = 5
+    patience: int | None = None
+    min_delta: float = 0.0
+    adapt_every: int = 0
+    p_llm: float = 0.5
+    adaptive_p: bool = False
+    timeout: float | None = None
+    temperature: float = 0.7
+    max_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACE_MODES:
+            raise SllmboError(f"--space must be one of {SPACE_MODES}, got '{self.space}'")
+        for name in ("n_initial", "adapt_every"):
+            if getattr(self, name) < 0:
+                raise SllmboError(f"--{name.replace('_', '-')} must be >= 0, "
+                                  f"got {getattr(self, name)}")
+        if self.patience is not None and self.patience < 0:
+            raise SllmboError(f"--patience must be >= 0, got {self.patience}")
+        if not 0 <= self.p_llm <= 1:
+            raise SllmboError(f"--p-llm must be in [0, 1], got {self.p_llm}")
+
+
+def _needs_backend(sampler: str, options: LLMOptions) -> bool:
+    return sampler in LLM_SAMPLERS or options.space == "llm" or options.adapt_every > 0
+
+
+def _open_backend(options: LLMOptions) -> Backend:
+    from sllmbo.inference.factory import create_backend
+
+    return create_backend(options.backend, model=options.model_path, adapter=options.adapter,
+                          base_url=options.base_url)
+
+
+def _initialize(study: optuna.Study, backend: Backend, card: TaskCard, family: ModelFamily,
+                default_space: SearchSpace, sampler: str, options: LLMOptions, seed: int) -> None:
+    """On a fresh study: the LLM initializer's space and enqueued configurations."""
+    from sllmbo.initializer import INIT_ATTR, initialize
+    from sllmbo.samplers.attrs import SOURCE
+
+    if study.get_trials(deepcopy=False) or INIT_ATTR in study.user_attrs:
+        return  # a resume or a second worker: the first one initialized
+    n_configs = options.n_initial if sampler in LLM_SAMPLERS else 0
+    if options.space != "llm" and n_configs == 0:
+        return
+    init = initialize(
+        backend=backend, card=card, limits=family.hard_limits(card.task_type),
+        default_space=default_space, n_configs=n_configs, llm_space=options.space == "llm",
+        seed=seed, timeout=options.timeout,
+    )
+    study.set_user_attr(INIT_ATTR, init.to_user_attr())
+    studyinfo.set_space(study, init.space, f"initial: {init.reason}", None)
+    for config in init.configs:
+        study.enqueue_trial(config, user_attrs={SOURCE: "initial"})
+
+
+def _callbacks(sampler: str, backend: Backend | None, card: TaskCard, family: ModelFamily,
+               default_space: SearchSpace, options: LLMOptions, seed: int) -> list[Any]:
+    from sllmbo.stopping import PATIENCE, EarlyStopping
+
+    callbacks: list[Any] = []
+    patience = options.patience if options.patience is not None else PATIENCE.get(sampler, 0)
+    if patience:
+        callbacks.append(EarlyStopping(patience=patience, min_delta=options.min_delta))
+    if options.adapt_every and backend is not None:
+        from sllmbo.adaptive import SpaceAdapter
+
+        callbacks.append(SpaceAdapter(
+            backend=backend, default_space=default_space,
+            limits=family.hard_limits(card.task_type), card=card, every=options.adapt_every,
+            timeout=options.timeout, seed=seed,
+        ))
+    return callbacks
+
+
+def _with_source(objective: Callable[[optuna.Trial], float],
+                 sampler: str) -> Callable[[optuna.Trial], float]:
+    """Label trials of the plain samplers; the LLM samplers label their own."""
+    from sllmbo.samplers.attrs import SOURCE
+
+    if sampler in LLM_SAMPLERS:
+        return objective
+
+    def labelled(trial: optuna.Trial) -> float:
+        if SOURCE not in trial.user_attrs:
+            trial.set_user_attr(SOURCE, sampler)
+        return objective(trial)
+
+    return labelled
 
 
 def optimize_until(
@@ -256,8 +368,14 @@ def tune(
     output: str | Path | None = None,
     progress: bool = True,
     space_file: str | Path | None = None,
+    llm: LLMOptions | None = None,
+    backend: Backend | None = None,
 ) -> TuneResult:
     """Tune ``model`` on a task and refit the best configuration on the test split.
+
+    ``sampler`` "llm" / "llm-tpe" run the SLLMBO loop with ``backend`` (default: built from
+    ``llm``, i.e. the embedded model in-process); ``llm`` also sets the initializer, early
+    stopping and space adaptation.
 
     >>> result = tune("diabetes", model="lightgbm", sampler="tpe", n_trials=20)  # doctest: +SKIP
     """
@@ -267,6 +385,7 @@ def tune(
         raise SllmboError(f"--n-trials must be >= 1, got {n_trials}")
     if sampler not in SAMPLERS:
         make_sampler(sampler, seed)  # raises the unknown-sampler message
+    options = llm or LLMOptions()
     started = time.perf_counter()
     loaded = resolve_task(task, data, target, task_type)
     family = get_family(model)
@@ -283,22 +402,46 @@ def tune(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(open_storage(storage), name, card)
-    study.sampler = make_sampler(sampler, process_seed(seed, study))
     study.set_user_attr(
         studyinfo.RUN_CONFIG,
-        {"sampler": sampler, "n_trials": n_trials, "seed": seed, "n_folds": n_folds},
+        {"sampler": sampler, "n_trials": n_trials, "seed": seed, "n_folds": n_folds,
+         "space": options.space, "backend": options.backend if backend is None else backend.name},
     )
     default_space = family.default_space(loaded.task_type)
     if space_file is not None:
         default_space = load_space_file(space_file).restricted_to(family.hard_limits())
-    objective = make_objective(loaded, family, default_space, settings)
+    owned = backend is None and _needs_backend(sampler, options)
+    if owned:
+        backend = _open_backend(options)
+    try:
+        worker_seed = process_seed(seed, study)
+        if backend is not None:
+            _initialize(study, backend, card, family, default_space, sampler, options, seed)
+        llm_kwargs: dict[str, Any] = {}
+        if sampler in LLM_SAMPLERS:
+            llm_kwargs = dict(space=default_space, card=card, backend=backend,
+                              timeout=options.timeout, temperature=options.temperature,
+                              max_tokens=options.max_tokens)
+            if sampler == "llm-tpe":
+                llm_kwargs.update(p_llm=options.p_llm, adaptive=options.adaptive_p)
+        study.sampler = make_sampler(sampler, worker_seed, **llm_kwargs)
+        objective = _with_source(make_objective(loaded, family, default_space, settings), sampler)
+        callbacks = _callbacks(sampler, backend, card, family, default_space, options,
+                               worker_seed)
 
-    from sllmbo.progress import TrialProgress
+        from sllmbo.progress import TrialProgress
 
-    with TrialProgress(study, target=n_trials, enabled=progress) as bar:
-        optimize_until(study, objective, n_trials, callbacks=[bar.callback])
+        with TrialProgress(study, target=n_trials, enabled=progress) as bar:
+            optimize_until(study, objective, n_trials, callbacks=[bar.callback, *callbacks])
+    finally:
+        if owned and backend is not None:
+            backend.close()
 
     result = summarize(study, loaded, family, settings, sampler, storage, n_trials, card)
+    if backend is not None or sampler in LLM_SAMPLERS:
+        from sllmbo.summary import summarize_study
+
+        result.llm = summarize_study(study).to_dict()
     result.seconds = round(time.perf_counter() - started, 2)
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,19 @@ def random_config(schema: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     return out
 
 
+def valid_answer(schema: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A valid answer to any of the loop's schemas: a configuration, the initializer's
+    ``{space, configs}`` (empty space: keep the default) or a keep-all adaptation."""
+    props = schema.get("properties", {})
+    if "configs" in props:
+        items = props["configs"]["items"]
+        n = props["configs"].get("maxItems", 1)
+        return {"space": {}, "configs": [random_config(items, rng) for _ in range(n)]}
+    if "params" in props and "reason" in props:
+        return {"reason": "keep", "params": {}}
+    return random_config(schema, rng)
+
+
 class ScriptedBackend(Backend):
     name = "scripted"
 
@@ -62,7 +75,7 @@ class ScriptedBackend(Backend):
                 text = "{}"
             elif step == VALID:
                 with self._lock:
-                    text = json.dumps(random_config(request.json_schema or {}, self._rng))
+                    text = json.dumps(valid_answer(request.json_schema or {}, self._rng))
             elif callable(step):
                 text = step(request)
             else:

@@ -19,6 +19,12 @@ Examples:
   sllmbo tune --data sales.csv --target units --model xgboost --n-trials 50 \\
       --storage sqlite:///runs.db --output result.json
 
+  sllmbo tune --task diabetes --model lightgbm --sampler llm-tpe --space llm \\
+      --n-trials 20 --adapt-every 10 --storage sqlite:///runs.db
+
+  sllmbo tune --task diabetes --sampler llm --backend openai \\
+      --base-url http://127.0.0.1:8000/v1 --n-trials 20
+
 Run the same command again to resume: only the missing completed trials run.
 """
 
@@ -35,7 +41,7 @@ def tune_command(
         None, "--task-type", help="regression | classification (with --data; inferred if unset)."
     ),
     model: str = typer.Option("lightgbm", "--model", help="lightgbm | xgboost | random_forest | mlp"),
-    sampler: str = typer.Option("tpe", "--sampler", help="tpe | random"),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe | random | llm | llm-tpe"),
     n_trials: int = typer.Option(30, "--n-trials", help="Target number of completed trials."),
     storage: str | None = typer.Option(
         None, "--storage", help="Optuna storage URL, e.g. sqlite:///runs.db (default: in memory)."
@@ -55,8 +61,50 @@ def tune_command(
         "{type: categorical, choices}); kept within the family's hard limits.",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    backend: str = typer.Option(
+        "transformers", "--backend", help="LLM backend: transformers | vllm | openai."
+    ),
+    model_path: str | None = typer.Option(
+        None, "--model-path", help="Local model folder or name (default: the embedded model)."
+    ),
+    adapter: str | None = typer.Option(None, "--adapter", help="LoRA adapter folder or name."),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="OpenAI-compatible server root (with --backend openai)."
+    ),
+    space: str = typer.Option(
+        "default", "--space",
+        help="default: the family's space | llm: the LLM initializer proposes it (within the "
+        "hard limits).",
+    ),
+    n_initial: int = typer.Option(
+        5, "--n-initial", help="LLM initializer configurations enqueued (llm samplers)."
+    ),
+    patience: int | None = typer.Option(
+        None, "--patience",
+        help="Stop after this many completed trials without improvement (default: 15 for "
+        "llm, 5 for llm-tpe, off for tpe/random; 0: off).",
+    ),
+    min_delta: float = typer.Option(
+        0.0, "--min-delta", help="Smallest relative improvement that resets the patience."
+    ),
+    adapt_every: int = typer.Option(
+        0, "--adapt-every", help="Let the LLM narrow/widen the space every N trials (0: off)."
+    ),
+    p_llm: float = typer.Option(0.5, "--p-llm", help="LLM share of trials for llm-tpe."),
+    adaptive_p: bool = typer.Option(
+        False, "--adaptive-p", help="llm-tpe: move the LLM share toward the improving source."
+    ),
+    llm_timeout: float | None = typer.Option(
+        None, "--llm-timeout", help="Seconds to wait for one LLM answer before using TPE."
+    ),
 ) -> None:
-    from sllmbo.tune import tune
+    from sllmbo.tune import LLMOptions, tune
+
+    llm = LLMOptions(
+        backend=backend, model_path=model_path, adapter=adapter, base_url=base_url,
+        space=space, n_initial=n_initial, patience=patience, min_delta=min_delta,
+        adapt_every=adapt_every, p_llm=p_llm, adaptive_p=adaptive_p, timeout=llm_timeout,
+    )
 
     result = tune(
         task,
@@ -75,6 +123,7 @@ def tune_command(
         output=output,
         progress=not quiet,
         space_file=space_file,
+        llm=llm,
     )
     print_result(result)
 
@@ -98,6 +147,11 @@ def print_result(r: TuneResult) -> None:
         table.add_row("stopped", r.stop_reason)
     table.add_row("seconds", f"{r.seconds:.1f}")
     console.print(table)
+    if r.llm is not None:
+        from sllmbo.summary import LoopSummary, summary_table
+
+        fields = {k: v for k, v in r.llm.items() if k != "mean_latency_s"}
+        console.print(summary_table(LoopSummary(**fields)))
     if r.best_params is not None:
         console.print("best configuration:")
         console.print_json(json.dumps(r.best_params))

@@ -1,0 +1,71 @@
+"""``sllmbo recommend``: configurations from one batched inference, printed as JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+EXAMPLES = """
+Examples:
+
+  sllmbo recommend --task diabetes --model lightgbm
+
+  sllmbo recommend --data sales.csv --target units --model xgboost --n 5
+
+  sllmbo recommend --task diabetes --backend openai --base-url http://127.0.0.1:8000/v1
+
+Prints one JSON object (or a list with --n > 1); notes on rejected candidates go to stderr.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "recommend", help="Recommend hyperparameters without running trials." + EXAMPLES
+    )(recommend_command)
+
+
+def recommend_command(
+    task: str | None = typer.Option(None, "--task", help="A built-in task (see `sllmbo tasks`)."),
+    data: Path | None = typer.Option(None, "--data", help="Your CSV or Parquet file."),
+    target: str | None = typer.Option(None, "--target", help="Column to predict (with --data)."),
+    task_type: str | None = typer.Option(
+        None, "--task-type", help="regression | classification (with --data; inferred if unset)."
+    ),
+    model: str = typer.Option("lightgbm", "--model", help="lightgbm | xgboost | random_forest | mlp"),
+    n: int = typer.Option(1, "--n", help="Number of diverse candidates."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampled candidates."),
+    temperature: float = typer.Option(0.8, "--temperature", help="Sampling temperature (n > 1)."),
+    backend: str = typer.Option(
+        "transformers", "--backend", help="LLM backend: transformers | vllm | openai."
+    ),
+    model_path: str | None = typer.Option(
+        None, "--model-path", help="Local model folder or name (default: the embedded model)."
+    ),
+    adapter: str | None = typer.Option(None, "--adapter", help="LoRA adapter folder or name."),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="OpenAI-compatible server root (with --backend openai)."
+    ),
+) -> None:
+    import json
+
+    from sllmbo.recommend import recommend_task
+
+    rec = recommend_task(
+        task, model, n, None, data=data, target=target, task_type=task_type, seed=seed,
+        temperature=temperature, max_tokens=256, backend_kind=backend, model_path=model_path,
+        adapter=adapter, base_url=base_url,
+    )
+    for note in rec.rejected:
+        typer.echo(f"note: {note}", err=True)
+    for i, repairs in enumerate(rec.repairs):
+        for repair in repairs:
+            typer.echo(f"note: candidate {i}: {repair}", err=True)
+    if not rec.configs:
+        typer.secho(f"error: none of the {rec.requests} answers was a valid configuration",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    if len(rec.configs) < n:
+        typer.echo(f"note: only {len(rec.configs)} of {n} candidates were valid and distinct",
+                   err=True)
+    typer.echo(json.dumps(rec.configs[0] if n == 1 else rec.configs, indent=2))
