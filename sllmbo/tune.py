@@ -123,26 +123,33 @@ def open_storage(url: str | None) -> Any:
         engine_kwargs["connect_args"] = {"timeout": 60}
     import warnings
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # A trial whose worker died is failed after GRACE_S and its parameters retried once.
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=1
-                ),
-            )
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise StorageError(
-            f"storage '{url}' does not open: {first_line}",
-            hint="use e.g. sqlite:///runs.db (the folder must exist) or "
-            "postgresql://user:pass@host/db",
-        ) from None
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # A trial whose worker died is failed after GRACE_S and its parameters retried.
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=(
+                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+                    ),
+                )
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as err:
+            # Workers starting together on a new database race to create its tables; the
+            # loser sees "already exists" and simply opens the tables the winner made.
+            if "already exists" in str(err) and attempt < 2:
+                time.sleep(0.5 + attempt)
+                continue
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise StorageError(
+                f"storage '{url}' does not open: {first_line}",
+                hint="use e.g. sqlite:///runs.db (the folder must exist) or "
+                "postgresql://user:pass@host/db",
+            ) from None
+    raise AssertionError("unreachable")
 
 
 def open_study(storage: Any, name: str, card: TaskCard) -> optuna.Study:
