@@ -1,0 +1,52 @@
+"""The loop on real transformers backends: a tiny random-weight Llama for the plumbing, and the
+embedded SmolLM2-135M-Instruct for a short real run (slow: ~1-2 min per LLM call on 2 cores)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from loop_helpers import CARD, SPACE, objective
+
+from sllmbo.samplers import LLMSampler, LLMTPESampler
+from sllmbo.samplers import attrs as A
+from sllmbo.space import SearchSpace
+from sllmbo.summary import summarize_study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls, options", [(LLMSampler, {}), (LLMTPESampler, {"p_llm": 1.0})])
+def test_samplers_run_on_a_tiny_random_llama(tiny_backend, cls, options):
+    sampler = cls(backend=tiny_backend, space=SPACE, card=CARD, seed=0, max_tokens=48,
+                  **options)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=3)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    summary = summarize_study(study)
+    asked = summary.sources.get("llm", 0) + summary.sources.get("fallback", 0)
+    assert summary.llm_calls >= asked and summary.prompt_tokens > 0
+    for t in study.trials:
+        assert SPACE.contains(t.params)
+        if t.user_attrs[A.SOURCE] in ("llm", "fallback"):
+            assert t.user_attrs[A.LLM_CALLS] >= 1
+
+
+@pytest.mark.slow
+def test_short_tune_on_the_embedded_model(embedded_model, tmp_path):
+    from sllmbo.tune import LLMOptions, tune
+
+    url = f"sqlite:///{tmp_path / 'real.db'}"
+    result = tune("diabetes", sampler="llm", n_trials=2, n_folds=2, storage=url,
+                  study_name="real", progress=False, seed=0,
+                  llm=LLMOptions(n_initial=0, patience=0, max_tokens=160))
+    assert result.n_complete == 2
+    assert result.llm["llm_calls"] >= 2
+    assert result.llm["completion_tokens"] > 0
+    study = optuna.load_study(study_name="real", storage=url)
+    space = SearchSpace.from_dict(study.user_attrs.get("sllmbo:space")) \
+        if "sllmbo:space" in study.user_attrs else None
+    for t in study.trials:
+        assert t.user_attrs[A.SOURCE] in ("llm", "fallback")
+        if space is not None:
+            assert space.contains(t.params)
