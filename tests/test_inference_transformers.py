@@ -74,7 +74,7 @@ def test_bad_schema_is_a_backend_error_naming_the_problem(tiny_backend, schema, 
 
 
 def test_missing_model_folder_is_model_not_found(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="no config.json"):
+    with pytest.raises(ModelNotFoundError, match=r"no config\.json"):
         TransformersBackend(tmp_path / "nothing", device="cpu")
 
 
@@ -122,7 +122,7 @@ def test_adapter_from_another_base_is_a_clear_error(tiny_model, embedded_model, 
 def test_adapter_folder_without_config_is_model_not_found(tmp_path):
     from sllmbo.inference.models import resolve_adapter
 
-    with pytest.raises(ModelNotFoundError, match="no adapter_config.json"):
+    with pytest.raises(ModelNotFoundError, match=r"no adapter_config\.json"):
         resolve_adapter(str(tmp_path))
 
 

@@ -1,0 +1,230 @@
+"""Inference benchmark of the embedded model: what constrained decoding costs and delivers.
+
+One run measures the transformers backend on SmolLM2-135M-Instruct with and without JSON-Schema
+constrained decoding (xgrammar):
+
+- single-shot latency: median over ``--n-single`` one-request calls (greedy), the shape of a
+  ``sllmbo recommend`` call once the model is loaded;
+- batch throughput: median over ``--repeats`` calls of ``--batch-size`` requests;
+- constrained/unconstrained ratios (per call and per generated token: unconstrained answers
+  ramble on to ``max_tokens``, so the per-token ratio is the fair price of the grammar);
+- the share of ``--n-constrained`` sampled constrained answers that finish, parse and validate
+  against their schema (``jsonschema``).
+
+Prompts are real hyperparameter requests for several model families over varied dataset
+descriptions. Run: ``python -m sllmbo.eval.bench_inference [--quick]``; writes
+``results/bench_inference.json``. Timings depend on free cores: the load average at start is
+recorded next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from sllmbo.inference import ChatRequest, Completion, SamplingParams
+
+FAMILIES: dict[str, dict[str, Any]] = {
+    "lightgbm": {
+        "learning_rate": {"type": "number", "minimum": 0.001, "maximum": 0.3},
+        "num_leaves": {"type": "integer", "minimum": 8, "maximum": 256},
+        "min_child_samples": {"type": "integer", "minimum": 5, "maximum": 100},
+        "feature_fraction": {"type": "number", "minimum": 0.4, "maximum": 1.0},
+        "boosting_type": {"type": "string", "enum": ["gbdt", "dart", "goss"]},
+    },
+    "xgboost": {
+        "eta": {"type": "number", "minimum": 0.001, "maximum": 0.5},
+        "max_depth": {"type": "integer", "minimum": 2, "maximum": 12},
+        "subsample": {"type": "number", "minimum": 0.5, "maximum": 1.0},
+        "lambda": {"type": "number", "minimum": 0.0, "maximum": 10.0},
+        "booster": {"type": "string", "enum": ["gbtree", "dart"]},
+    },
+    "random_forest": {
+        "n_estimators": {"type": "integer", "minimum": 50, "maximum": 1000},
+        "max_depth": {"type": "integer", "minimum": 2, "maximum": 32},
+        "max_features": {"type": "string", "enum": ["sqrt", "log2"]},
+        "bootstrap": {"type": "boolean"},
+    },
+    "svm": {
+        "C": {"type": "number", "minimum": 0.001, "maximum": 1000.0},
+        "kernel": {"type": "string", "enum": ["rbf", "linear", "poly"]},
+        "shrinking": {"type": "boolean"},
+    },
+}
+
+DATASETS = [
+    ("bike sharing demand", "regression", "RMSE (minimize)", 17379, 12, 3, 0.0),
+    ("credit default", "binary classification", "ROC AUC (maximize)", 30000, 23, 3, 0.0),
+    ("house prices", "regression", "MAE (minimize)", 1460, 79, 43, 0.06),
+    ("customer churn", "binary classification", "log loss (minimize)", 7043, 19, 15, 0.002),
+    ("flight delays", "regression", "RMSE (minimize)", 336776, 18, 4, 0.03),
+]
+
+
+def schema_for(family: str) -> dict[str, Any]:
+    props = FAMILIES[family]
+    return {"type": "object", "properties": props, "required": list(props),
+            "additionalProperties": False}
+
+
+def make_request(i: int, sampling: SamplingParams) -> ChatRequest:
+    """The i-th prompt: families and datasets cycle at coprime periods (4 x 5 = 20 distinct)."""
+    family = list(FAMILIES)[i % len(FAMILIES)]
+    name, kind, metric, rows, cols, cat, missing = DATASETS[i % len(DATASETS)]
+    ranges = "; ".join(
+        f"{p}: " + (f"one of {s['enum']}" if "enum" in s else
+                    "true or false" if s["type"] == "boolean" else
+                    f"{s['type']} in [{s['minimum']}, {s['maximum']}]")
+        for p, s in FAMILIES[family].items())
+    user = (f"Task: {name} ({kind}), metric {metric}. Dataset: {rows} rows, {cols} features "
+            f"({cat} categorical), {missing:.0%} missing values. Model: {family}. "
+            f"Search space: {ranges}. Suggest one good starting configuration as JSON.")
+    return ChatRequest([{"role": "system", "content": "You are an expert in hyperparameter "
+                         "optimization. Answer with a JSON object only."},
+                        {"role": "user", "content": user}],
+                       schema_for(family), sampling)
+
+
+def _tokens_per_s(outs: list[Completion], wall: float) -> float:
+    return sum(c.completion_tokens for c in outs) / wall if wall > 0 else 0.0
+
+
+def measure(backend: Any, *, constrained: bool, n_single: int, batch_size: int, repeats: int,
+            max_tokens: int) -> dict[str, float]:
+    """Median single-request latency and batch throughput, greedy, in one decoding mode."""
+    backend.constrained = constrained
+    greedy = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    backend.complete([make_request(0, greedy)])  # warm-up: first-call allocations, grammar
+    single, single_tps, single_tokens = [], [], []
+    for i in range(n_single):
+        start = time.perf_counter()
+        [c] = backend.complete([make_request(i, greedy)])
+        wall = time.perf_counter() - start
+        single.append(wall)
+        single_tps.append(_tokens_per_s([c], wall))
+        single_tokens.append(c.completion_tokens)
+    batch_walls, batch_tps = [], []
+    for r in range(repeats):
+        requests = [make_request(r * batch_size + i, greedy) for i in range(batch_size)]
+        start = time.perf_counter()
+        outs = backend.complete(requests)
+        wall = time.perf_counter() - start
+        batch_walls.append(wall)
+        batch_tps.append(_tokens_per_s(outs, wall))
+    return {"single_latency_s": statistics.median(single),
+            "single_tokens": statistics.median(single_tokens),
+            "single_tokens_per_s": statistics.median(single_tps),
+            "batch_wall_s": statistics.median(batch_walls),
+            "batch_answers_per_s": batch_size / statistics.median(batch_walls),
+            "batch_tokens_per_s": statistics.median(batch_tps)}
+
+
+def parse_rate(backend: Any, *, n: int, batch_size: int, max_tokens: int) -> dict[str, Any]:
+    """Sampled constrained answers (T=0.7, seeded): how many finish, parse and validate."""
+    import jsonschema
+
+    backend.constrained = True
+    counts = {"valid": 0, "length": 0, "error": 0, "invalid": 0}
+    examples: list[str] = []
+    for start in range(0, n, batch_size):
+        requests = [make_request(i, SamplingParams(max_tokens=max_tokens, temperature=0.7,
+                                                   seed=i))
+                    for i in range(start, min(n, start + batch_size))]
+        for request, c in zip(requests, backend.complete(requests), strict=True):
+            if c.finish_reason != "stop":
+                counts[c.finish_reason] += 1
+                continue
+            try:
+                jsonschema.validate(json.loads(c.text), request.json_schema)
+            except (json.JSONDecodeError, jsonschema.ValidationError):
+                counts["invalid"] += 1
+                continue
+            counts["valid"] += 1
+            if len(examples) < 4:
+                examples.append(c.text)
+    return {"n": n, **counts, "rate": counts["valid"] / n if n else 0.0, "examples": examples}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model folder (default: embedded)")
+    parser.add_argument("--n-single", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--n-constrained", type=int, default=200)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny counts")
+    parser.add_argument("--output", type=Path, default=Path("results/bench_inference.json"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n_single, args.batch_size, args.repeats, args.n_constrained = 2, 4, 1, 8
+
+    import torch
+
+    from sllmbo.inference import create_backend
+
+    load_avg = os.getloadavg()[0]
+    start = time.perf_counter()
+    backend = create_backend("transformers", model=args.model, device="cpu")
+    load_s = time.perf_counter() - start
+    kw = {"n_single": args.n_single, "batch_size": args.batch_size, "repeats": args.repeats,
+          "max_tokens": args.max_tokens}
+    free = measure(backend, constrained=False, **kw)
+    bound = measure(backend, constrained=True, **kw)
+    ratios = {
+        "single_latency": bound["single_latency_s"] / free["single_latency_s"],
+        "single_time_per_token": free["single_tokens_per_s"] / bound["single_tokens_per_s"],
+        "batch_wall": bound["batch_wall_s"] / free["batch_wall_s"],
+        "batch_time_per_token": free["batch_tokens_per_s"] / bound["batch_tokens_per_s"],
+    }
+    rate = parse_rate(backend, n=args.n_constrained, batch_size=args.batch_size,
+                      max_tokens=args.max_tokens)
+    result = {"model": backend.name, "settings": {k: v for k, v in vars(args).items()
+                                                  if k != "output"},
+              "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "load_avg_1min_at_start": load_avg, "python": platform.python_version(),
+                          "torch": torch.__version__},
+              "load_s": load_s, "unconstrained": free, "constrained": bound,
+              "ratio_constrained_over_unconstrained": ratios, "parse_validate": rate}
+    backend.close()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2, default=str))
+    _print(result, args.output)
+    return result
+
+
+def _print(result: dict[str, Any], path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['model']}: constrained vs unconstrained (CPU, greedy)")
+    for column in ("metric", "unconstrained", "constrained", "ratio c/u"):
+        table.add_column(column, justify="right")
+    free, bound, ratio = (result["unconstrained"], result["constrained"],
+                          result["ratio_constrained_over_unconstrained"])
+    rows = [("single latency (s, median)", "single_latency_s", ratio["single_latency"]),
+            ("single tokens/s", "single_tokens_per_s", ratio["single_time_per_token"]),
+            ("single answer tokens", "single_tokens", None),
+            ("batch wall (s, median)", "batch_wall_s", ratio["batch_wall"]),
+            ("batch answers/s", "batch_answers_per_s", None),
+            ("batch tokens/s", "batch_tokens_per_s", ratio["batch_time_per_token"])]
+    for label, key, r in rows:
+        table.add_row(label, f"{free[key]:.2f}", f"{bound[key]:.2f}",
+                      "" if r is None else f"{r:.2f}")
+    console = Console()
+    console.print(table)
+    rate = result["parse_validate"]
+    console.print(f"constrained parse+validate: {rate['valid']}/{rate['n']} = {rate['rate']:.1%} "
+                  f"(cut at max_tokens {rate['length']}, errors {rate['error']}, invalid "
+                  f"{rate['invalid']}); load {result['load_s']:.1f} s; load avg at start "
+                  f"{result['machine']['load_avg_1min_at_start']:.1f}; written to {path}")
+
+
+if __name__ == "__main__":
+    main()
