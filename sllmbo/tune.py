@@ -283,6 +283,8 @@ def _initialize(study: optuna.Study, backend: Backend, card: TaskCard, family: M
         default_space=default_space, n_configs=n_configs, llm_space=options.space == "llm",
         seed=seed, timeout=options.timeout,
     )
+    if INIT_ATTR in study.user_attrs:
+        return  # another worker finished its initializer while this one waited for the LLM
     study.set_user_attr(INIT_ATTR, init.to_user_attr())
     studyinfo.set_space(study, init.space, f"initial: {init.reason}", None)
     for config in init.configs:
