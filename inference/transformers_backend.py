@@ -10,6 +10,7 @@ one ``generate`` per batch, and per-request JSON Schemas enforced by xgrammar
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +73,11 @@ class TransformersBackend(Backend):
         if load_in_4bit:
             kwargs["quantization_config"] = _nf4_config(torch)
             kwargs["device_map"] = {"": self.device.index or 0}
+        if not sys.stderr.isatty():
+            # A weight-loading bar is useful on a terminal, noise in logs and pipes.
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         try:
             model = AutoModelForCausalLM.from_pretrained(self.model_path, **kwargs)
         except ValueError as err:
