@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sllmbo import studyinfo
-from sllmbo.tune import tune
+from sllmbo.tune import LLMOptions, tune
 
 
 def trial_overheads(study: optuna.Study) -> list[float]:
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for sampler in args.samplers:
             for seed in args.seeds:
                 name = f"{task}-{args.model}-{sampler}-seed{seed}"
-                extra = {} if sampler in ("tpe", "random") else dict(args.llm_options)
+                # Early stopping off by default: every run gets the same trial budget.
+                llm = LLMOptions(patience=args.patience, n_initial=args.n_initial)
                 result = tune(
                     task,
                     model=args.model,
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     seed=seed,
                     n_folds=args.n_folds,
                     progress=not args.quiet,
-                    **extra,
+                    llm=llm,
                 )
                 study = optuna.load_study(study_name=name, storage=storage)
                 runs.append(
@@ -153,9 +154,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n-folds", type=int, default=5)
     parser.add_argument("--storage", default=None)
     parser.add_argument("--out-dir", default="results")
+    parser.add_argument("--patience", type=int, default=0, help="0: no early stopping")
+    parser.add_argument("--n-initial", type=int, default=5, help="LLM initializer configs")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    args.llm_options = {}
     report = run(args)
     rows = aggregate(report)
     report["summary"] = rows
@@ -163,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (out / "compare_samplers.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_curves(report, out / "compare_samplers.png")
 
-    table = Table(title=f"best CV value after {args.n_trials} trials ({args.model})")
+    table = Table(title=f"best CV value after {args.n_trials} trials ({args.model}, "
+                  f"patience {args.patience or 'off'})")
     for column in ("task", "sampler", "seeds", "best (mean ± std)", "overhead s/trial", "x TPE"):
         table.add_column(column)
     for r in rows:
