@@ -76,9 +76,12 @@ class GrammarCache:
             check_schema(schema)
             try:
                 # No free whitespace: a weak model otherwise pads with spaces until max_tokens.
+                # Compact separators: ~18% fewer tokens per answer on the embedded model, and
+                # the form sllmbo.prompts.render_config writes (so training targets match).
                 # Compiled from the schema as given: property order is the answer's key order.
                 self._compiled[key] = self._compiler.compile_json_schema(
-                    json.dumps(schema), any_whitespace=False, strict_mode=True)
+                    json.dumps(schema), any_whitespace=False, separators=(",", ":"),
+                    strict_mode=True)
             except RuntimeError as err:
                 reason = str(err).strip().splitlines()[-1].split("] ")[-1].split(": ", 1)[-1]
                 raise BackendError(

@@ -60,7 +60,8 @@ def render_config(config: Mapping[str, Any]) -> str:
         k: round_sig(v) if isinstance(v, float) and not isinstance(v, bool) else v
         for k, v in config.items()
     }
-    return json.dumps(shown, separators=(", ", ": "))
+    # The same compact form the constrained decoder emits (inference/constrained.py).
+    return json.dumps(shown, separators=(",", ":"))
 
 
 def render_param(param: Param) -> str:

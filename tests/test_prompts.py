@@ -20,7 +20,7 @@ def test_numbers_are_shown_with_four_significant_digits(value, text):
 
 def test_render_config_is_compact_json_with_short_floats():
     assert prompts.render_config({"x": 0.0123456789, "n": 3, "kind": "a"}) == (
-        '{"x": 0.01235, "n": 3, "kind": "a"}'
+        '{"x":0.01235,"n":3,"kind":"a"}'
     )
 
 
