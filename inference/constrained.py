@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from sllmbo.errors import BackendError
 
+from .base import FinishReason
+
 if TYPE_CHECKING:
     import torch
     import xgrammar as xgr
@@ -56,6 +58,23 @@ def schema_problem(text: str, schema: dict[str, Any] | None) -> str | None:
         return None
     path = "/".join(str(p) for p in error.absolute_path) or "(root)"
     return f"does not match the schema at {path}: {error.message}"
+
+
+def classify_finish(engine_reason: str | None, text: str, schema: dict[str, Any] | None,
+                    who: str) -> tuple[FinishReason, str | None]:
+    """Map an engine's finish reason to ours and re-validate a finished answer.
+
+    Servers may ignore a schema silently (vLLM drops unknown fields such as ``guided_json``),
+    so an answer that "stopped" is still checked; ``who`` names the engine in the error.
+    """
+    if engine_reason == "length":
+        return "length", None
+    if engine_reason != "stop":
+        return "error", f"{who} finished with {engine_reason!r}"
+    problem = schema_problem(text, schema) if schema is not None else None
+    if problem is not None:
+        return "error", f"{who}'s answer {problem}: {text[:200]!r}"
+    return "stop", None
 
 
 class GrammarCache:

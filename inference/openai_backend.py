@@ -17,8 +17,8 @@ from typing import Any
 
 from sllmbo.errors import BackendError
 
-from .base import Backend, ChatRequest, Completion, FinishReason
-from .constrained import schema_problem
+from .base import Backend, ChatRequest, Completion
+from .constrained import classify_finish
 
 _SERVE_HINT = "start one with `sllmbo serve` (or `vllm serve MODEL`) and pass its --base-url"
 
@@ -130,17 +130,7 @@ def _to_completion(response: Any, schema: dict[str, Any] | None, start: float) -
     usage = getattr(response, "usage", None)
     prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
     completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-    reason: FinishReason
-    error = None
-    if choice.finish_reason == "length":
-        reason = "length"
-    elif choice.finish_reason == "stop":
-        reason = "stop"
-        problem = schema_problem(text, schema) if schema is not None else None
-        if problem is not None:
-            reason, error = "error", f"the server's answer {problem}: {text[:200]!r}"
-    else:
-        reason, error = "error", f"unexpected finish_reason {choice.finish_reason!r}"
+    reason, error = classify_finish(choice.finish_reason, text, schema, "the server")
     return Completion(text=text, finish_reason=reason, prompt_tokens=prompt_tokens,
                       completion_tokens=completion_tokens, latency_s=latency, error=error)
 

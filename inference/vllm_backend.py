@@ -17,8 +17,8 @@ from typing import Any
 from sllmbo.errors import BackendError
 
 from .adapters import check_adapter_fits
-from .base import Backend, ChatRequest, Completion, FinishReason
-from .constrained import check_schema, schema_problem
+from .base import Backend, ChatRequest, Completion
+from .constrained import check_schema, classify_finish
 
 GPU_HINT = "pip install 'sllmbo[gpu]' on a machine with a CUDA GPU (see gpu/README.md)"
 
@@ -126,17 +126,7 @@ class VLLMBackend(Backend):
 def _to_completion(output: Any, schema: dict[str, Any] | None, latency: float) -> Completion:
     """A vLLM ``RequestOutput`` as a ``Completion`` (each one carries the batch's wall time)."""
     choice = output.outputs[0]
-    reason: FinishReason
-    error = None
-    if choice.finish_reason == "length":
-        reason = "length"
-    elif choice.finish_reason == "stop":
-        reason = "stop"
-        problem = schema_problem(choice.text, schema) if schema is not None else None
-        if problem is not None:
-            reason, error = "error", f"vLLM's answer {problem}: {choice.text[:200]!r}"
-    else:
-        reason, error = "error", f"vLLM finished with {choice.finish_reason!r}"
+    reason, error = classify_finish(choice.finish_reason, choice.text, schema, "vLLM")
     return Completion(text=choice.text, finish_reason=reason,
                       prompt_tokens=len(output.prompt_token_ids or []),
                       completion_tokens=len(choice.token_ids), latency_s=latency, error=error)
