@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from sllmbo.cli import options
+
 EXAMPLES = """
 Examples:
 
@@ -26,26 +28,18 @@ def register(app: typer.Typer) -> None:
 
 
 def recommend_command(
-    task: str | None = typer.Option(None, "--task", help="A built-in task (see `sllmbo tasks`)."),
-    data: Path | None = typer.Option(None, "--data", help="Your CSV or Parquet file."),
-    target: str | None = typer.Option(None, "--target", help="Column to predict (with --data)."),
-    task_type: str | None = typer.Option(
-        None, "--task-type", help="regression | classification (with --data; inferred if unset)."
-    ),
-    model: str = typer.Option("lightgbm", "--model", help="lightgbm | xgboost | random_forest | mlp"),
+    task: str | None = options.TASK,
+    data: Path | None = options.DATA,
+    target: str | None = options.TARGET,
+    task_type: str | None = options.TASK_TYPE,
+    model: str = options.MODEL,
     n: int = typer.Option(1, "--n", help="Number of diverse candidates."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampled candidates."),
     temperature: float = typer.Option(0.8, "--temperature", help="Sampling temperature (n > 1)."),
-    backend: str = typer.Option(
-        "transformers", "--backend", help="LLM backend: transformers | vllm | openai."
-    ),
-    model_path: str | None = typer.Option(
-        None, "--model-path", help="Local model folder or name (default: the embedded model)."
-    ),
-    adapter: str | None = typer.Option(None, "--adapter", help="LoRA adapter folder or name."),
-    base_url: str | None = typer.Option(
-        None, "--base-url", help="OpenAI-compatible server root (with --backend openai)."
-    ),
+    backend: str = options.BACKEND,
+    model_path: str | None = options.MODEL_PATH,
+    adapter: str | None = options.ADAPTER,
+    base_url: str | None = options.BASE_URL,
 ) -> None:
     import json
 

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from sllmbo.cli import options
+
 if TYPE_CHECKING:
     from sllmbo.tune import TuneResult
 
@@ -34,13 +36,11 @@ def register(app: typer.Typer) -> None:
 
 
 def tune_command(
-    task: str | None = typer.Option(None, "--task", help="A built-in task (see `sllmbo tasks`)."),
-    data: Path | None = typer.Option(None, "--data", help="Your CSV or Parquet file."),
-    target: str | None = typer.Option(None, "--target", help="Column to predict (with --data)."),
-    task_type: str | None = typer.Option(
-        None, "--task-type", help="regression | classification (with --data; inferred if unset)."
-    ),
-    model: str = typer.Option("lightgbm", "--model", help="lightgbm | xgboost | random_forest | mlp"),
+    task: str | None = options.TASK,
+    data: Path | None = options.DATA,
+    target: str | None = options.TARGET,
+    task_type: str | None = options.TASK_TYPE,
+    model: str = options.MODEL,
     sampler: str = typer.Option("tpe", "--sampler", help="tpe | random | llm | llm-tpe"),
     n_trials: int = typer.Option(30, "--n-trials", help="Target number of completed trials."),
     storage: str | None = typer.Option(
@@ -61,16 +61,10 @@ def tune_command(
         "{type: categorical, choices}); kept within the family's hard limits.",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    backend: str = typer.Option(
-        "transformers", "--backend", help="LLM backend: transformers | vllm | openai."
-    ),
-    model_path: str | None = typer.Option(
-        None, "--model-path", help="Local model folder or name (default: the embedded model)."
-    ),
-    adapter: str | None = typer.Option(None, "--adapter", help="LoRA adapter folder or name."),
-    base_url: str | None = typer.Option(
-        None, "--base-url", help="OpenAI-compatible server root (with --backend openai)."
-    ),
+    backend: str = options.BACKEND,
+    model_path: str | None = options.MODEL_PATH,
+    adapter: str | None = options.ADAPTER,
+    base_url: str | None = options.BASE_URL,
     space: str = typer.Option(
         "default", "--space",
         help="default: the family's space | llm: the LLM initializer proposes it (within the "
