@@ -46,7 +46,7 @@ def create_backend(kind: str = "transformers", *, model: str | None = None,
         if adapter is not None:
             raise BackendError("the openai backend takes no adapter folder",
                                hint="serve the adapter (`sllmbo serve --adapter ... --lora-name "
-                               "NAME`) and pass --model NAME")
+                               "NAME`) and pass --model-path NAME")
         from .openai_backend import OpenAIBackend
 
         return OpenAIBackend(base_url, model=model, api_key_env=api_key_env,

@@ -55,7 +55,7 @@ def serve_command(
 
     def on_ready(url: str, names: list[str]) -> None:
         typer.echo(f"serving {', '.join(names)} at {url}  (Ctrl-C stops)")
-        typer.echo(f"use: --backend openai --base-url {url} --model {names[-1]}")
+        typer.echo(f"use: --backend openai --base-url {url} --model-path {names[-1]}")
 
     if engine == "vllm":
         code = serve_vllm(model_path, adapter=adapter_path,
