@@ -14,7 +14,10 @@ MODEL = typer.Option("lightgbm", "--model", help="lightgbm | xgboost | random_fo
 
 BACKEND = typer.Option("transformers", "--backend", help="LLM backend: transformers | vllm | openai.")
 MODEL_PATH = typer.Option(
-    None, "--model-path", help="Local model folder or name (default: the embedded model)."
+    None,
+    "--model-path",
+    help="Local model folder or name (default: the embedded model); with --backend openai, "
+    "the served model or LoRA name (default: the server's first).",
 )
 ADAPTER = typer.Option(None, "--adapter", help="LoRA adapter folder or name.")
 BASE_URL = typer.Option(
