@@ -123,7 +123,7 @@ def open_storage(url: str | None) -> Any:
         engine_kwargs["connect_args"] = {"timeout": 60}
     import warnings
 
-    for attempt in range(3):
+    for attempt in range(5):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -138,9 +138,10 @@ def open_storage(url: str | None) -> Any:
                     ),
                 )
         except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as err:
-            # Workers starting together on a new database race to create its tables; the
-            # loser sees "already exists" and simply opens the tables the winner made.
-            if "already exists" in str(err) and attempt < 2:
+            # Workers starting together on a new database race to create its tables and to
+            # stamp its schema version; the loser sees one of these and simply opens what the
+            # winner made.
+            if _creation_race(err) and attempt < 4:
                 time.sleep(0.5 + attempt)
                 continue
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -150,6 +151,16 @@ def open_storage(url: str | None) -> Any:
                 "postgresql://user:pass@host/db",
             ) from None
     raise AssertionError("unreachable")
+
+
+def _creation_race(err: BaseException) -> bool:
+    """Whether ``err`` is another worker creating the same storage at the same moment."""
+    import sqlalchemy.exc
+
+    text = str(err)
+    return isinstance(err, sqlalchemy.exc.IntegrityError) or any(
+        words in text for words in ("already exists", "database is locked")
+    )
 
 
 def open_study(storage: Any, name: str, card: TaskCard) -> optuna.Study:

@@ -150,3 +150,23 @@ def test_a_custom_space_file_is_used_for_every_trial(tmp_path):
     assert set(result.best_params) == {"learning_rate", "n_estimators"}
     assert 0.05 <= result.best_params["learning_rate"] <= 0.06
     assert 20 <= result.best_params["n_estimators"] <= 30
+
+
+@pytest.mark.slow
+def test_workers_opening_one_new_sqlite_storage_at_once_all_succeed(tmp_path):
+    """Optuna creates tables and stamps the schema version on first open; simultaneous
+    workers race there, and the losers must open what the winner made."""
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    start_at = time.time() + 3.0  # a shared instant, after every interpreter has started
+    code = (
+        "import sys, time\n"
+        "from sllmbo.tune import open_storage\n"
+        f"time.sleep(max(0.0, {start_at} - time.time()))\n"
+        f"open_storage({url!r})\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
