@@ -321,6 +321,20 @@ def _callbacks(sampler: str, backend: Backend | None, card: TaskCard, family: Mo
     return callbacks
 
 
+def _reconsider_stop(study: optuna.Study, callbacks: Sequence[Any]) -> None:
+    """A stored early stop holds only while this run's stopping rule would stop too: rerun
+    with the same options, a stopped study stays done (idempotent); with a larger
+    ``--patience`` (or 0: off) it goes on."""
+    from sllmbo.stopping import EarlyStopping
+
+    if not study.user_attrs.get(studyinfo.STOP_REASON):
+        return
+    for stopper in (c for c in callbacks if isinstance(c, EarlyStopping)):
+        if stopper.stale_trials(study)[0] >= stopper.patience:
+            return
+    study.set_user_attr(studyinfo.STOP_REASON, None)
+
+
 def _with_source(objective: Callable[[optuna.Trial], float],
                  sampler: str) -> Callable[[optuna.Trial], float]:
     """Label trials of the plain samplers; the LLM samplers label their own."""
@@ -448,6 +462,7 @@ def tune(
         objective = _with_source(make_objective(loaded, family, default_space, settings), sampler)
         callbacks = _callbacks(sampler, backend, card, family, default_space, options,
                                worker_seed)
+        _reconsider_stop(study, callbacks)
 
         from sllmbo.progress import TrialProgress
 

@@ -170,3 +170,19 @@ def test_workers_opening_one_new_sqlite_storage_at_once_all_succeed(tmp_path):
     ]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+
+
+def test_an_early_stopped_study_stays_done_until_rerun_with_more_patience(tmp_path):
+    from sllmbo.tune import LLMOptions
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    common = dict(n_trials=25, n_folds=2, storage=url, study_name="s", progress=False)
+    first = tune(REGRESSION, llm=LLMOptions(patience=2), **common)
+    assert first.stop_reason and "patience 2" in first.stop_reason
+    assert first.n_complete < 25
+    again = tune(REGRESSION, llm=LLMOptions(patience=2), **common)
+    assert again.n_complete == first.n_complete  # same rule: nothing more to do
+    assert again.stop_reason == first.stop_reason
+    longer = tune(REGRESSION, llm=LLMOptions(patience=0), **common)
+    assert longer.n_complete == 25
+    assert longer.stop_reason is None
