@@ -58,7 +58,11 @@ def summarize_study(study: Any) -> LoopSummary:
     for t in trials:
         ua = t.user_attrs
         states[t.state.name.lower()] += 1
-        source = ua.get(attrs.SOURCE, "unknown")
+        # A trial with no source never got its parameters: its worker died while the
+        # sampler was still deciding (a killed run), or it is being sampled right now.
+        source = ua.get(attrs.SOURCE) or (
+            "sampling" if t.state == TrialState.RUNNING else "lost before sampling"
+        )
         sources[source] += 1
         if source == "fallback":
             fallbacks[ua.get(attrs.FALLBACK_CAUSE) or "unknown"] += 1
