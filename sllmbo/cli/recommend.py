@@ -9,6 +9,7 @@ import typer
 from sllmbo.cli import options
 
 EXAMPLES = """
+
 Examples:
 
   sllmbo recommend --task diabetes --model lightgbm

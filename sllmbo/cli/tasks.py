@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 EXAMPLES = """
+
 Examples:
 
   sllmbo tasks

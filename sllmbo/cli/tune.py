@@ -13,10 +13,11 @@ if TYPE_CHECKING:
     from sllmbo.tune import TuneResult
 
 EXAMPLES = """
+
 Examples:
 
-  sllmbo tune --task bike_sharing --model lightgbm --sampler tpe --n-trials 30 \\
-      --storage sqlite:///runs.db --study bike-lgbm --seed 0
+  sllmbo tune --task bike_sharing --model lightgbm --sampler tpe \\
+      --n-trials 30 --storage sqlite:///runs.db --study bike-lgbm --seed 0
 
   sllmbo tune --data sales.csv --target units --model xgboost --n-trials 50 \\
       --storage sqlite:///runs.db --output result.json
