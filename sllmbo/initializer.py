@@ -16,8 +16,8 @@ from typing import Any, Literal
 from sllmbo.errors import ConfigError, SpaceError
 from sllmbo.inference.base import Backend, SamplingParams
 from sllmbo.prompts import initializer_messages, initializer_schema
-from sllmbo.samplers.calls import ask_json
-from sllmbo.samplers.llm import config_key
+from sllmbo.samplers.calls import DuplicateError, ask_json
+from sllmbo.samplers.llm import accept_config
 from sllmbo.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace
 from sllmbo.taskcard import TaskCard
 
@@ -96,19 +96,16 @@ def clip_configs(
     seen: set[Any] = set()
     for i, raw in enumerate(configs):
         try:
-            fixed, fixes = space.clip(raw)
-            config = space.validate(fixed)
+            config, fixes = accept_config(raw, space, seen)
         except ConfigError as err:
             dropped.append(f"config {i}: {'; '.join(err.problems)}")
             continue
-        key = config_key(config)
-        if key in seen:
+        except DuplicateError:
             dropped.append(f"config {i}: duplicate")
             continue
         if len(kept) >= n_max:
             dropped.append(f"config {i}: more than the {n_max} asked for")
             continue
-        seen.add(key)
         kept.append(config)
         repairs += [f"config {i}: {r}" for r in fixes]
     return kept, repairs, dropped

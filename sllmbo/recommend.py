@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from sllmbo.errors import ConfigError, SllmboError
 from sllmbo.inference.base import ChatRequest, Completion, SamplingParams
 from sllmbo.prompts import config_schema, recommend_messages
-from sllmbo.samplers.llm import config_key
+from sllmbo.samplers.calls import DuplicateError
+from sllmbo.samplers.llm import accept_config
 from sllmbo.space import SearchSpace
 from sllmbo.taskcard import TaskCard
 
@@ -60,8 +61,10 @@ def collect(completions: Sequence[Completion], space: SearchSpace, n: int) -> Re
         rec.completion_tokens += completion.completion_tokens
         rec.latency_s = max(rec.latency_s, completion.latency_s)  # one batch: the slowest
         try:
-            fixed, repairs = space.clip(completion.parse_json())
-            config = space.validate(fixed)
+            config, repairs = accept_config(completion.parse_json(), space, seen)
+        except DuplicateError:  # before ValueError: it is one
+            rec.rejected.append(f"candidate {i}: duplicate of an earlier candidate")
+            continue
         except ValueError as err:
             rec.rejected.append(f"candidate {i}: {err}")
             continue
@@ -69,12 +72,7 @@ def collect(completions: Sequence[Completion], space: SearchSpace, n: int) -> Re
             rec.rejected.append(f"candidate {i}: invalid after clipping: "
                                 f"{'; '.join(err.problems)}")
             continue
-        key = config_key(config)
-        if key in seen:
-            rec.rejected.append(f"candidate {i}: duplicate of an earlier candidate")
-            continue
         if len(rec.configs) < n:
-            seen.add(key)
             rec.configs.append(config)
             rec.repairs.append(repairs)
     return rec

@@ -272,6 +272,24 @@ def config_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, norm(v)) for k, v in params.items()))
 
 
+def accept_config(
+    data: Any, space: SearchSpace, seen: set[Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """``data`` clipped into ``space`` and validated, unless it repeats a key in ``seen``.
+
+    The one rule for zero-shot configurations (the initializer's and ``recommend``'s): raises
+    ``ConfigError`` for what cannot be repaired and ``DuplicateError`` for a repeat; an
+    accepted configuration's key is added to ``seen``. Returns (config, repairs).
+    """
+    fixed, repairs = space.clip(data)
+    config = space.validate(fixed)
+    key = config_key(config)
+    if key in seen:
+        raise DuplicateError("repeats an earlier configuration")
+    seen.add(key)
+    return config, repairs
+
+
 def coerce(
     data: Any, space: SearchSpace, distributions: Mapping[str, BaseDistribution]
 ) -> tuple[dict[str, Any], list[str]]:
