@@ -35,7 +35,7 @@ class EvalSettings:
     n_folds: int = 5
     seed: int = 0
     n_jobs: int = 1
-    metric: str | None = None  # None: the task's own metric (rmse | log_loss)
+    metric: str | None = None  # None: the task's own objective (Task.metric)
 
     def __post_init__(self) -> None:
         if self.n_folds < 2:
@@ -53,7 +53,8 @@ class CVResult:
 
 
 def objective_metric(task: Task, settings: EvalSettings) -> str:
-    return settings.metric or ("rmse" if task.task_type == "regression" else "log_loss")
+    """The metric tuned: ``settings.metric`` if set, else the task's own objective."""
+    return settings.metric or task.metric
 
 
 def _context(task: Task, settings: EvalSettings) -> BuildContext:
@@ -115,8 +116,9 @@ def holdout_scores(
     ctx = _context(task, settings)
     model = family.build(config, ctx)
     model.fit(task.X_train, task.y_train)
-    names = ["rmse"] if task.task_type == "regression" else ["log_loss", "accuracy"]
-    return {name: score(name, model, task.X_test, task.y_test, ctx.n_classes) for name in names}
+    return {
+        name: score(name, model, task.X_test, task.y_test, ctx.n_classes) for name in task.metrics
+    }
 
 
 #: Errors a model fit may raise for a legal but unlucky configuration; the trial fails, the
