@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from sllmbo.data import Task
     from sllmbo.inference.base import Backend
 
-SAMPLERS = ("tpe", "random", "llm", "llm-tpe")
 LLM_SAMPLERS = ("llm", "llm-tpe")
 SPACE_MODES = ("default", "llm")
 #: Seconds between heartbeats of a running trial; a trial silent for GRACE_S is failed.
@@ -216,17 +215,6 @@ def process_seed(seed: int, study: optuna.Study) -> int:
     and PID so that workers do not propose the same configurations."""
     n = len(study.get_trials(deepcopy=False))
     return seed if n == 0 else (seed * 1_000_003 + n * 7_919 + os.getpid()) % (2**31)
-
-
-def make_sampler(kind: str, seed: int, **llm: Any) -> optuna.samplers.BaseSampler:
-    """A sampler by name; ``llm`` carries backend, space, card and LLM options."""
-    from sllmbo.samplers import build_sampler
-
-    if kind not in SAMPLERS:
-        raise SllmboError(
-            f"unknown sampler '{kind}'", hint=f"choose one of: {', '.join(SAMPLERS)}"
-        )
-    return build_sampler(kind, seed=seed, **llm)
 
 
 @dataclass(frozen=True)
@@ -417,8 +405,9 @@ def tune(
 
     if n_trials < 1:
         raise SllmboError(f"--n-trials must be >= 1, got {n_trials}")
-    if sampler not in SAMPLERS:
-        make_sampler(sampler, seed)  # raises the unknown-sampler message
+    from sllmbo.samplers import build_sampler, check_kind
+
+    check_kind(sampler)  # before any data is loaded
     options = llm or LLMOptions()
     started = time.perf_counter()
     loaded = resolve_task(task, data, target, task_type)
@@ -458,7 +447,7 @@ def tune(
                               max_tokens=options.max_tokens)
             if sampler == "llm-tpe":
                 llm_kwargs.update(p_llm=options.p_llm, adaptive=options.adaptive_p)
-        study.sampler = make_sampler(sampler, worker_seed, **llm_kwargs)
+        study.sampler = build_sampler(sampler, seed=worker_seed, **llm_kwargs)
         objective = _with_source(make_objective(loaded, family, default_space, settings), sampler)
         callbacks = _callbacks(sampler, backend, card, family, default_space, options,
                                worker_seed)

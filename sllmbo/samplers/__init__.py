@@ -19,6 +19,12 @@ KINDS = ("tpe", "random", "llm", "llm-tpe")
 _HYBRID_ONLY = ("p_llm", "adaptive", "p_min", "p_max", "window")
 
 
+def check_kind(kind: str) -> None:
+    """``SllmboError`` naming the choices when ``build_sampler`` does not know ``kind``."""
+    if kind not in KINDS:
+        raise SllmboError(f"unknown sampler '{kind}'", hint=f"choose one of: {', '.join(KINDS)}")
+
+
 def build_sampler(
     kind: str,
     *,
@@ -34,8 +40,7 @@ def build_sampler(
         if options:
             raise SllmboError(f"sampler '{kind}' takes no options, got {sorted(options)}")
         return TPESampler(seed=seed) if kind == "tpe" else RandomSampler(seed=seed)
-    if kind not in KINDS:
-        raise SllmboError(f"unknown sampler '{kind}'", hint=f"choose one of: {', '.join(KINDS)}")
+    check_kind(kind)
     if backend is None:
         raise SllmboError(f"sampler '{kind}' needs an LLM backend",
                           hint="pass backend=create_backend(...) or use --backend")
@@ -47,4 +52,4 @@ def build_sampler(
     return LLMTPESampler(backend=backend, space=space, card=card, seed=seed, **options)
 
 
-__all__ = ["KINDS", "LLMSampler", "LLMTPESampler", "build_sampler"]
+__all__ = ["KINDS", "LLMSampler", "LLMTPESampler", "build_sampler", "check_kind"]
