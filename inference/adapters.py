@@ -25,7 +25,8 @@ def read_adapter_config(adapter: Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except FileNotFoundError:
         raise BackendError(f"no adapter_config.json in {adapter}",
-                           hint="pass the folder written by `sllmbo train`") from None
+                           hint="pass a PEFT adapter folder (save_pretrained writes "
+                           "adapter_config.json next to the weights)") from None
     except (OSError, json.JSONDecodeError) as err:
         raise BackendError(f"cannot read {path}: {err}") from None
     if not isinstance(config, dict):

@@ -212,7 +212,7 @@ def resolve_adapter(adapter: str | None, home: str | Path | None = None) -> Path
     if not (candidate / "adapter_config.json").is_file():
         raise ModelNotFoundError(
             f"no adapter at {candidate} (no adapter_config.json)",
-            hint="pass the folder written by `sllmbo train`, or a name under "
+            hint="pass a PEFT adapter folder (with adapter_config.json), or a name under "
             f"{adapters_dir(home)}",
         )
     return candidate

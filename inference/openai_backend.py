@@ -77,7 +77,7 @@ class OpenAIBackend(Backend):
                                hint=_SERVE_HINT) from None
         except openai.APIError as err:
             raise BackendError(f"{self.base_url}/models failed: {err}",
-                               hint="pass the model name explicitly with --model") from None
+                               hint="pass the served model name with --model-path") from None
         if not served:
             raise BackendError(f"the server at {self.base_url} serves no model", hint=_SERVE_HINT)
         return served[0]

@@ -9,7 +9,7 @@ SERVE_HELP = """Serve a model (and LoRA adapter) at /v1/chat/completions on this
 --engine vllm runs `vllm serve` (CUDA GPU, `pip install 'sllmbo\\[gpu]'`): one server answers
 every tuning worker. --engine transformers serves in-process with transformers (CPU works).
 Both honour response_format json_schema; point clients at the printed URL with
-`--backend openai --base-url URL --model NAME`.
+`--backend openai --base-url URL --model-path NAME`.
 
 Examples:
 
