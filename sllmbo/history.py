@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sllmbo.prompts import fmt
+from sllmbo.studyinfo import SOURCE
 
 STATES = ("complete", "failed", "pruned", "running", "waiting")
 
@@ -58,7 +59,7 @@ def to_record(trial: Any) -> TrialRecord:
         params=dict(trial.params),
         value=None if value is None else float(value),
         state=state,
-        source=trial.user_attrs.get("sllmbo:source"),
+        source=trial.user_attrs.get(SOURCE),
     )
 
 
@@ -76,7 +77,8 @@ class HistorySummary:
     shown: tuple[int, ...] = field(default_factory=tuple)
 
 
-def _finite_complete(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+def finite_complete(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """The completed trials with a finite value, in the given order."""
     return [
         r for r in records
         if r.state == "complete" and r.value is not None and math.isfinite(r.value)
@@ -87,7 +89,7 @@ def best_so_far(records: Sequence[TrialRecord], direction: str) -> list[tuple[in
     """``(trial number, value)`` at each trial that improved the best value, in order."""
     better = (lambda a, b: a < b) if direction == "minimize" else (lambda a, b: a > b)
     out: list[tuple[int, float]] = []
-    for r in _finite_complete(records):
+    for r in finite_complete(records):
         assert r.value is not None
         if not out or better(r.value, out[-1][1]):
             out.append((r.number, r.value))
@@ -100,7 +102,7 @@ def relative_change(old: float, new: float) -> float:
 
 
 def _trend_lines(records: Sequence[TrialRecord], direction: str, window: int) -> list[str]:
-    complete = _finite_complete(records)
+    complete = finite_complete(records)
     counts = {s: sum(r.state == s for r in records) for s in ("complete", "failed", "pruned")}
     goal = "lower is better" if direction == "minimize" else "higher is better"
     lines = [
@@ -146,7 +148,7 @@ def render(
     """The history text with the best ``k_best`` and latest ``k_recent`` other trials."""
     if not records:
         return "No trials yet.", ()
-    complete = _finite_complete(records)
+    complete = finite_complete(records)
     sign = 1.0 if direction == "minimize" else -1.0
     ranked = sorted(complete, key=lambda r: (sign * r.value, r.number))  # type: ignore[operator]
     best = ranked[:k_best]

@@ -13,6 +13,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from sllmbo.history import relative_change
 from sllmbo.studyinfo import STOP_REASON
 
 PATIENCE = {"llm": 15, "llm-tpe": 5}
@@ -54,10 +55,7 @@ class EarlyStopping:
 
     def _improves(self, value: float, best: float, minimize: bool) -> bool:
         gain = best - value if minimize else value - best
-        if gain <= 0:
-            return False
-        scale = abs(best) if best != 0 else 1.0
-        return gain / scale >= self.min_delta
+        return gain > 0 and relative_change(best, value) >= self.min_delta
 
     def __call__(self, study: Any, trial: FrozenTrial) -> None:
         stale, best_number = self.stale_trials(study)

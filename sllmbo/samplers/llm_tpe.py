@@ -18,7 +18,6 @@ With no data both rates are 1/2 and ``p == p0``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
+from sllmbo import history as hist
 from sllmbo.inference.base import Backend
 from sllmbo.samplers import attrs
 from sllmbo.samplers.llm import LLMSampler
@@ -47,20 +47,13 @@ def adapted_p(
     window: int,
 ) -> float:
     """The LLM probability for the next trial (see the module docstring for the rule)."""
-    better = (lambda a, b: a < b) if direction == "minimize" else (lambda a, b: a > b)
-    best: float | None = None
+    records = hist.to_records(trials)
+    improving = {number for number, _ in hist.best_so_far(records, direction)}
     outcomes: list[tuple[str, bool]] = []
-    for t in sorted(trials, key=lambda t: t.number):
-        if t.state != TrialState.COMPLETE or t.value is None or not math.isfinite(t.value):
-            continue
-        improved = best is None or better(t.value, best)
-        if improved:
-            best = t.value
-        source = t.user_attrs.get(attrs.SOURCE)
-        if source == "fallback":
-            source = "tpe"
+    for r in hist.finite_complete(records):
+        source = "tpe" if r.source == "fallback" else r.source  # a fallback is a TPE sample
         if source in ("llm", "tpe"):
-            outcomes.append((source, improved))
+            outcomes.append((source, r.number in improving))
     recent = outcomes[-window:]
     rate = {}
     for source in ("llm", "tpe"):
