@@ -9,10 +9,10 @@ constrained decoding (xgrammar):
 - constrained/unconstrained ratios (per call and per generated token: unconstrained answers
   ramble on to ``max_tokens``, so the per-token ratio is the fair price of the grammar);
 - the share of ``--n-constrained`` sampled constrained answers that finish, parse and validate
-  against their schema (``jsonschema``).
+  against their search space.
 
-Prompts are real hyperparameter requests for several model families over varied dataset
-descriptions. Run: ``python -m sllmbo.eval.bench_inference [--quick]``; writes
+Prompts are what ``sllmbo recommend`` sends (``prompts.recommend_messages`` and
+``config_schema``) for real tasks' cards and the four families' default spaces. Run: ``python -m sllmbo.eval.bench_inference [--quick]``; writes
 ``results/bench_inference.json``. Timings depend on free cores: the load average at start is
 recorded next to them.
 """
@@ -20,6 +20,7 @@ recorded next to them.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -28,67 +29,37 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sllmbo.errors import ConfigError
 from sllmbo.inference import ChatRequest, Completion, SamplingParams
+from sllmbo.prompts import Messages, config_schema, recommend_messages
+from sllmbo.space import SearchSpace
 
-FAMILIES: dict[str, dict[str, Any]] = {
-    "lightgbm": {
-        "learning_rate": {"type": "number", "minimum": 0.001, "maximum": 0.3},
-        "num_leaves": {"type": "integer", "minimum": 8, "maximum": 256},
-        "min_child_samples": {"type": "integer", "minimum": 5, "maximum": 100},
-        "feature_fraction": {"type": "number", "minimum": 0.4, "maximum": 1.0},
-        "boosting_type": {"type": "string", "enum": ["gbdt", "dart", "goss"]},
-    },
-    "xgboost": {
-        "eta": {"type": "number", "minimum": 0.001, "maximum": 0.5},
-        "max_depth": {"type": "integer", "minimum": 2, "maximum": 12},
-        "subsample": {"type": "number", "minimum": 0.5, "maximum": 1.0},
-        "lambda": {"type": "number", "minimum": 0.0, "maximum": 10.0},
-        "booster": {"type": "string", "enum": ["gbtree", "dart"]},
-    },
-    "random_forest": {
-        "n_estimators": {"type": "integer", "minimum": 50, "maximum": 1000},
-        "max_depth": {"type": "integer", "minimum": 2, "maximum": 32},
-        "max_features": {"type": "string", "enum": ["sqrt", "log2"]},
-        "bootstrap": {"type": "boolean"},
-    },
-    "svm": {
-        "C": {"type": "number", "minimum": 0.001, "maximum": 1000.0},
-        "kernel": {"type": "string", "enum": ["rbf", "linear", "poly"]},
-        "shrinking": {"type": "boolean"},
-    },
-}
-
-DATASETS = [
-    ("bike sharing demand", "regression", "RMSE (minimize)", 17379, 12, 3, 0.0),
-    ("credit default", "binary classification", "ROC AUC (maximize)", 30000, 23, 3, 0.0),
-    ("house prices", "regression", "MAE (minimize)", 1460, 79, 43, 0.06),
-    ("customer churn", "binary classification", "log loss (minimize)", 7043, 19, 15, 0.002),
-    ("flight delays", "regression", "RMSE (minimize)", 336776, 18, 4, 0.03),
-]
+#: Real tasks x the four model families: 20 distinct prompts, exactly as ``recommend`` sends.
+TASKS = ("bike_sharing", "concrete_strength", "cps_income", "credit_default", "image_segments")
 
 
-def schema_for(family: str) -> dict[str, Any]:
-    props = FAMILIES[family]
-    return {"type": "object", "properties": props, "required": list(props),
-            "additionalProperties": False}
+@functools.cache
+def prompts() -> list[tuple[Messages, SearchSpace]]:
+    """``recommend``'s messages and search space for every (task, family) pair."""
+    from sllmbo.data import load_task
+    from sllmbo.families import FAMILIES
+    from sllmbo.objective import EvalSettings
+    from sllmbo.tune import build_card
+
+    out = []
+    for name in TASKS:
+        task = load_task(name)
+        for family in FAMILIES.values():
+            space = family.default_space(task.task_type)
+            card = build_card(task, family, EvalSettings())
+            out.append((recommend_messages(card, space), space))
+    return out
 
 
 def make_request(i: int, sampling: SamplingParams) -> ChatRequest:
-    """The i-th prompt: families and datasets cycle at coprime periods (4 x 5 = 20 distinct)."""
-    family = list(FAMILIES)[i % len(FAMILIES)]
-    name, kind, metric, rows, cols, cat, missing = DATASETS[i % len(DATASETS)]
-    ranges = "; ".join(
-        f"{p}: " + (f"one of {s['enum']}" if "enum" in s else
-                    "true or false" if s["type"] == "boolean" else
-                    f"{s['type']} in [{s['minimum']}, {s['maximum']}]")
-        for p, s in FAMILIES[family].items())
-    user = (f"Task: {name} ({kind}), metric {metric}. Dataset: {rows} rows, {cols} features "
-            f"({cat} categorical), {missing:.0%} missing values. Model: {family}. "
-            f"Search space: {ranges}. Suggest one good starting configuration as JSON.")
-    return ChatRequest([{"role": "system", "content": "You are an expert in hyperparameter "
-                         "optimization. Answer with a JSON object only."},
-                        {"role": "user", "content": user}],
-                       schema_for(family), sampling)
+    """The i-th prompt, cycling over the (task, family) pairs."""
+    messages, space = prompts()[i % len(prompts())]
+    return ChatRequest(messages, config_schema(space), sampling)
 
 
 def _tokens_per_s(outs: list[Completion], wall: float) -> float:
@@ -126,9 +97,8 @@ def measure(backend: Any, *, constrained: bool, n_single: int, batch_size: int, 
 
 
 def parse_rate(backend: Any, *, n: int, batch_size: int, max_tokens: int) -> dict[str, Any]:
-    """Sampled constrained answers (T=0.7, seeded): how many finish, parse and validate."""
-    import jsonschema
-
+    """Sampled constrained answers (T=0.7, seeded): how many finish, parse and validate
+    against their search space (``SearchSpace.validate``, the product's own check)."""
     backend.constrained = True
     counts = {"valid": 0, "length": 0, "error": 0, "invalid": 0}
     examples: list[str] = []
@@ -136,13 +106,13 @@ def parse_rate(backend: Any, *, n: int, batch_size: int, max_tokens: int) -> dic
         requests = [make_request(i, SamplingParams(max_tokens=max_tokens, temperature=0.7,
                                                    seed=i))
                     for i in range(start, min(n, start + batch_size))]
-        for request, c in zip(requests, backend.complete(requests), strict=True):
+        for i, c in enumerate(backend.complete(requests), start=start):
             if c.finish_reason != "stop":
                 counts[c.finish_reason] += 1
                 continue
             try:
-                jsonschema.validate(json.loads(c.text), request.json_schema)
-            except (json.JSONDecodeError, jsonschema.ValidationError):
+                prompts()[i % len(prompts())][1].validate(json.loads(c.text))
+            except (json.JSONDecodeError, ConfigError):
                 counts["invalid"] += 1
                 continue
             counts["valid"] += 1
@@ -158,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--n-constrained", type=int, default=200)
-    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--max-tokens", type=int, default=256, help="recommend's default")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny counts")
     parser.add_argument("--output", type=Path, default=Path("results/bench_inference.json"))
     args = parser.parse_args(argv)

@@ -8,6 +8,7 @@ decide what a failure means and count it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,6 +125,5 @@ def ask_json(
             return answer
         messages = retry_messages(messages, completion.text, answer.error)
         if sampling.seed is not None:
-            sampling = SamplingParams(sampling.max_tokens, sampling.temperature,
-                                      sampling.top_p, sampling.seed + 1)
+            sampling = dataclasses.replace(sampling, seed=sampling.seed + 1)
     return answer
