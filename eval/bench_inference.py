@@ -121,6 +121,33 @@ def parse_rate(backend: Any, *, n: int, batch_size: int, max_tokens: int) -> dic
     return {"n": n, **counts, "rate": counts["valid"] / n if n else 0.0, "examples": examples}
 
 
+def dtype_speed(model: str | None, *, n: int, max_tokens: int) -> dict[str, Any]:
+    """Free greedy decoding speed in fp32 and bf16 (median tokens/s of ``n`` single requests),
+    the measurement behind the backend's dtype choice on CPU."""
+    import torch
+
+    from sllmbo.inference.models import resolve_model
+    from sllmbo.inference.transformers_backend import TransformersBackend, resolve_dtype
+
+    speed: dict[str, Any] = {}
+    for dtype in ("float32", "bfloat16"):
+        backend = TransformersBackend(resolve_model(model), device="cpu", dtype=dtype,
+                                      constrained=False)
+        greedy = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+        backend.complete([make_request(0, greedy)])  # warm-up
+        rates = []
+        for i in range(n):
+            start = time.perf_counter()
+            [c] = backend.complete([make_request(i, greedy)])
+            rates.append(_tokens_per_s([c], time.perf_counter() - start))
+        speed[dtype] = {"tokens_per_s": statistics.median(rates),
+                        "ms_per_token": 1000 / statistics.median(rates)}
+        backend.close()
+    speed["bf16_speedup"] = speed["bfloat16"]["tokens_per_s"] / speed["float32"]["tokens_per_s"]
+    speed["auto_picks"] = str(resolve_dtype("auto", torch.device("cpu"), torch))
+    return speed
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model folder (default: embedded)")
@@ -155,14 +182,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     rate = parse_rate(backend, n=args.n_constrained, batch_size=args.batch_size,
                       max_tokens=args.max_tokens)
+    backend.close()
+    dtypes = dtype_speed(args.model, n=args.n_single, max_tokens=64)
     result = {"model": backend.name, "settings": {k: v for k, v in vars(args).items()
                                                   if k != "output"},
               "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                           "load_avg_1min_at_start": load_avg, "python": platform.python_version(),
                           "torch": torch.__version__},
               "load_s": load_s, "unconstrained": free, "constrained": bound,
-              "ratio_constrained_over_unconstrained": ratios, "parse_validate": rate}
-    backend.close()
+              "ratio_constrained_over_unconstrained": ratios, "parse_validate": rate,
+              "cpu_dtype_speed": dtypes}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2, default=str))
     _print(result, args.output)
@@ -194,6 +223,10 @@ def _print(result: dict[str, Any], path: Path) -> None:
                   f"(cut at max_tokens {rate['length']}, errors {rate['error']}, invalid "
                   f"{rate['invalid']}); load {result['load_s']:.1f} s; load avg at start "
                   f"{result['machine']['load_avg_1min_at_start']:.1f}; written to {path}")
+    d = result["cpu_dtype_speed"]
+    console.print(f"free decoding: fp32 {d['float32']['ms_per_token']:.1f} ms/token, bf16 "
+                  f"{d['bfloat16']['ms_per_token']:.1f} ms/token (bf16 x{d['bf16_speedup']:.2f}); "
+                  f"dtype='auto' picks {d['auto_picks']} here")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ class TransformersBackend(Backend):
         self.constrained = constrained
         self.max_batch_size = max(1, max_batch_size)
         self.device = _resolve_device(device, torch)
-        self.dtype = _resolve_dtype(dtype, self.device, torch)
+        self.dtype = resolve_dtype(dtype, self.device, torch)
         if load_in_4bit and self.device.type != "cuda":
             raise BackendError("load_in_4bit needs a CUDA GPU (bitsandbytes NF4), "
                                f"but the device is {self.device}",
@@ -217,7 +217,7 @@ def _resolve_device(device: str, torch: Any) -> Any:
     return resolved
 
 
-def _resolve_dtype(dtype: str, device: Any, torch: Any) -> Any:
+def resolve_dtype(dtype: str, device: Any, torch: Any) -> Any:
     """The compute dtype: bf16 where the hardware has it natively, else fp32."""
     if dtype == "auto":
         if device.type == "cuda":
