@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from sllmbo.data.splits import split_of
 from sllmbo.data.task import TaskInfo, TaskType
 
 
@@ -44,5 +45,6 @@ def entry(
         approx_rows=rows,
         n_features=features,
         package=package,
+        split=split_of(name),
     )
     return CatalogEntry(info=info, target=target, read=read)

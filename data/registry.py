@@ -8,22 +8,30 @@ from functools import cache
 from sllmbo.data.classification_tasks import CLASSIFICATION_TASKS
 from sllmbo.data.entry import CatalogEntry
 from sllmbo.data.prepare import build_task
+from sllmbo.data.rdatasets_tasks import RDATASETS_TASKS
 from sllmbo.data.regression_tasks import REGRESSION_TASKS
+from sllmbo.data.splits import SPLITS
 from sllmbo.data.task import Task, TaskInfo
 from sllmbo.errors import TaskError
 
 _ENTRIES: dict[str, CatalogEntry] = {
-    e.info.name: e for e in REGRESSION_TASKS + CLASSIFICATION_TASKS
+    e.info.name: e for e in REGRESSION_TASKS + CLASSIFICATION_TASKS + RDATASETS_TASKS
 }
 
 
-def list_tasks() -> list[TaskInfo]:
-    """Every registered task, regression first, in registration order; reads no data."""
-    return [e.info for e in _ENTRIES.values()]
+def list_tasks(split: str | None = None) -> list[TaskInfo]:
+    """Registered tasks (all, or one ``split``), regression first, in registration order;
+    reads no data."""
+    if split is not None and split not in SPLITS:
+        raise TaskError(
+            f"split must be one of {', '.join(SPLITS)}, got '{split}'",
+            hint="leave the split out to list every task",
+        )
+    return [e.info for e in _ENTRIES.values() if split in (None, e.info.split)]
 
 
-def task_names() -> list[str]:
-    return list(_ENTRIES)
+def task_names(split: str | None = None) -> list[str]:
+    return [i.name for i in list_tasks(split)]
 
 
 def load_task(name: str) -> Task:

@@ -8,7 +8,7 @@ model families, the CV objective and the task card never re-interpret raw column
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import pandas as pd
@@ -36,6 +36,8 @@ class TaskInfo:
     approx_rows: int
     n_features: int
     package: str
+    #: ``train`` or ``heldout`` (fixed in ``sllmbo.data.splits``; held-out tasks never train).
+    split: str = "train"
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +63,22 @@ class Task:
     benchmark_kind: str | None = None
     is_equivalent: bool = False
     dropped_columns: list[str] = field(default_factory=list)
+    #: Rows of the full training split when this task is a row-capped subsample, else None.
+    full_train_rows: int | None = None
+
+    def subsample(self, max_rows: int, seed: int = 0) -> Task:
+        """At most ``max_rows`` training rows and ``max_rows // 4`` test rows (stratified for
+        classification), so a trial of corpus collection stays near a second; ``self`` when
+        it is small enough already."""
+        if max_rows < 20:
+            raise ValueError(f"max_rows must be >= 20, got {max_rows}")
+        if len(self.X_train) <= max_rows:
+            return self
+        X_train, y_train = _sample(self.X_train, self.y_train, max_rows, seed, self.task_type)
+        X_test, y_test = _sample(self.X_test, self.y_test, max(max_rows // 4, 20), seed,
+                                 self.task_type)
+        return replace(self, X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
+                       full_train_rows=len(self.X_train))
 
     @property
     def metric(self) -> str:
@@ -107,6 +125,19 @@ class Task:
             features["target_std"] = _finite(y.std())
             features["target_skew"] = _finite(y.skew())
         return features
+
+
+def _sample(
+    X: pd.DataFrame, y: pd.Series, n: int, seed: int, task_type: str
+) -> tuple[pd.DataFrame, pd.Series]:
+    if len(X) <= n:
+        return X, y
+    from sklearn.model_selection import train_test_split
+
+    counts = y.value_counts()
+    stratify = y if task_type == "classification" and counts.min() >= 2 and len(counts) <= n else None
+    X_kept, _, y_kept, _ = train_test_split(X, y, train_size=n, random_state=seed, stratify=stratify)
+    return X_kept, y_kept
 
 
 def _finite(value: float) -> float | None:

@@ -41,6 +41,11 @@ class TaskCard(BaseModel):
     target_std: float | None = Field(default=None, description="regression only")
     target_skew: float | None = Field(default=None, description="regression only")
     description: str = Field(default="", description="one line about the data, optional")
+    full_train_rows: int | None = Field(
+        default=None,
+        description="rows of the whole training split when the trials ran on a row-capped "
+        "subsample of n_rows rows (corpus collection), else None",
+    )
 
     def to_user_attr(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -105,6 +105,7 @@ def build_card(task: Task, family: ModelFamily, settings: EvalSettings) -> TaskC
         model_family=family.name,
         metric=metric,
         direction=METRICS[metric],  # type: ignore[arg-type]
+        full_train_rows=task.full_train_rows,
         **task.meta_features(),
     )
 
@@ -387,6 +388,8 @@ def tune(
     n_folds: int = 5,
     n_jobs: int = 1,
     metric: str | None = None,
+    max_rows: int | None = None,
+    score_test: bool = True,
     output: str | Path | None = None,
     progress: bool = True,
     space_file: str | Path | None = None,
@@ -395,6 +398,8 @@ def tune(
 ) -> TuneResult:
     """Tune ``model`` on a task and refit the best configuration on the test split.
 
+    ``max_rows`` caps the training split to a fixed subsample (seed 0, stated in the card's
+    ``full_train_rows``): corpus collection uses it to keep a trial near a second.
     ``sampler`` "llm" / "llm-tpe" run the SLLMBO loop with ``backend`` (default: built from
     ``llm``, i.e. the embedded model in-process); ``llm`` also sets the initializer, early
     stopping and space adaptation.
@@ -410,7 +415,11 @@ def tune(
     check_kind(sampler)  # before any data is loaded
     options = llm or LLMOptions()
     started = time.perf_counter()
+    if max_rows is not None and max_rows < 20:
+        raise SllmboError(f"--max-rows must be >= 20, got {max_rows}")
     loaded = resolve_task(task, data, target, task_type)
+    if max_rows is not None:
+        loaded = loaded.subsample(max_rows)
     family = get_family(model)
     try:
         settings = EvalSettings(n_folds=n_folds, seed=seed, n_jobs=n_jobs, metric=metric)
@@ -461,7 +470,8 @@ def tune(
         if owned and backend is not None:
             backend.close()
 
-    result = summarize(study, loaded, family, settings, sampler, storage, n_trials, card)
+    result = summarize(study, loaded, family, settings, sampler, storage, n_trials, card,
+                       score_test=score_test)
     if backend is not None or sampler in LLM_SAMPLERS:
         from sllmbo.summary import summarize_study
 
@@ -482,8 +492,9 @@ def summarize(
     storage: str | None,
     n_trials: int,
     card: TaskCard,
+    score_test: bool = True,
 ) -> TuneResult:
-    """Best trial of the study and its refit test scores."""
+    """Best trial of the study and (``score_test``) its refit test scores."""
     counts = count_states(study)
     best = None
     if counts["complete"]:
@@ -502,7 +513,10 @@ def summarize(
         best_value=None if best is None else float(best.value),  # type: ignore[arg-type]
         best_params=None if best is None else dict(best.params),
         best_trial=None if best is None else best.number,
-        test_scores={} if best is None else holdout_scores(task, family, best.params, settings),
+        test_scores=(
+            holdout_scores(task, family, best.params, settings)
+            if best is not None and score_test else {}
+        ),
         stop_reason=study.user_attrs.get(studyinfo.STOP_REASON),
         task_card=card.to_user_attr(),
     )

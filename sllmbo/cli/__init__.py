@@ -29,9 +29,9 @@ def _register() -> None:
     global _registered
     if _registered:
         return
-    from sllmbo.cli import models, recommend, serve, tasks, tune
+    from sllmbo.cli import data, models, recommend, serve, tasks, tune
 
-    for module in (tasks, tune, recommend, models, serve):
+    for module in (tasks, tune, recommend, models, serve, data):
         module.register(app)
     _registered = True
 

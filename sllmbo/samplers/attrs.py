@@ -27,7 +27,10 @@ FALLBACK_CAUSE = "sllmbo:fallback_cause"
 FALLBACK_CAUSES = ("backend_error", "timeout", "invalid", "duplicate")
 #: The LLM probability the LLM-TPE sampler used for this trial.
 P_LLM = "sllmbo:p_llm"
+#: History table size the prompt settled on: [k_best, k_recent].
 HISTORY_K = "sllmbo:history_k"
+#: Numbers of the finished trials the prompt was built from (running trials are not history).
+HISTORY_TRIALS = "sllmbo:history_trials"
 
 __all__ = ["SOURCE", "SOURCES", "set_trial_attrs"]
 

@@ -30,9 +30,9 @@ from optuna.samplers import BaseSampler, TPESampler
 from optuna.search_space import intersection_search_space
 from optuna.trial import FrozenTrial, TrialState
 
-from sllmbo import history as hist
 from sllmbo.inference.base import Backend, SamplingParams
-from sllmbo.prompts import config_schema, optimizer_messages
+from sllmbo.optimizer_prompt import PromptBudget, optimizer_prompt
+from sllmbo.prompts import config_schema
 from sllmbo.samplers import attrs
 from sllmbo.samplers.calls import Answer, DuplicateError, ask_json
 from sllmbo.space import SearchSpace
@@ -51,6 +51,8 @@ class Proposal:
     repairs: list[str]
     answer: Answer[Any]
     history_k: tuple[int, int]
+    #: The finished trials the prompt was built from (what a replay needs).
+    history_trials: tuple[int, ...] = ()
 
 
 class LLMSampler(BaseSampler):
@@ -151,6 +153,7 @@ class LLMSampler(BaseSampler):
         proposal = self.propose(study, trial, search_space)
         record = self.answer_attrs(proposal.answer, proposal.repairs)
         record[attrs.HISTORY_K] = list(proposal.history_k)
+        record[attrs.HISTORY_TRIALS] = list(proposal.history_trials)
         if proposal.params is None:
             record[attrs.SOURCE] = "fallback"
             record[attrs.FALLBACK_CAUSE] = proposal.answer.cause
@@ -186,20 +189,15 @@ class LLMSampler(BaseSampler):
     ) -> Proposal:
         """Ask the LLM for a configuration of ``search_space``; the answer may be a failure."""
         space = SearchSpace.from_optuna(search_space)
-        direction = study.direction.name.lower()
         others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
         card = self.card(study)
-        skeleton = optimizer_messages(card, space, "")
-        budget = hist.history_budget(
-            self._backend.context_length,
-            self._backend.count_tokens("\n".join(m["content"] for m in skeleton)),
-            self._max_tokens,
+        prompt = optimizer_prompt(
+            card, space, others, study.direction.name.lower(),
+            PromptBudget(context_length=self._backend.context_length,
+                         count_tokens=self._backend.count_tokens, max_new_tokens=self._max_tokens,
+                         k_best=self._k_best, k_recent=self._k_recent),
         )
-        summary = hist.summarize(
-            others, space.names, direction, budget_tokens=budget,
-            count_tokens=self._backend.count_tokens, k_best=self._k_best,
-            k_recent=self._k_recent,
-        )
+        summary = prompt.summary
         seen = {config_key(t.params) for t in others if t.params}
 
         def check(data: Any) -> tuple[dict[str, Any], list[str]]:
@@ -215,12 +213,13 @@ class LLMSampler(BaseSampler):
             seed=self._request_seed(trial),
         )
         answer = ask_json(
-            self._backend, optimizer_messages(card, space, summary.text), check,
+            self._backend, prompt.messages, check,
             schema=config_schema(space), sampling=sampling, timeout=self._timeout,
             max_retries=self._max_retries,
         )
         params, repairs = answer.value if answer.value is not None else (None, [])
-        return Proposal(params, repairs, answer, (summary.k_best, summary.k_recent))
+        return Proposal(params, repairs, answer, (summary.k_best, summary.k_recent),
+                        prompt.history_trials)
 
     @staticmethod
     def answer_attrs(answer: Answer[Any], repairs: list[str]) -> dict[str, Any]:

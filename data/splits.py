@@ -1,0 +1,92 @@
+"""The fixed train / held-out split of the task registry, and its enforcement.
+
+Held-out tasks are what the evaluation ([5/8]) measures on, so nothing that learns may read
+them: ``sllmbo data collect`` refuses them, the instruction-data builder drops every study whose
+card names one (or a known alias of one, such as the SLLMBO paper's ``cement_strength``), and
+training refuses a data card that lists one. Duplicates and near-duplicates of a held-out
+dataset (the same data under another name or another target) are held out too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from sllmbo.errors import TaskError
+
+Split = Literal["train", "heldout"]
+SPLITS: tuple[str, ...] = ("train", "heldout")
+
+#: Held-out task -> why it is held out. Both task types, 263 to 53,940 rows, mixed numeric and
+#: categorical features, missing values (penguin_species, hitters_salary's inputs).
+HELDOUT: dict[str, str] = {
+    "concrete_strength": "the SLLMBO paper's own task, reproduced exactly in [5/8]",
+    "bike_sharing": "SLLMBO benchmark kind (bike sharing); mixed features, 8.6k rows",
+    "auto_mpg": "SLLMBO benchmark stand-in (energy efficiency); small, mixed",
+    "carseat_sales": "SLLMBO benchmark stand-in (retail demand); small, mixed",
+    "hitters_salary": "smallest regression task (263 rows), mixed features",
+    "diamond_prices": "large regression task (54k rows), ordered categoricals",
+    "cps_income": "SLLMBO benchmark stand-in (census income); 28k rows, mixed",
+    "german_credit": "mid-sized credit scoring, mostly categorical",
+    "titanic_survival": "mixed features with missing values",
+    "penguin_species": "3-class, small, missing values",
+    "oj_purchase": "mid-sized binary, mixed",
+    "seattle_weather": "5-class, imbalanced, small feature count",
+}
+
+#: Other names under which a held-out dataset appears in foreign trial logs or other R
+#: packages (normalized: lower case, non-alphanumerics as '_'). A study or task whose name
+#: contains one of these is treated as held out.
+HELDOUT_ALIASES: dict[str, str] = {
+    "cement_strength": "concrete_strength",
+    "concrete": "concrete_strength",
+    "bikeshare": "bike_sharing",
+    "bike_sharing": "bike_sharing",
+    "carseats": "carseat_sales",
+    "hitters": "hitters_salary",
+    "diamonds": "diamond_prices",
+    "cps1988": "cps_income",
+    "penguins": "penguin_species",
+    "titanic": "titanic_survival",
+    "german_credit": "german_credit",
+    "germancredit": "german_credit",
+    "seattle_weather": "seattle_weather",
+}
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def heldout_match(name: str) -> str | None:
+    """The held-out task that ``name`` (a task, dataset or study name) refers to, else None.
+
+    Matches a held-out task name exactly, or contains a known alias as a whole word
+    (``cement_strength_lgbm_gpt4o`` -> ``concrete_strength``).
+    """
+    key = normalize(name)
+    if key in HELDOUT:
+        return key
+    padded = f"_{key}_"
+    for alias, task in {**{t: t for t in HELDOUT}, **HELDOUT_ALIASES}.items():
+        if f"_{alias}_" in padded:
+            return task
+    return None
+
+
+def split_of(name: str) -> Split:
+    """``heldout`` for a held-out task or one of its aliases, else ``train``."""
+    return "heldout" if heldout_match(name) else "train"
+
+
+def refuse_heldout(name: str, action: str) -> None:
+    """Raise ``TaskError`` if ``name`` is (an alias of) a held-out task; ``action`` says what
+    was attempted, e.g. 'collect trials on'."""
+    match = heldout_match(name)
+    if match is not None:
+        what = name if match == name else f"{name} (the held-out task {match})"
+        raise TaskError(
+            f"refusing to {action} {what}: held-out tasks are kept for evaluation only "
+            f"({HELDOUT[match]})",
+            hint="`sllmbo tasks --split train` lists the tasks that may be used for training",
+        )

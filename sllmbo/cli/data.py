@@ -1,0 +1,93 @@
+"""``sllmbo data``: collect the trial-log corpus and build instruction data from any storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+COLLECT_EXAMPLES = """
+
+Examples:
+
+  sllmbo data collect --storage sqlite:///runs/corpus.db --workers 2
+
+  sllmbo data collect --storage sqlite:///runs/corpus.db --tasks diabetes,fifa_value \\
+      --families lightgbm --tpe-trials 30 --random-trials 0
+
+Run the same command again to resume: finished studies are skipped, partial ones completed.
+Held-out tasks (`sllmbo tasks --split heldout`) are refused.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(
+        help="Trial-log corpus and instruction data.", no_args_is_help=True,
+        pretty_exceptions_enable=False,
+    )
+    group.command("collect", help="Run TPE and random-search studies over the training "
+                  "tasks x model families into one storage; resumable." + COLLECT_EXAMPLES)(
+        collect_command
+    )
+    from sllmbo.cli import data_build
+
+    data_build.register(group)
+    app.add_typer(group, name="data")
+
+
+def _split_list(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def collect_command(
+    storage: str = typer.Option(..., "--storage", help="Optuna storage URL of the corpus."),
+    tasks: str | None = typer.Option(
+        None, "--tasks", help="Comma-separated training tasks (default: every training task)."
+    ),
+    families: str = typer.Option(
+        "lightgbm,xgboost,random_forest,mlp", "--families", help="Comma-separated families."
+    ),
+    tpe_trials: int = typer.Option(20, "--tpe-trials", help="Completed trials per TPE study (0: none)."),
+    random_trials: int = typer.Option(
+        12, "--random-trials", help="Completed trials per random-search study (0: none)."
+    ),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds (one study each)."),
+    max_rows: int = typer.Option(
+        2000, "--max-rows", help="Cap on training rows (a fixed subsample, stated in the card; "
+        "0: no cap)."
+    ),
+    n_folds: int = typer.Option(3, "--n-folds", help="Cross-validation folds per trial."),
+    workers: int = typer.Option(2, "--workers", help="Worker processes."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    from sllmbo.data import task_names
+    from sllmbo.data.collect import collect, plan_jobs
+    from sllmbo.errors import SllmboError
+
+    try:
+        seed_list = [int(s) for s in _split_list(seeds) or []]
+    except ValueError:
+        raise SllmboError(f"--seeds must be comma-separated integers, got '{seeds}'") from None
+    if max_rows < 0 or 0 < max_rows < 20:
+        raise SllmboError(f"--max-rows must be 0 (no cap) or >= 20, got {max_rows}")
+    if n_folds < 2:
+        raise SllmboError(f"--n-folds must be >= 2, got {n_folds}")
+    per_sampler = {s: n for s, n in (("tpe", tpe_trials), ("random", random_trials)) if n}
+    if not per_sampler:
+        raise SllmboError("nothing to collect: --tpe-trials and --random-trials are both 0")
+    jobs = plan_jobs(
+        _split_list(tasks) or task_names("train"), _split_list(families) or [], per_sampler,
+        seed_list or [0],
+    )
+    if storage.startswith("sqlite:///"):
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    report = collect(jobs, storage, workers=workers, max_rows=max_rows or None,
+                     n_folds=n_folds, progress=not quiet)
+    typer.echo(
+        f"{report.n_jobs} studies ({report.n_skipped} already complete); completed trials "
+        f"{report.n_trials_before} -> {report.n_trials_after} in {report.seconds:.0f} s"
+    )
+    for study, error in report.errors.items():
+        typer.echo(f"failed: {study}: {error}", err=True)
+    if report.errors:
+        raise typer.Exit(1)
