@@ -138,7 +138,7 @@ def _read_rdb(url: str, shown: str, study_filter: str | None) -> ReadResult:
         storage = optuna.storages.RDBStorage(
             url, skip_table_creation=True, skip_compatibility_check=True
         )
-        summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+        summaries = storage.get_all_studies()
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise StorageError(f"storage '{shown}' does not open: {first}",
@@ -156,7 +156,7 @@ def _read_journal(path: Path, study_filter: str | None) -> ReadResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         storage = JournalStorage(JournalFileBackend(str(path)))
-        summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+        summaries = storage.get_all_studies()
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         raise StorageError(
             f"{path} is neither a SQLite file nor a readable Optuna journal: "

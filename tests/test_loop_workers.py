@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -47,56 +44,6 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     workers(url, "shared", 10, "llm-tpe", 2)
     check_shared_study(url, "shared", 10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return str(candidates[-1]) if candidates else None
-
-
-@pytest.fixture
-def postgres_url():
-    """A throw-away PostgreSQL server on a free loopback port (skips when none can start)."""
-    pytest.importorskip("psycopg2", reason="psycopg2-binary is not installed")
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    # Not under pytest's tmp dir: that one is private to root, and the server runs as postgres.
-    root = Path(tempfile.mkdtemp(prefix="sllmbo-pg-"))
-    data, port = root / "data", _free_port()
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
-        runuser = shutil.which("runuser")
-        if runuser is None or subprocess.run(["id", "postgres"], capture_output=True).returncode:
-            pytest.skip("running as root and no 'postgres' user/runuser to start a server")
-        shutil.chown(root, "postgres")
-        root.chmod(0o755)
-        prefix = [runuser, "-u", "postgres", "--"]
-    init = subprocess.run([*prefix, initdb, "-D", str(data), "-U", "sllmbo", "--auth=trust"],
-                          capture_output=True, text=True)
-    if init.returncode:
-        pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
-    start = subprocess.run(
-        [*prefix, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-t", "30", "-o",
-         f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"],
-        capture_output=True, text=True)
-    if start.returncode:
-        pytest.skip(f"PostgreSQL did not start: {start.stderr.strip()[-300:]}")
-    try:
-        yield f"postgresql+psycopg2://sllmbo@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.slow

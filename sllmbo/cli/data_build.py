@@ -1,9 +1,116 @@
-"""``sllmbo data build``: trial logs in any Optuna storage -> instruction data."""
+"""``sllmbo data build | export | import``: trial logs in any Optuna storage -> instruction data."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+BUILD_EXAMPLES = """
+
+Examples:
+
+  sllmbo data build --storage data/corpus/trials.jsonl.gz --out runs/instructions
+
+  sllmbo data build --storage ../shared/fixtures/sllmbo-results \\
+      --cards data/cards/sllmbo_paper.yaml --out runs/paper-instructions
+
+  sllmbo data build --storage postgresql://user:pass@host/optuna --study 'team-*' \\
+      --cards our_cards.yaml --out runs/team --overwrite
+
+--storage takes an RDB URL, a SQLite or journal file, an export (*.jsonl.gz) or a folder of
+them; repeat it to combine sources. Studies without a task card need a --cards YAML entry;
+held-out tasks are refused. Skipped studies are listed with the reason.
+"""
 
 
 def register(group: typer.Typer) -> None:
-    pass
+    group.command("build", help="Build chat instruction data (a DatasetDict + JSONL + data "
+                  "card) from trial logs." + BUILD_EXAMPLES)(build_command)
+    group.command("export", help="Write trial logs from any storage as a compact .jsonl.gz "
+                  "export (what the repository commits).")(export_command)
+    group.command("import", help="Write an export's studies into an Optuna storage, e.g. to "
+                  "continue a collection in a new session.")(import_command)
+
+
+def build_command(
+    storage: list[str] = typer.Option(..., "--storage", help="Source of trial logs (repeatable)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (must not exist)."),
+    cards: list[Path] = typer.Option([], "--cards", help="Task cards YAML for foreign studies "
+                                     "(repeatable)."),
+    study: str | None = typer.Option(None, "--study", help="Only studies matching this "
+                                     "fnmatch pattern."),
+    top_k: int = typer.Option(5, "--top-k", help="Single-shot examples per task and family."),
+    max_sequential: int = typer.Option(10, "--max-sequential",
+                                       help="Sequential examples per study (0: none)."),
+    max_tokens: int = typer.Option(1024, "--max-tokens", help="Token budget of one example."),
+    validation_share: float = typer.Option(0.1, "--validation-share",
+                                           help="Share of tasks held for validation loss."),
+    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Tokenizer folder that "
+                                          "measures examples (default: the embedded model)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the validation task choice."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    from sllmbo.data.build import build_dataset, load_tokenizer
+    from sllmbo.data.instructions import BuildOptions
+    from sllmbo.errors import SllmboError
+
+    try:
+        options = BuildOptions(top_k=top_k, max_sequential_per_study=max_sequential,
+                               max_tokens=max_tokens, validation_share=validation_share,
+                               seed=seed)
+    except ValueError as err:
+        raise SllmboError(f"bad build option: {err}") from None
+    if out.exists() and not overwrite:
+        raise SllmboError(f"output folder {out} exists", hint="pass --overwrite to replace it")
+    card = build_dataset(storage, out, cards=cards, study_filter=study, options=options,
+                         tokenizer=load_tokenizer(tokenizer), overwrite=overwrite,
+                         progress=not quiet)
+    n, kinds = card["n_examples"], card["by_kind"]
+    typer.echo(f"wrote {out}: {n['train']} train / {n['validation']} validation examples "
+               f"from {card['n_tasks']['train']} + {card['n_tasks']['validation']} tasks "
+               f"({card['studies_used']} of {card['studies_read']} studies, "
+               f"{card['trials_used']} completed trials)")
+    typer.echo(f"  kinds (train): {kinds['train']}; tokens (train): "
+               f"{card['token_lengths'].get('train', {})}")
+    if card["corrupt_trials_skipped"]:
+        typer.echo(f"  skipped {card['corrupt_trials_skipped']} damaged trial rows")
+    reasons: dict[str, list[str]] = {}
+    for item in card["skipped"]:
+        reasons.setdefault(item["reason"], []).append(item["study"])
+    for reason, studies in reasons.items():
+        shown = ", ".join(studies[:4]) + (f" and {len(studies) - 4} more" if len(studies) > 4
+                                          else "")
+        typer.echo(f"  skipped {len(studies)} studies: {reason}: {shown}")
+
+
+def export_command(
+    storage: list[str] = typer.Option(..., "--storage", help="Source of trial logs (repeatable)."),
+    out: Path = typer.Option(..., "--out", help="Export file (*.jsonl.gz)."),
+    study: str | None = typer.Option(None, "--study", help="Only studies matching this "
+                                     "fnmatch pattern."),
+) -> None:
+    from sllmbo.data.export import write_export
+    from sllmbo.data.trial_logs import ReadResult, read_trial_logs
+    from sllmbo.errors import SllmboError
+
+    if not out.name.endswith(".jsonl.gz"):
+        raise SllmboError(f"--out must end with .jsonl.gz, got {out.name}")
+    read = ReadResult()
+    for location in storage:
+        read.extend(read_trial_logs(location, study))
+    n = write_export(read.studies, out)
+    trials = sum(len(s.complete) for s in read.studies)
+    size = out.stat().st_size / 1e6
+    typer.echo(f"wrote {out}: {n} studies, {trials} completed trials, {size:.1f} MB")
+
+
+def import_command(
+    export: Path = typer.Argument(..., help="An export written by `sllmbo data export`."),
+    storage: str = typer.Option(..., "--storage", help="Optuna storage URL to write into."),
+) -> None:
+    from sllmbo.data.export import import_export
+
+    imported, present = import_export(export, storage)
+    typer.echo(f"imported {imported} studies into {storage} ({present} were there already)")
