@@ -11,7 +11,7 @@ TORCH_PIN ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup model demo test test-services lint bench bench-inference bench-families bench-samplers clean
+.PHONY: setup model demo test test-services lint bench bench-inference bench-families bench-samplers corpus corpus-export instructions clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,26 @@ bench-families: setup
 
 bench-inference: setup model
 	$(PY) -m sllmbo.eval.bench_inference
+
+# The trial-log corpus: TPE + random-search studies over the training tasks x 4 families.
+# Resumable across sessions: the committed export is imported first (studies already in the
+# working storage are kept), the collection runs what is missing, and the export is rewritten.
+CORPUS_DB := sqlite:///runs/corpus.db
+CORPUS_EXPORT := data/corpus/trials.jsonl.gz
+COLLECT_ARGS ?= --workers 2 --max-rows 1000 --n-folds 3 --tpe-trials 20 --random-trials 10
+
+corpus: setup
+	mkdir -p runs
+	if [ -f $(CORPUS_EXPORT) ]; then $(SLLMBO) data import $(CORPUS_EXPORT) --storage $(CORPUS_DB); fi
+	$(SLLMBO) data collect --storage $(CORPUS_DB) $(COLLECT_ARGS)
+	$(MAKE) corpus-export
+
+corpus-export: setup
+	$(SLLMBO) data export --storage $(CORPUS_DB) --study 'corpus:*' --out $(CORPUS_EXPORT)
+
+# Instruction data from the committed corpus (the input of `sllmbo train`).
+instructions: setup model
+	$(SLLMBO) data build --storage $(CORPUS_EXPORT) --out runs/instructions --overwrite
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
