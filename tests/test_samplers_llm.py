@@ -133,6 +133,19 @@ def test_prompt_holds_card_space_and_history():
     assert "2 trials: 2 complete" in third and "#0 |" in third
 
 
+def test_running_trials_are_not_history_and_the_shown_trials_are_recorded():
+    backend = ScriptedBackend([VALID])
+    study = run(backend, n_trials=2)
+    study.enqueue_trial({"x": 5.0, "n": 3, "kind": "a"})
+    waiting = study.ask()  # RUNNING while the next trial's prompt is built
+    study.optimize(objective, n_trials=1)
+    study.tell(waiting, 1.0)
+    last = study.trials[-2] if study.trials[-1].number == waiting.number else study.trials[-1]
+    prompt = backend.requests[-1].messages[-1]["content"]
+    assert "2 trials: 2 complete" in prompt and f"#{waiting.number} |" not in prompt
+    assert last.user_attrs[A.HISTORY_TRIALS] == [0, 1]
+
+
 def test_history_shrinks_to_fit_a_small_context():
     backend = ScriptedBackend([VALID], context_length=700)
     study = run(backend, n_trials=14, k_best=10, k_recent=5)
