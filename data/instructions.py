@@ -25,7 +25,7 @@ from typing import Any
 from sllmbo.data.cards import CardRule, card_for
 from sllmbo.data.splits import heldout_match
 from sllmbo.data.trial_logs import LoggedTrial, StudyLog
-from sllmbo.optimizer_prompt import PromptBudget, optimizer_prompt
+from sllmbo.optimizer_prompt import DEFAULT_PROMPT_TOKENS, PromptBudget, optimizer_prompt
 from sllmbo.prompts import recommend_messages, render_config
 from sllmbo.samplers.attrs import HISTORY_K, HISTORY_TRIALS
 from sllmbo.space import SearchSpace
@@ -37,11 +37,12 @@ KINDS = ("single-shot", "sequential")
 @dataclass(frozen=True)
 class BuildOptions:
     """How examples are made. ``max_tokens``: an example (chat template, prompt and answer)
-    longer than this is dropped; the history of a sequential prompt first shrinks to fit."""
+    longer than this is dropped; the history of a sequential prompt first shrinks to fit, by
+    the rule the sampler applies at inference (``DEFAULT_PROMPT_TOKENS`` on both sides)."""
 
     top_k: int = 5
     max_sequential_per_study: int = 10
-    max_tokens: int = 1024
+    max_tokens: int = DEFAULT_PROMPT_TOKENS
     k_best: int = 10
     k_recent: int = 5
     validation_share: float = 0.1

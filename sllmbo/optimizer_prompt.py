@@ -18,6 +18,11 @@ from sllmbo.prompts import Messages, optimizer_messages
 from sllmbo.space import SearchSpace
 from sllmbo.taskcard import TaskCard
 
+#: Tokens an optimizer prompt may take (or the model's context, if smaller): the sampler sizes
+#: its history table to this and the data builder sizes training examples to it, so a model is
+#: trained on prompts shaped like the ones it is sent.
+DEFAULT_PROMPT_TOKENS = 1024
+
 #: Trial states that count as history (a running or waiting trial has no result yet).
 FINISHED = ("complete", "failed", "pruned")
 

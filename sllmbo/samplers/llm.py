@@ -31,7 +31,7 @@ from optuna.search_space import intersection_search_space
 from optuna.trial import FrozenTrial, TrialState
 
 from sllmbo.inference.base import Backend, SamplingParams
-from sllmbo.optimizer_prompt import PromptBudget, optimizer_prompt
+from sllmbo.optimizer_prompt import DEFAULT_PROMPT_TOKENS, PromptBudget, optimizer_prompt
 from sllmbo.prompts import config_schema
 from sllmbo.samplers import attrs
 from sllmbo.samplers.calls import Answer, DuplicateError, ask_json
@@ -72,6 +72,9 @@ class LLMSampler(BaseSampler):
         timeout: seconds to wait for one answer (None: wait as long as the backend does).
         max_retries: re-asks after a rejected answer (the paper's loop: 1).
         k_best, k_recent: most trials shown in the history table (shrunk to fit the context).
+        max_prompt_tokens: the history shrinks until the prompt and the answer fit this many
+            tokens or the backend's context, whichever is smaller (the instruction data is
+            built to the same budget; None: the backend's context).
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class LLMSampler(BaseSampler):
         max_retries: int = 1,
         k_best: int = 10,
         k_recent: int = 5,
+        max_prompt_tokens: int | None = DEFAULT_PROMPT_TOKENS,
     ) -> None:
         if not isinstance(backend, Backend):
             raise TypeError(f"backend must be a sllmbo Backend, got {type(backend).__name__}")
@@ -99,6 +103,9 @@ class LLMSampler(BaseSampler):
             raise TypeError(f"card must be a TaskCard, got {type(card).__name__}")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds or None, got {timeout}")
+        if max_prompt_tokens is not None and max_prompt_tokens < max_tokens:
+            raise ValueError(f"max_prompt_tokens must be >= max_tokens ({max_tokens}), got "
+                             f"{max_prompt_tokens}")
         if max_retries < 0 or k_best < 0 or k_recent < 0:
             raise ValueError(
                 "max_retries, k_best and k_recent must be >= 0, got "
@@ -119,6 +126,7 @@ class LLMSampler(BaseSampler):
         self._max_retries = max_retries
         self._k_best = k_best
         self._k_recent = k_recent
+        self._max_prompt_tokens = max_prompt_tokens
         self._rng_state: np.random.RandomState | None = None
 
     # -- Optuna's sampler interface ------------------------------------------------------------
@@ -193,7 +201,7 @@ class LLMSampler(BaseSampler):
         card = self.card(study)
         prompt = optimizer_prompt(
             card, space, others, study.direction.name.lower(),
-            PromptBudget(context_length=self._backend.context_length,
+            PromptBudget(context_length=self._context_tokens(),
                          count_tokens=self._backend.count_tokens, max_new_tokens=self._max_tokens,
                          k_best=self._k_best, k_recent=self._k_recent),
         )
@@ -220,6 +228,10 @@ class LLMSampler(BaseSampler):
         params, repairs = answer.value if answer.value is not None else (None, [])
         return Proposal(params, repairs, answer, (summary.k_best, summary.k_recent),
                         prompt.history_trials)
+
+    def _context_tokens(self) -> int:
+        context = self._backend.context_length
+        return context if self._max_prompt_tokens is None else min(context, self._max_prompt_tokens)
 
     @staticmethod
     def answer_attrs(answer: Answer[Any], repairs: list[str]) -> dict[str, Any]:
