@@ -47,7 +47,7 @@ def to_record(trial: Any) -> TrialRecord:
             number=int(trial["number"]),
             params=dict(trial.get("params", {})),
             value=None if trial.get("value") is None else float(trial["value"]),
-            state=str(trial.get("state", "complete")).lower(),
+            state=_state(str(trial.get("state", "complete"))),
             source=trial.get("source"),
         )
     state = trial.state.name.lower()
@@ -61,6 +61,12 @@ def to_record(trial: Any) -> TrialRecord:
         state=state,
         source=trial.user_attrs.get(SOURCE),
     )
+
+
+def _state(name: str) -> str:
+    """Optuna's state names (``FAIL``, ``COMPLETE``) or ours (``failed``) as ours."""
+    name = name.lower()
+    return "failed" if name == "fail" else name
 
 
 def to_records(trials: Iterable[Any]) -> list[TrialRecord]:

@@ -9,6 +9,7 @@ Several processes pointed at one RDB storage share the study.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -254,6 +255,18 @@ class LLMOptions:
             raise SllmboError(f"--patience must be >= 0, got {self.patience}")
         if not 0 <= self.p_llm <= 1:
             raise SllmboError(f"--p-llm must be in [0, 1], got {self.p_llm}")
+        if self.adaptive_p and not 0 < self.p_llm < 1:
+            raise SllmboError(f"--adaptive-p needs 0 < --p-llm < 1 (a share it can move), "
+                              f"got {self.p_llm}")
+        if not (self.min_delta >= 0 and math.isfinite(self.min_delta)):
+            raise SllmboError(f"--min-delta must be a finite number >= 0, got {self.min_delta}")
+        if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise SllmboError(f"--llm-timeout must be > 0 seconds, got {self.timeout}",
+                              hint="leave it out to wait as long as the backend does")
+        if self.max_tokens < 1:
+            raise SllmboError(f"--max-tokens must be >= 1, got {self.max_tokens}")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise SllmboError(f"--temperature must be >= 0, got {self.temperature}")
 
 
 def _needs_backend(sampler: str, options: LLMOptions) -> bool:
