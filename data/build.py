@@ -171,7 +171,7 @@ def data_card(splits: dict[str, list[dict[str, Any]]], read: ReadResult, selecti
         "token_lengths": {k: _lengths(v) for k, v in splits.items()},
         "tokenizer": tokenizer_name,
         "dropped_over_max_tokens": too_long,
-        "sources": [str(s) for s in storages],
+        "sources": [_source(s) for s in storages],
         "cards_files": [str(c) for c in cards],
         "studies_read": len(read.studies),
         "studies_used": len(selection.usable),
@@ -183,6 +183,14 @@ def data_card(splits: dict[str, list[dict[str, Any]]], read: ReadResult, selecti
         "options": asdict(options),
         "seconds": round(seconds, 1),
     }
+
+
+def _source(location: str) -> dict[str, Any]:
+    """A source and, for a file, its SHA-256 (URLs and folders are named only)."""
+    path = Path(location)
+    if "://" not in location and path.is_file():
+        return {"location": location, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {"location": location}
 
 
 def card_lists_heldout(card_path: str | Path) -> list[str]:
