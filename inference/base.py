@@ -64,10 +64,23 @@ class Completion:
             raise ValueError("the answer was cut off at max_tokens")
         if self.finish_reason == "error":
             raise ValueError(f"the backend failed: {self.error}")
-        try:
-            return json.loads(self.text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"the answer is not valid JSON ({err.msg} at {err.pos})") from None
+        return parse_answer(self.text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"the answer holds {name}, which is not a JSON number")
+
+
+def parse_answer(text: str) -> Any:
+    """An LLM answer as JSON data; ``ValueError`` for anything that is not plain JSON:
+    malformed text, ``NaN``/``Infinity`` (Python's json accepts them), nesting too deep to
+    parse."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"the answer is not valid JSON ({err.msg} at {err.pos})") from None
+    except RecursionError:
+        raise ValueError("the answer is nested too deeply") from None
 
 
 class Backend(ABC):

@@ -10,6 +10,7 @@ best configuration so far inside it (so the study's best stays reachable).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,8 +56,10 @@ def apply_decision(
             continue
         try:
             low, high = float(decision["low"]), float(decision["high"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"'{p.name}' needs numeric low and high") from None
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise ValueError
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise ValueError(f"'{p.name}' needs finite numeric low and high") from None
         if isinstance(p, IntParam):
             low, high = float(round(low)), float(round(high))
         if best is not None and p.name in best:

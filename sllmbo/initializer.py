@@ -77,8 +77,9 @@ def parse_space(data: Any, limits: SearchSpace, default: SearchSpace) -> SearchS
                                          log=hard.log))
         except KeyError as missing:
             raise ValueError(f"range of '{hard.name}' lacks {missing}") from None
-        except (TypeError, ValueError):
-            raise ValueError(f"range of '{hard.name}' must hold numbers, got {spec!r}") from None
+        except (TypeError, ValueError, OverflowError):  # 1e999 parses; a 400-digit int too
+            raise ValueError(f"range of '{hard.name}' must hold finite numbers, got "
+                             f"{spec!r}"[:300]) from None
         except SpaceError as err:
             raise ValueError(err.message) from None
     return SearchSpace(tuple(params)).restricted_to(limits)

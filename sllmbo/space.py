@@ -256,7 +256,7 @@ class SearchSpace:
             if isinstance(p, CategoricalParam):
                 if not any(_same_choice(value, c) for c in p.choices):
                     problems.append(f"'{p.name}' must be one of {list(p.choices)}, got {value!r}")
-            elif not _is_number(value) or not math.isfinite(value):
+            elif not _is_number(value) or not _finite(value):
                 problems.append(f"'{p.name}' must be a finite number, got {value!r}")
             elif isinstance(p, IntParam) and float(value) != int(value):
                 problems.append(f"'{p.name}' must be an integer, got {value!r}")
@@ -389,7 +389,16 @@ def _as_number(value: Any) -> float | int | None:
         value = item()
         if not _is_number(value):
             return None
-    return value if math.isfinite(value) else None
+    return value if _finite(value) else None
+
+
+def _finite(value: float) -> bool:
+    """``math.isfinite`` that says False, not ``OverflowError``, for an int too large for a
+    float (an LLM may answer with a 400-digit number)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _plain(param: Param, value: Any) -> Any:
