@@ -116,6 +116,16 @@ def run_job(job: CollectJob, storage: str, max_rows: int | None, n_folds: int) -
     return result.n_complete, None
 
 
+def _log_line(job: CollectJob, n_complete: int, error: str | None, finished: int, total: int,
+              before: int, elapsed: float) -> str:
+    """A progress line for logs: the study, the corpus count and the ETA at this run's pace."""
+    rate = (finished - before) / elapsed if elapsed > 0 else 0.0
+    eta = f"{(total - finished) / rate / 3600:.1f} h" if rate > 0 else "?"
+    status = f"failed: {error}" if error else f"{n_complete} trials"
+    return (f"{time.strftime('%H:%M:%S')} {job.study_name}: {status} | corpus "
+            f"{finished}/{total} trials, {rate * 3600:.0f}/h, eta {eta}")
+
+
 def collect(
     jobs: Iterable[CollectJob],
     storage: str,
@@ -164,6 +174,10 @@ def collect(
                     report.errors[job.study_name] = error
                 finished += max(0, min(n_complete, job.n_trials) - done.get(job.study_name, 0))
                 bar.update(bar_id, completed=finished, last=job.study_name)
+                if progress and not bar.console.is_terminal:  # a log file: one line a study
+                    print(_log_line(job, n_complete, error, finished, total,
+                                    report.n_trials_before, time.perf_counter() - started),
+                          flush=True)
     report.n_trials_after = finished
     report.seconds = round(time.perf_counter() - started, 1)
     return report
