@@ -38,7 +38,7 @@ def check_adapter_fits(adapter: Path, base: Path, base_config: dict[str, Any]) -
     """Raise ``BackendError`` when the adapter was trained on a visibly different base.
 
     Compares the adapter's recorded base config (when ``base_model_name_or_path`` is a local
-    folder, or ``sllmbo_base_config`` saved beside it by our trainer) with ``base_config``.
+    folder, or ``base_config.json`` saved beside it by our trainer) with ``base_config``.
     An adapter whose base cannot be inspected passes here; peft's own shape checks still run.
     """
     adapter_config = read_adapter_config(adapter)

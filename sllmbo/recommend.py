@@ -123,13 +123,13 @@ def recommend_task(task: str | None, model: str, n: int, backend: Backend | None
     from sllmbo.objective import EvalSettings
     from sllmbo.tune import build_card, resolve_task
 
-    loaded = resolve_task(task, options.pop("data"), options.pop("target"),
-                          options.pop("task_type"))
+    loaded = resolve_task(task, options.pop("data", None), options.pop("target", None),
+                          options.pop("task_type", None))
     family = get_family(model)
-    card = build_card(loaded, family, EvalSettings(seed=options["seed"]))
+    card = build_card(loaded, family, EvalSettings(seed=options.get("seed", 0)))
     space = family.default_space(loaded.task_type)
-    kind, model_path = options.pop("backend_kind"), options.pop("model_path")
-    adapter, base_url = options.pop("adapter"), options.pop("base_url")
+    kind, model_path = options.pop("backend_kind", "transformers"), options.pop("model_path", None)
+    adapter, base_url = options.pop("adapter", None), options.pop("base_url", None)
     owned = backend is None
     if backend is None:
         from sllmbo.inference.factory import create_backend

@@ -80,3 +80,12 @@ def test_cli_refuses_bad_input_with_one_message(capsys):
         main(["recommend", "--task", "no_such_task"])
     assert info.value.code == 2
     assert "no_such_task" in capsys.readouterr().err
+
+
+def test_recommend_task_takes_only_the_options_it_is_given():
+    from llm_scripts import VALID, ScriptedBackend
+
+    from sllmbo.recommend import recommend_task
+
+    rec = recommend_task("diabetes", "lightgbm", 2, ScriptedBackend([VALID]))
+    assert len(rec.configs) == 2

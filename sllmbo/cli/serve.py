@@ -18,7 +18,7 @@ Examples:
   sllmbo serve --engine vllm --model ~/models/CodeLlama-7b-Instruct-hf \\
       --adapter ~/.cache/sllmbo/adapters/hpo-codellama --lora-name hpo
 
-  sllmbo tune --task bike_sharing --backend openai --base-url http://127.0.0.1:8000/v1 --model hpo
+  sllmbo tune --task bike_sharing --backend openai --base-url http://127.0.0.1:8000/v1 --model-path hpo
 """
 
 
