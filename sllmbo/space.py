@@ -339,6 +339,39 @@ class SearchSpace:
             params.append(type(p)(p.name, low, high, log=hard.log))  # type: ignore[call-arg]
         return SearchSpace(tuple(params))
 
+    def fitted_within(self, limits: SearchSpace) -> tuple[SearchSpace, list[str]]:
+        """A user's space inside ``limits``: each range clipped to its limit, its own log flag
+        kept; returns the space and one note per clip. A range or choice set wholly outside
+        its limit raises ``SpaceError`` (a user's range is never silently replaced)."""
+        fitted = self.restricted_to(limits)
+        params: list[Param] = []
+        notes: list[str] = []
+        for mine, got in zip(self.params, fitted.params, strict=True):
+            hard = limits[mine.name]
+            if isinstance(mine, CategoricalParam):
+                assert isinstance(got, CategoricalParam)
+                if not any(any(_same_choice(c, h) for h in hard.choices)  # type: ignore[union-attr]
+                           for c in mine.choices):
+                    raise SpaceError(f"no choice of '{mine.name}' is allowed: "
+                                     f"{list(mine.choices)} vs {list(hard.choices)}")  # type: ignore[union-attr]
+                if got.choices != mine.choices:
+                    notes.append(f"'{mine.name}': dropped choices outside {list(got.choices)}")
+                params.append(got)
+                continue
+            assert isinstance(mine, (FloatParam, IntParam)) and isinstance(hard, (FloatParam, IntParam))
+            if mine.high < hard.low or mine.low > hard.high:
+                raise SpaceError(
+                    f"range of '{mine.name}' [{mine.low}, {mine.high}] lies outside its hard "
+                    f"limit [{hard.low}, {hard.high}]",
+                    hint="choose a range that overlaps the limit",
+                )
+            low, high = max(mine.low, hard.low), min(mine.high, hard.high)
+            if (low, high) != (mine.low, mine.high):
+                notes.append(f"'{mine.name}': [{mine.low}, {mine.high}] clipped to the hard "
+                             f"limit: [{low}, {high}]")
+            params.append(type(mine)(mine.name, low, high, log=mine.log))  # type: ignore[call-arg]
+        return SearchSpace(tuple(params)), notes
+
     def replace(self, params: Iterable[Param]) -> SearchSpace:
         """A copy with the given parameters swapped in by name (order kept)."""
         new = {p.name: p for p in params}

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -122,7 +123,6 @@ def open_storage(url: str | None) -> Any:
     if url.startswith("sqlite"):
         # Several workers on one SQLite file: wait for the lock instead of failing at once.
         engine_kwargs["connect_args"] = {"timeout": 60}
-    import warnings
 
     for attempt in range(5):
         try:
@@ -454,7 +454,9 @@ def tune(
     )
     default_space = family.default_space(loaded.task_type)
     if space_file is not None:
-        default_space = load_space_file(space_file).restricted_to(family.hard_limits())
+        default_space, notes = load_space_file(space_file).fitted_within(family.hard_limits())
+        for note in notes:
+            warnings.warn(f"--space-file {space_file}: {note}", stacklevel=2)
     owned = backend is None and _needs_backend(sampler, options)
     if owned:
         backend = _open_backend(options)

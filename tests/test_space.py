@@ -192,3 +192,23 @@ def test_unknown_family_names_the_choices():
         get_family("catboost")
     assert "lightgbm" in str(info.value)
     assert get_family("RF").name == "random_forest"
+
+
+def test_a_user_space_keeps_its_log_flag_and_says_what_was_clipped():
+    from sllmbo.families import get_family
+
+    limits = get_family("lightgbm").hard_limits()
+    mine = SearchSpace((FloatParam("learning_rate", 1e-5, 0.1, log=False),
+                        IntParam("num_leaves", 8, 64, log=True)))
+    fitted, notes = mine.fitted_within(limits)
+    assert fitted["learning_rate"].log is False and fitted["learning_rate"].low == 1e-4
+    assert fitted["num_leaves"] == mine["num_leaves"]
+    assert notes == ["'learning_rate': [1e-05, 0.1] clipped to the hard limit: [0.0001, 0.1]"]
+
+
+def test_a_user_range_wholly_outside_its_limit_is_an_error_not_replaced():
+    from sllmbo.families import get_family
+
+    limits = get_family("lightgbm").hard_limits()
+    with pytest.raises(SpaceError, match="lies outside its hard limit"):
+        SearchSpace((IntParam("num_leaves", 5000, 9000),)).fitted_within(limits)
