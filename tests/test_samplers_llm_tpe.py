@@ -79,10 +79,15 @@ def test_p_is_clamped_and_fallback_counts_as_tpe():
     assert 0.5 < adapted_p(streak, "minimize", **RULE) < 0.9
 
 
-def test_adaptive_run_records_the_p_it_used():
+def test_adaptive_run_uses_and_records_the_adapted_p():
+    """Each trial's p is the rule applied to the trials completed before it (so a sampler that
+    ignored ``adaptive`` and kept 0.5 fails here), and p does move during the run."""
     study, _ = run(n_trials=20, adaptive=True)
-    ps = [t.user_attrs[A.P_LLM] for t in study.trials]
-    assert ps[0] == 0.5 and all(0.1 <= p <= 0.9 for p in ps)
+    complete = optuna.trial.TrialState.COMPLETE
+    for t in study.trials:
+        before = [u for u in study.trials if u.number < t.number and u.state == complete]
+        assert t.user_attrs[A.P_LLM] == round(adapted_p(before, "minimize", **RULE), 4)
+    assert len({t.user_attrs[A.P_LLM] for t in study.trials}) > 1
 
 
 @pytest.mark.parametrize(
