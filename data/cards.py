@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sllmbo.errors import TaskError
-from sllmbo.taskcard import USER_ATTR_KEY, TaskCard
+from sllmbo.taskcard import USER_ATTR_KEY, TaskCard, read_yaml_mapping
 
 #: Metrics a foreign card may name, with the direction each is optimized in.
 KNOWN_METRICS: dict[str, str] = {
@@ -60,16 +60,9 @@ def check_card(card: TaskCard, where: str) -> TaskCard:
 
 def load_card_rules(path: str | Path) -> list[CardRule]:
     """The rules of one cards YAML file; ``TaskError`` for anything malformed."""
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise TaskError(f"cards file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise TaskError(f"cards file {path} is not valid YAML: {err}") from None
-    if not isinstance(data, Mapping) or not isinstance(data.get("cards"), list):
+    data = read_yaml_mapping(path, "cards")
+    if not isinstance(data.get("cards"), list):
         raise TaskError(f"cards file {path} must hold a 'cards:' list",
                         hint="see data/cards/sllmbo_paper.yaml for the format")
     rules = []

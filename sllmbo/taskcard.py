@@ -71,15 +71,21 @@ class TaskCard(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TaskCard:
-        import yaml
+        return cls.from_mapping(read_yaml_mapping(path, "task card"), str(path))
 
-        path = Path(path)
-        if not path.is_file():
-            raise TaskError(f"task card file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise TaskError(f"task card {path} is not valid YAML: {err}") from None
-        if not isinstance(data, Mapping):
-            raise TaskError(f"task card {path} must be a mapping of fields, got {data!r}")
-        return cls.from_mapping(data, str(path))
+
+def read_yaml_mapping(path: str | Path, what: str) -> Mapping[str, Any]:
+    """The YAML file at ``path`` as a mapping; ``TaskError`` naming ``what`` it should hold
+    when the file is missing, not YAML, or not a mapping."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise TaskError(f"{what} file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise TaskError(f"{what} file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, Mapping):
+        raise TaskError(f"{what} file {path} must be a mapping of fields, got {data!r}"[:300])
+    return data
