@@ -149,6 +149,7 @@ def import_export(path: str | Path, storage_url: str) -> tuple[int, int]:
 
     states = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL,
               "pruned": TrialState.PRUNED}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url)
     present = {s.study_name for s in optuna.get_all_study_summaries(storage, False)}
     imported = 0
