@@ -66,8 +66,7 @@ COLLECT_ARGS ?= --workers 2 --max-rows 1000 --n-folds 3 --tpe-trials 20 --random
 corpus: setup
 	mkdir -p runs
 	if [ -f $(CORPUS_EXPORT) ]; then $(SLLMBO) data import $(CORPUS_EXPORT) --storage $(CORPUS_DB); fi
-	$(SLLMBO) data collect --storage $(CORPUS_DB) $(COLLECT_ARGS)
-	$(MAKE) corpus-export
+	$(SLLMBO) data collect --storage $(CORPUS_DB) $(COLLECT_ARGS) --export $(CORPUS_EXPORT)
 
 corpus-export: setup
 	$(SLLMBO) data export --storage $(CORPUS_DB) --study 'corpus:*' --out $(CORPUS_EXPORT)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sllmbo.data.splits import refuse_heldout
@@ -116,6 +117,14 @@ def run_job(job: CollectJob, storage: str, max_rows: int | None, n_folds: int) -
     return result.n_complete, None
 
 
+def export_corpus(storage: str, path: str | Path) -> int:
+    """Write the storage's corpus studies to ``path`` (atomically); the number of studies."""
+    from sllmbo.data.export import write_export
+    from sllmbo.data.trial_logs import read_trial_logs
+
+    return write_export(read_trial_logs(storage, f"{STUDY_PREFIX}:*").studies, path)
+
+
 def _log_line(job: CollectJob, n_complete: int, error: str | None, finished: int, total: int,
               before: int, elapsed: float) -> str:
     """A progress line for logs: the study, the corpus count and the ETA at this run's pace."""
@@ -134,8 +143,14 @@ def collect(
     max_rows: int | None = 2000,
     n_folds: int = 3,
     progress: bool = True,
+    export: str | Path | None = None,
+    export_every_s: float = 600.0,
 ) -> CollectReport:
-    """Run the jobs that are not finished in ``storage``, ``workers`` processes at a time."""
+    """Run the jobs that are not finished in ``storage``, ``workers`` processes at a time.
+
+    With ``export``, the corpus studies are also written there as a compact export every
+    ``export_every_s`` seconds and at the end, so a long collection checkpoints itself into a
+    file that can be committed (and imported by a later session)."""
     import multiprocessing
 
     from rich.progress import (
@@ -165,6 +180,7 @@ def collect(
     ) as pool:
         bar_id = bar.add_task("collect", total=total, completed=finished, last="")
         pending = {pool.submit(run_job, j, storage, max_rows, n_folds): j for j in todo}
+        last_export = time.perf_counter()
         while pending:
             ready, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in ready:
@@ -178,6 +194,11 @@ def collect(
                     print(_log_line(job, n_complete, error, finished, total,
                                     report.n_trials_before, time.perf_counter() - started),
                           flush=True)
+            if export is not None and time.perf_counter() - last_export >= export_every_s:
+                export_corpus(storage, export)
+                last_export = time.perf_counter()
+    if export is not None:
+        export_corpus(storage, export)
     report.n_trials_after = finished
     report.seconds = round(time.perf_counter() - started, 1)
     return report

@@ -35,7 +35,7 @@ def test_collect_runs_capped_studies_with_cards_and_resumes(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'corpus.db'}"
     args = ["data", "collect", "--storage", url, "--tasks", "diabetes", "--families",
             "lightgbm", "--tpe-trials", "3", "--random-trials", "2", "--max-rows", "200",
-            "--workers", "1", "--quiet"]
+            "--workers", "1", "--quiet", "--export", str(tmp_path / "corpus.jsonl.gz")]
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 0
@@ -45,6 +45,10 @@ def test_collect_runs_capped_studies_with_cards_and_resumes(tmp_path, capsys):
     card = TaskCard.from_study(study)
     assert card is not None and card.n_rows == 200 and card.full_train_rows == 353
     assert all(t.user_attrs["sllmbo:source"] == "tpe" for t in study.trials)
+    from sllmbo.data.export import read_export
+
+    exported = read_export(tmp_path / "corpus.jsonl.gz").studies
+    assert sorted(len(s.complete) for s in exported) == [2, 3]
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(args)  # a second run finds everything done

@@ -58,6 +58,11 @@ def collect_command(
     ),
     n_folds: int = typer.Option(3, "--n-folds", help="Cross-validation folds per trial."),
     workers: int = typer.Option(2, "--workers", help="Worker processes."),
+    export: Path | None = typer.Option(
+        None, "--export", help="Also write the corpus studies to this .jsonl.gz export, every "
+        "--export-every minutes and at the end (a checkpoint to commit)."
+    ),
+    export_every: float = typer.Option(10.0, "--export-every", help="Minutes between exports."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     from sllmbo.data import task_names
@@ -81,8 +86,13 @@ def collect_command(
     )
     if storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if export is not None and not export.name.endswith(".jsonl.gz"):
+        raise SllmboError(f"--export must end with .jsonl.gz, got {export.name}")
+    if export_every <= 0:
+        raise SllmboError(f"--export-every must be > 0 minutes, got {export_every}")
     report = collect(jobs, storage, workers=workers, max_rows=max_rows or None,
-                     n_folds=n_folds, progress=not quiet)
+                     n_folds=n_folds, progress=not quiet, export=export,
+                     export_every_s=60 * export_every)
     typer.echo(
         f"{report.n_jobs} studies ({report.n_skipped} already complete); completed trials "
         f"{report.n_trials_before} -> {report.n_trials_after} in {report.seconds:.0f} s"
