@@ -63,6 +63,14 @@ def summarize_study(study: Any) -> LoopSummary:
         source = ua.get(attrs.SOURCE) or (
             "sampling" if t.state == TrialState.RUNNING else "lost before sampling"
         )
+        if "failed_trial" in t.system_attrs:
+            # Optuna's heartbeat retry re-runs a dead worker's parameters and copies its user
+            # attributes: the LLM work was done (and is counted) once, in the original trial.
+            sources["retry"] += 1
+            s.per_trial.append({"number": t.number, "state": t.state.name.lower(),
+                                "source": "retry", "retry_of": t.system_attrs["failed_trial"],
+                                "value": t.value if t.state == TrialState.COMPLETE else None})
+            continue
         sources[source] += 1
         if source == "fallback":
             fallbacks[ua.get(attrs.FALLBACK_CAUSE) or "unknown"] += 1

@@ -103,3 +103,23 @@ def test_bad_llm_options_are_refused(options, message):
 
     with pytest.raises(SllmboError, match=message):
         LLMOptions(**options)
+
+
+def test_a_heartbeat_retry_does_not_recount_the_original_llm_calls():
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from sllmbo.samplers import attrs as A
+    from sllmbo.summary import summarize_study
+
+    study = optuna.create_study()
+    llm = {A.SOURCE: "llm", A.LLM_CALLS: 1, A.PROMPT_TOKENS: 300, A.COMPLETION_TOKENS: 40}
+    dist = {"x": FloatDistribution(0, 1)}
+    study.add_trial(create_trial(params={"x": 0.5}, distributions=dist, user_attrs=llm,
+                                 state=TrialState.FAIL))
+    study.add_trial(create_trial(params={"x": 0.5}, distributions=dist, user_attrs=llm,
+                                 value=1.0, system_attrs={"failed_trial": 0}))
+    summary = summarize_study(study)
+    assert (summary.llm_calls, summary.prompt_tokens) == (1, 300)
+    assert summary.sources == {"llm": 1, "retry": 1}
