@@ -25,8 +25,13 @@ class SamplingParams:
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int | None = None
+    #: Seconds after which an in-process backend stops generating (the caller's timeout), so
+    #: an abandoned request does not keep the model busy; None: no limit.
+    max_time_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.max_time_s is not None and not self.max_time_s > 0:
+            raise ValueError(f"max_time_s must be > 0 or None, got {self.max_time_s}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.temperature < 0:

@@ -167,13 +167,15 @@ class TransformersBackend(Backend):
         with torch.inference_mode():
             out = self.model.generate(
                 **enc, max_new_tokens=sampling.max_tokens, **flags,
+                max_time=sampling.max_time_s,  # a timed-out request stops its own work
                 logits_processor=LogitsProcessorList([processor]),
                 pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_token_ids)
         latency = time.perf_counter() - start
         prompt_len = enc["input_ids"].shape[1]
         prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
+        timed_out = sampling.max_time_s is not None and latency >= sampling.max_time_s
         return [self._finish(out[row, prompt_len:].tolist(), int(prompt_tokens[row]), latency,
-                             schemas[row], sampling.max_tokens)
+                             schemas[row], sampling.max_tokens, timed_out)
                 for row in range(len(batch))]
 
     def _render(self, messages: list[dict[str, str]]) -> str:
@@ -186,10 +188,14 @@ class TransformersBackend(Backend):
                                ) from None
 
     def _finish(self, tokens: list[int], prompt_tokens: int, latency: float,
-                schema: dict[str, Any] | None, max_tokens: int) -> Completion:
+                schema: dict[str, Any] | None, max_tokens: int,
+                timed_out: bool = False) -> Completion:
         stop = next((k for k, t in enumerate(tokens) if t in self.stop_token_ids), None)
         body = tokens if stop is None else tokens[:stop]
         text = self.tokenizer.decode(body, skip_special_tokens=True)
+        if timed_out and stop is None:
+            return Completion(text, "error", prompt_tokens, len(body), latency,
+                              error=f"generation stopped after {latency:.1f} s (max_time_s)")
         reason: FinishReason = "stop" if stop is not None else "length"
         error = None
         if reason == "length" and len(body) < max_tokens:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -52,29 +54,54 @@ class Answer(Generic[T]):
     cause: str | None = None
 
 
+_LOCKS: weakref.WeakKeyDictionary[Backend, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def backend_lock(backend: Backend) -> threading.Lock:
+    """One lock per backend object: calls through ``complete_one`` never overlap, so a
+    timed-out generation cannot run beside the next one on the same in-process model."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(backend, threading.Lock())
+
+
 def complete_one(backend: Backend, request: ChatRequest, timeout: float | None) -> Completion:
     """One completion; ``TimeoutError`` when ``timeout`` seconds pass first.
 
-    A backend call cannot be interrupted from outside, so on timeout the worker thread is
-    abandoned (daemon) and the caller moves on; servers apply their own request timeouts too.
+    Calls on one backend are serialized. With a timeout, the request carries it as
+    ``max_time_s`` so an in-process backend stops generating by itself; the waiting thread is
+    abandoned (daemon) and a call still waiting for the backend gives up at the deadline
+    instead of starting late work.
     """
+    lock = backend_lock(backend)
     if timeout is None:
-        return _first(backend.complete([request]))
+        with lock:
+            return _first(backend.complete([request]))
+    request = dataclasses.replace(
+        request, sampling=dataclasses.replace(request.sampling, max_time_s=timeout))
+    deadline = time.monotonic() + timeout
     box: dict[str, Any] = {}
 
     def work() -> None:
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            box["error"] = TimeoutError(
+                f"the backend was still busy with an earlier request after {timeout:g} s")
+            return
         try:
-            box["result"] = backend.complete([request])
+            if time.monotonic() < deadline:
+                box["result"] = backend.complete([request])
         except Exception as err:  # re-raised in the caller's thread below
             box["error"] = err
+        finally:
+            lock.release()
 
     worker = threading.Thread(target=work, name="sllmbo-llm-call", daemon=True)
     worker.start()
     worker.join(timeout)
-    if worker.is_alive():
-        raise TimeoutError(f"the backend gave no answer within {timeout:g} s")
     if "error" in box:
         raise box["error"]
+    if worker.is_alive() or "result" not in box:
+        raise TimeoutError(f"the backend gave no answer within {timeout:g} s")
     return _first(box["result"])
 
 
