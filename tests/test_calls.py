@@ -44,11 +44,19 @@ class SlowBackend(Backend):
 REQUEST = ChatRequest([{"role": "user", "content": "hi"}], None, SamplingParams())
 
 
+def outcome(backend: Backend, timeout: float | None) -> str:
+    """'timeout', or the finish reason when the backend answered (a backend that honours
+    max_time_s may answer 'error' right at the deadline)."""
+    try:
+        return complete_one(backend, REQUEST, timeout).finish_reason
+    except TimeoutError:
+        return "timeout"
+
+
 def test_a_timed_out_call_does_not_overlap_the_next_one():
     backend = SlowBackend(seconds=0.6)
     for _ in range(3):
-        with pytest.raises(TimeoutError):
-            complete_one(backend, REQUEST, timeout=0.2)
+        assert outcome(backend, 0.2) in ("timeout", "error")
     time.sleep(1.0)
     assert backend.most_at_once == 1
 
@@ -56,12 +64,7 @@ def test_a_timed_out_call_does_not_overlap_the_next_one():
 def test_the_timeout_reaches_the_backend_as_max_time():
     backend = SlowBackend(seconds=5.0)
     started = time.monotonic()
-    try:
-        answer = complete_one(backend, REQUEST, timeout=0.2)
-    except TimeoutError:
-        pass
-    else:  # the backend stopped itself right at the deadline
-        assert answer.finish_reason == "error"
+    assert outcome(backend, 0.2) in ("timeout", "error")
     time.sleep(0.4)
     assert backend.limits == [0.2] and backend.running == 0  # it stopped by itself
     assert time.monotonic() - started < 2
