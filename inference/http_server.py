@@ -159,7 +159,8 @@ def _handler_for(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             elif self.path.rstrip("/") == "/v1/models":
                 self._send(HTTPStatus.OK, {"object": "list", "data": [
                     {"id": server.model_name, "object": "model", "created": 0,
-                     "owned_by": "sllmbo"}]})
+                     "owned_by": "sllmbo",
+                     "max_model_len": int(server.backend.context_length)}]})
             else:
                 self._error(HTTPStatus.NOT_FOUND, f"no route {self.path}")
 

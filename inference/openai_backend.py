@@ -23,6 +23,10 @@ from .constrained import classify_finish
 _SERVE_HINT = "start one with `sllmbo serve` (or `vllm serve MODEL`) and pass its --base-url"
 
 
+#: Context assumed when neither the caller nor the server says (a small model's window).
+ASSUMED_CONTEXT = 2048
+
+
 class OpenAIBackend(Backend):
     """Chat completions over HTTP with the ``openai`` client.
 
@@ -34,14 +38,15 @@ class OpenAIBackend(Backend):
         timeout_s: per-request timeout in seconds; ``max_retries`` bounded retries follow.
         max_concurrency: requests of one batch in flight at once.
         constrained: send each request's schema (re-validation happens either way).
-        context_length: the served model's window, for prompt budgeting (not asked of the
-            server: the OpenAI API has no field for it).
+        context_length: the served model's window, for prompt budgeting; None asks the
+            server once (``max_model_len`` in ``/v1/models``, which vLLM and ``sllmbo serve``
+            report) and assumes 2,048 tokens where it is not reported.
     """
 
     def __init__(self, base_url: str, *, model: str | None = None,
                  api_key_env: str = "SLLMBO_API_KEY", timeout_s: float = 120.0,
                  max_retries: int = 2, max_concurrency: int = 16, constrained: bool = True,
-                 context_length: int = 2048) -> None:
+                 context_length: int | None = None) -> None:
         import openai
 
         if not base_url.startswith(("http://", "https://")):
@@ -53,7 +58,7 @@ class OpenAIBackend(Backend):
         self._model = model
         self.constrained = constrained
         self.max_concurrency = max(1, max_concurrency)
-        self.context_length = context_length
+        self._context_length = context_length
         self._client = openai.OpenAI(base_url=self.base_url,
                                      api_key=os.environ.get(api_key_env) or "EMPTY",
                                      timeout=timeout_s, max_retries=max_retries)
@@ -66,6 +71,32 @@ class OpenAIBackend(Backend):
             self._model = self._first_served_model()
             self.name = f"openai:{self._model}@{self.base_url}"
         return self._model
+
+    @property
+    def context_length(self) -> int:  # type: ignore[override]
+        """The served model's window: as given, else as the server reports it (asked once)."""
+        if self._context_length is None:
+            reported = self._served_models().get(self.model)
+            self._context_length = reported or ASSUMED_CONTEXT
+        return self._context_length
+
+    def _served_models(self) -> dict[str, int | None]:
+        """Served model names -> ``max_model_len`` where the server reports it."""
+        import openai
+
+        try:
+            models = list(self._client.models.list())
+        except (openai.APIConnectionError, openai.APITimeoutError) as err:
+            raise BackendError(f"cannot reach the model server at {self.base_url}: {err}",
+                               hint=_SERVE_HINT) from None
+        except openai.APIError as err:
+            raise BackendError(f"{self.base_url}/models failed: {err}",
+                               hint="pass the served model name with --model-path") from None
+        out: dict[str, int | None] = {}
+        for m in models:
+            length = (getattr(m, "model_extra", None) or {}).get("max_model_len")
+            out[m.id] = int(length) if isinstance(length, int) and length > 0 else None
+        return out
 
     def _first_served_model(self) -> str:
         import openai

@@ -147,3 +147,17 @@ def test_openai_backend_needs_a_base_url_and_no_adapter():
         create_backend("openai", base_url="http://127.0.0.1:1/v1", adapter="x")
     with pytest.raises(BackendError, match="must start with http"):
         create_backend("openai", base_url="127.0.0.1:8000")
+
+
+def test_context_length_is_asked_of_the_server_once_unless_given(server, tiny_backend):
+    backend = OpenAIBackend(server.url, timeout_s=30)
+    assert backend.context_length == tiny_backend.context_length  # max_model_len of /v1/models
+    assert OpenAIBackend(server.url, model="tiny", context_length=512).context_length == 512
+
+
+def test_a_server_that_does_not_report_its_window_gets_the_assumed_one(monkeypatch, server):
+    from sllmbo.inference import openai_backend
+
+    backend = OpenAIBackend(server.url, timeout_s=30)
+    monkeypatch.setattr(backend, "_served_models", lambda: {backend.model: None})
+    assert backend.context_length == openai_backend.ASSUMED_CONTEXT
