@@ -29,6 +29,8 @@ from sllmbo.taskcard import TaskCard
 ADAPTED_AT = "sllmbo:space_adapted_at"
 #: Failed adaptation questions by cause (backend_error, timeout, invalid).
 ADAPT_FAILURES = "sllmbo:space_adapt_failures"
+#: ``sllmbo:adapt_cost:<complete trials>`` -> the LLM calls and tokens of that adaptation.
+ADAPT_COST_PREFIX = "sllmbo:adapt_cost:"
 
 
 def apply_decision(
@@ -146,6 +148,12 @@ class SpaceAdapter:
                                     temperature=self._temperature, seed=self._seed),
             timeout=self._timeout,
         )
+        # One key per adaptation point: workers never read-modify-write a shared attribute.
+        study.set_user_attr(f"{ADAPT_COST_PREFIX}{len(complete)}", {
+            "calls": answer.stats.calls, "prompt_tokens": answer.stats.prompt_tokens,
+            "completion_tokens": answer.stats.completion_tokens,
+            "latency_s": round(answer.stats.latency_s, 3), "cause": answer.cause,
+        })
         if answer.value is None:
             failures = dict(study.user_attrs.get(ADAPT_FAILURES, {}))
             failures[answer.cause or "invalid"] = failures.get(answer.cause or "invalid", 0) + 1

@@ -47,7 +47,7 @@ class LoopSummary:
 
 def summarize_study(study: Any) -> LoopSummary:
     """Aggregate the sllmbo attributes of every trial of ``study``."""
-    from sllmbo.adaptive import ADAPT_FAILURES
+    from sllmbo.adaptive import ADAPT_COST_PREFIX, ADAPT_FAILURES
     from sllmbo.initializer import INIT_ATTR
 
     trials = study.get_trials(deepcopy=False)
@@ -103,6 +103,12 @@ def summarize_study(study: Any) -> LoopSummary:
         for c in study.user_attrs.get(studyinfo.SPACE_CHANGES, [])
     ]
     s.space_adapt_failures = dict(study.user_attrs.get(ADAPT_FAILURES, {}))
+    for key, cost in study.user_attrs.items():  # each space adaptation's LLM work
+        if key.startswith(ADAPT_COST_PREFIX) and isinstance(cost, dict):
+            s.llm_calls += int(cost.get("calls", 0))
+            s.prompt_tokens += int(cost.get("prompt_tokens", 0))
+            s.completion_tokens += int(cost.get("completion_tokens", 0))
+            s.llm_latency_s = round(s.llm_latency_s + float(cost.get("latency_s", 0.0)), 3)
     s.stop_reason = study.user_attrs.get(studyinfo.STOP_REASON)
     asked = sources.get("llm", 0) + sources.get("fallback", 0)
     if asked and not sources.get("llm"):

@@ -111,3 +111,15 @@ def test_a_failing_adaptation_is_counted_and_the_space_is_kept():
 def test_adapter_fails_fast():
     with pytest.raises(ValueError, match="every"):
         SpaceAdapter(backend=ScriptedBackend(), default_space=SPACE, limits=LIMITS, every=0)
+
+
+def test_adaptation_calls_and_tokens_are_in_the_loop_summary():
+    from sllmbo.summary import summarize_study
+
+    adapter = SpaceAdapter(backend=ScriptedBackend([narrow_then_widen]), default_space=SPACE,
+                           limits=LIMITS, card=CARD, every=4)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=8, callbacks=[adapter])
+    summary = summarize_study(study)
+    assert summary.llm_calls == 2  # two adaptations, no LLM sampler
+    assert summary.prompt_tokens == 200 and summary.completion_tokens == 40
