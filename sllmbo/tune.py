@@ -9,6 +9,7 @@ Several processes pointed at one RDB storage share the study.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -446,6 +447,7 @@ def tune(
     name = study_name or f"{loaded.name}-{family.name}-{sampler}-seed{seed}"
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _quiet_interrupts()
     study = open_study(open_storage(storage), name, card)
     study.set_user_attr(
         studyinfo.RUN_CONFIG,
@@ -496,6 +498,26 @@ def tune(
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(result.to_json() + "\n")
     return result
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Drop Optuna's 'Trial N failed ... KeyboardInterrupt' warning and its traceback: Ctrl-C
+    is how a user stops a run, and the CLI says how to resume it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        info = record.exc_info
+        if info and info[0] is KeyboardInterrupt:
+            return False
+        return "KeyboardInterrupt" not in record.getMessage()
+
+
+def _quiet_interrupts() -> None:
+    import optuna
+
+    # Handler filters see the records of Optuna's child loggers too (logger filters do not).
+    for handler in optuna.logging.get_logger("optuna").handlers:
+        if not any(isinstance(f, _NoInterruptTraceback) for f in handler.filters):
+            handler.addFilter(_NoInterruptTraceback())
 
 
 def summarize(

@@ -37,3 +37,16 @@ def test_fail_state_from_optuna_names_is_history():
     from sllmbo.history import to_record
 
     assert to_record({"number": 3, "params": {}, "state": "FAIL"}).state == "failed"
+
+
+def test_ctrl_c_in_a_command_says_how_to_resume_and_exits_130(monkeypatch, capsys):
+    import sllmbo.data as data_stage
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data_stage, "list_tasks", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tasks", "--json"])
+    assert exit_info.value.code == 130
+    assert "run the same command to resume" in capsys.readouterr().err

@@ -6,8 +6,10 @@ Heavy libraries are imported inside commands so ``sllmbo --help`` stays instant.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from typing import Any
 
 import typer
 
@@ -33,7 +35,34 @@ def _register() -> None:
 
     for module in (tasks, tune, recommend, models, serve, data):
         module.register(app)
+    _wrap_commands(app)
     _registered = True
+
+
+INTERRUPTED = "interrupted: finished trials are stored; run the same command to resume"
+
+
+def _wrap_commands(group: typer.Typer) -> None:
+    """Ctrl-C inside any command prints how to resume and exits 130. (Click turns a
+    KeyboardInterrupt into 'Aborted!' and exit 1 before ``main`` could see it.)"""
+    for info in group.registered_commands:
+        if info.callback is not None:
+            info.callback = _interruptible(info.callback)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _wrap_commands(sub.typer_instance)
+
+
+def _interruptible(callback: Any) -> Any:
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.echo(INTERRUPTED, err=True)
+            raise typer.Exit(130) from None
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,6 +79,6 @@ def main(argv: list[str] | None = None) -> None:
         if err.hint:
             typer.echo(f"  hint: {err.hint}", err=True)
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished trials are stored; run the same command to resume", err=True)
+    except KeyboardInterrupt:  # outside a command (e.g. while importing one)
+        typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
