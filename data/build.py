@@ -19,7 +19,7 @@ import shutil
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,5 +199,3 @@ def card_lists_heldout(card_path: str | Path) -> list[str]:
     tasks = {t for names in card.get("tasks", {}).values() for t in names}
     return sorted(t for t in tasks if heldout_match(t))
 
-
-CountTokens = Callable[[str], int]
