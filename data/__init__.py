@@ -3,6 +3,11 @@
 ``list_tasks()`` is cheap (no data read); ``load_task(name)`` reads, validates and splits a
 registered task once per process; ``load_file_task(path, target)`` does the same for the
 user's CSV or Parquet file. Bad input raises ``sllmbo.errors.TaskError``.
+
+Every task is ``train`` or ``heldout`` (:mod:`sllmbo.data.splits`). The trial-log side of the
+stage: :mod:`~sllmbo.data.trial_logs` reads any Optuna storage, :mod:`~sllmbo.data.collect`
+runs the corpus studies, :mod:`~sllmbo.data.export` is the committed compact form, and
+:mod:`~sllmbo.data.instructions` / :mod:`~sllmbo.data.build` turn logs into instruction data.
 """
 
 from __future__ import annotations
