@@ -99,16 +99,7 @@ class OpenAIBackend(Backend):
         return out
 
     def _first_served_model(self) -> str:
-        import openai
-
-        try:
-            served = [m.id for m in self._client.models.list()]
-        except (openai.APIConnectionError, openai.APITimeoutError) as err:
-            raise BackendError(f"cannot reach the model server at {self.base_url}: {err}",
-                               hint=_SERVE_HINT) from None
-        except openai.APIError as err:
-            raise BackendError(f"{self.base_url}/models failed: {err}",
-                               hint="pass the served model name with --model-path") from None
+        served = list(self._served_models())
         if not served:
             raise BackendError(f"the server at {self.base_url} serves no model", hint=_SERVE_HINT)
         return served[0]
