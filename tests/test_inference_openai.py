@@ -158,6 +158,6 @@ def test_context_length_is_asked_of_the_server_once_unless_given(server, tiny_ba
 def test_a_server_that_does_not_report_its_window_gets_the_assumed_one(monkeypatch, server):
     from sllmbo.inference import openai_backend
 
-    backend = OpenAIBackend(server.url, timeout_s=30)
-    monkeypatch.setattr(backend, "_served_models", lambda: {backend.model: None})
+    backend = OpenAIBackend(server.url, model="tiny", timeout_s=30)
+    monkeypatch.setattr(backend, "_served_models", lambda: {"tiny": None})
     assert backend.context_length == openai_backend.ASSUMED_CONTEXT
