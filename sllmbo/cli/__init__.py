@@ -31,9 +31,9 @@ def _register() -> None:
     global _registered
     if _registered:
         return
-    from sllmbo.cli import data, models, recommend, serve, tasks, tune
+    from sllmbo.cli import data, evaluation, models, recommend, serve, tasks, tune
 
-    for module in (tasks, tune, recommend, models, serve, data):
+    for module in (tasks, tune, recommend, models, serve, data, evaluation):
         module.register(app)
     _wrap_commands(app)
     _registered = True

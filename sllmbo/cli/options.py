@@ -23,3 +23,14 @@ ADAPTER = typer.Option(None, "--adapter", help="LoRA adapter folder or name.")
 BASE_URL = typer.Option(
     None, "--base-url", help="OpenAI-compatible server root (with --backend openai)."
 )
+
+# The LLM loop's settings: `tune` and `eval` take the same flags into one `LLMOptions`.
+N_INITIAL = typer.Option(
+    5, "--n-initial", help="LLM initializer configurations enqueued (llm samplers)."
+)
+P_LLM = typer.Option(0.5, "--p-llm", help="LLM share of trials for llm-tpe.")
+LLM_TIMEOUT = typer.Option(
+    None, "--llm-timeout", help="Seconds to wait for one LLM answer before using TPE."
+)
+TEMPERATURE = typer.Option(0.7, "--temperature", help="Sampling temperature of the LLM.")
+MAX_TOKENS = typer.Option(256, "--max-tokens", help="Longest LLM answer, in tokens.")

@@ -71,9 +71,7 @@ def tune_command(
         help="default: the family's space | llm: the LLM initializer proposes it (within the "
         "hard limits).",
     ),
-    n_initial: int = typer.Option(
-        5, "--n-initial", help="LLM initializer configurations enqueued (llm samplers)."
-    ),
+    n_initial: int = options.N_INITIAL,
     patience: int | None = typer.Option(
         None, "--patience",
         help="Stop after this many completed trials without improvement (default: 15 for "
@@ -85,13 +83,13 @@ def tune_command(
     adapt_every: int = typer.Option(
         0, "--adapt-every", help="Let the LLM narrow/widen the space every N trials (0: off)."
     ),
-    p_llm: float = typer.Option(0.5, "--p-llm", help="LLM share of trials for llm-tpe."),
+    p_llm: float = options.P_LLM,
     adaptive_p: bool = typer.Option(
         False, "--adaptive-p", help="llm-tpe: move the LLM share toward the improving source."
     ),
-    llm_timeout: float | None = typer.Option(
-        None, "--llm-timeout", help="Seconds to wait for one LLM answer before using TPE."
-    ),
+    llm_timeout: float | None = options.LLM_TIMEOUT,
+    temperature: float = options.TEMPERATURE,
+    max_tokens: int = options.MAX_TOKENS,
 ) -> None:
     from sllmbo.tune import LLMOptions, tune
 
@@ -99,6 +97,7 @@ def tune_command(
         backend=backend, model_path=model_path, adapter=adapter, base_url=base_url,
         space=space, n_initial=n_initial, patience=patience, min_delta=min_delta,
         adapt_every=adapt_every, p_llm=p_llm, adaptive_p=adaptive_p, timeout=llm_timeout,
+        temperature=temperature, max_tokens=max_tokens,
     )
 
     result = tune(

@@ -1,0 +1,223 @@
+"""``sllmbo eval``: plan the runs of a suite, run them (resumably, in parallel), and write
+``results.json``, ``report.md`` and the plots into the output folder.
+
+The folder is the evaluation: ``studies.db`` (the Optuna studies of every run), ``eval.sqlite``
+(cached scores, finished runs, stored LLM answers), ``plan.json`` (what was asked), and the
+results. Run the same command again and only unfinished runs run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sllmbo.errors import SllmboError
+from sllmbo.eval.metrics import normalized_regret, score_range
+from sllmbo.eval.runs import RunJob, RunLog, RunSettings, TaskRef, close_backends, execute
+from sllmbo.eval.suites import ADAPTER_METHODS, LLM_METHODS, Suite
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    suite: Suite
+    tasks: tuple[TaskRef, ...]
+    settings: RunSettings
+    skipped_methods: tuple[str, ...] = ()
+
+    @property
+    def jobs(self) -> list[RunJob]:
+        """Every run, cheapest methods first so that results come early."""
+        order = {m: i for i, m in enumerate(self.methods)}
+        jobs = [RunJob(task, family, method, seed)
+                for task in self.tasks for family in self.suite.families
+                for method in self.methods for seed in range(self.suite.seeds)]
+        return sorted(jobs, key=lambda j: (j.method in LLM_METHODS, order[j.method]))
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return tuple(m for m in self.suite.methods if m not in self.skipped_methods)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"suite": asdict(self.suite), "tasks": [asdict(t) for t in self.tasks],
+                "settings": {**asdict(self.settings), "llm": asdict(self.settings.llm)},
+                "skipped_methods": list(self.skipped_methods)}
+
+
+def plan_eval(suite: Suite, tasks: Sequence[TaskRef] | None, out_dir: str | Path,
+              llm: Any, adapter: str | None, methods_given: bool) -> EvalPlan:
+    """Resolve the suite's tasks and methods; refuse what would break held-out discipline.
+
+    Adapter methods need an adapter: without one they are left out (said in the report),
+    or, when the user named them with ``--methods``, the evaluation stops.
+    """
+    from sllmbo.data.splits import HELDOUT
+
+    refs = tuple(tasks) if tasks else tuple(TaskRef(name=n) for n in (suite.tasks or HELDOUT))
+    if suite.name == "default" and not tasks:
+        _check_all_heldout(refs)
+    skipped: list[str] = []
+    wanted_adapter = [m for m in suite.methods if m in ADAPTER_METHODS]
+    if wanted_adapter and adapter is None:
+        if methods_given:
+            raise SllmboError(
+                f"methods {', '.join(wanted_adapter)} run the fine-tuned adapter; none was given",
+                hint="pass --adapter DIR, or use the -base methods for the base model",
+            )
+        skipped = wanted_adapter
+    if adapter is not None and wanted_adapter:
+        check_adapter_heldout(adapter, [r.label for r in refs])
+    settings = RunSettings(out_dir=str(out_dir), max_budget=suite.max_budget,
+                           n_folds=suite.n_folds, max_rows=suite.max_rows,
+                           protocol=suite.protocol, llm=llm, adapter=adapter)
+    return EvalPlan(suite, refs, settings, tuple(skipped))
+
+
+def _check_all_heldout(refs: Iterable[TaskRef]) -> None:
+    from sllmbo.data.splits import split_of
+
+    trained = [r.label for r in refs if r.name is None or split_of(r.name) != "heldout"]
+    if trained:
+        raise SllmboError(f"the default suite runs held-out tasks only; got {trained}")
+
+
+def check_adapter_heldout(adapter: str | Path, tasks: Sequence[str]) -> None:
+    """Stop when the adapter's training data (its data card) holds a task being evaluated."""
+    from sllmbo.data.splits import heldout_match
+
+    card_path = Path(adapter) / "data_card.json"
+    if not card_path.is_file():
+        raise SllmboError(
+            f"adapter {adapter} has no data_card.json: cannot check it never trained on the "
+            "evaluated tasks",
+            hint="adapters written by `sllmbo train` carry the data card of their training data",
+        )
+    card = json.loads(card_path.read_text())
+    trained = {t for names in card.get("tasks", {}).values() for t in names}
+    trained_keys = {heldout_match(t) or t for t in trained}
+    clash = sorted(t for t in tasks if t in trained or (heldout_match(t) or t) in trained_keys)
+    if clash:
+        raise SllmboError(
+            f"adapter {adapter} was trained on data from {', '.join(clash)}, which this "
+            "evaluation scores: its results would not be held out",
+            hint="evaluate on held-out tasks (`sllmbo tasks --split heldout`) or retrain "
+            "without them",
+        )
+
+
+def run_eval(plan: EvalPlan, workers: int = 1, progress: bool = True) -> list[dict[str, Any]]:
+    """Run every unfinished job, then write the results; returns the result records."""
+    out = Path(plan.settings.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_plan(out, plan)
+    jobs = plan.jobs
+    logs = _run_jobs(jobs, plan.settings, workers, progress)
+    records = [r for log in logs for r in log.records(plan.suite.budgets)]
+    fill_regret(records)
+    write_results(out, plan, records, logs)
+    return records
+
+
+def _write_plan(out: Path, plan: EvalPlan) -> None:
+    path = out / "plan.json"
+    new = plan.to_dict()
+    if path.is_file():
+        old = json.loads(path.read_text())
+        keep = ("settings",)
+        changed = [k for k in keep if old.get(k, {}).get("n_folds") != new[k]["n_folds"]
+                   or old.get(k, {}).get("max_rows") != new[k]["max_rows"]
+                   or old.get(k, {}).get("protocol") != new[k]["protocol"]]
+        if changed:
+            raise SllmboError(
+                f"{out} holds an evaluation scored differently (folds, row cap or protocol)",
+                hint="use another --out folder, or the same settings to resume",
+            )
+    path.write_text(json.dumps(new, indent=2) + "\n")
+
+
+def _run_jobs(jobs: list[RunJob], settings: RunSettings, workers: int,
+              progress: bool) -> list[RunLog]:
+    from tqdm.auto import tqdm
+
+    from sllmbo.eval.store import EvalStore
+
+    store = EvalStore(settings.store_path)
+    done_keys = store.run_keys()
+    logs: dict[str, RunLog] = {}
+    todo = []
+    for job in jobs:
+        stored = store.run(job.key) if job.key in done_keys else None
+        if stored is not None:
+            logs[job.key] = RunLog.from_dict(stored)
+        else:
+            todo.append(job)
+    total = sum(settings.max_budget for _ in todo)
+    bar = tqdm(total=total, unit="trial", desc=f"eval ({len(logs)} of {len(jobs)} runs done)",
+               disable=not progress, dynamic_ncols=True)
+    started = time.perf_counter()
+    try:
+        if workers <= 1:
+            for job in todo:
+                logs[job.key] = execute(job, settings)
+                bar.update(settings.max_budget)
+                bar.set_description(f"eval {job.method} {job.task.label}")
+        else:
+            _run_parallel(todo, settings, workers, logs, bar)
+    finally:
+        bar.close()
+        close_backends()
+    if todo and progress:
+        print(f"{len(todo)} runs in {time.perf_counter() - started:.0f} s")
+    return [logs[job.key] for job in jobs]
+
+
+def _run_parallel(todo: list[RunJob], settings: RunSettings, workers: int,
+                  logs: dict[str, RunLog], bar: Any) -> None:
+    """Worker processes (spawned: no forked model or thread state); each loads its own
+    model once. Studies and the store are SQLite files they share."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending = {pool.submit(_execute_in_worker, job, settings): job for job in todo}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = pending.pop(future)
+                logs[job.key] = RunLog.from_dict(future.result())
+                bar.update(settings.max_budget)
+                bar.set_description(f"eval {job.method} {job.task.label}")
+
+
+def _execute_in_worker(job: RunJob, settings: RunSettings) -> dict[str, Any]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return execute(job, settings).to_dict()
+
+
+def fill_regret(records: list[dict[str, Any]]) -> None:
+    """Normalized regret of each record against the best and worst test score any method
+    reached on its task and family."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r["test_score"] is not None:
+            groups[(r["task"], r["family"])].append(r)
+    for group in groups.values():
+        direction = group[0]["direction"]
+        best, worst = score_range((r["test_score"] for r in group), direction)
+        for r in group:
+            r["regret"] = round(normalized_regret(r["test_score"], best, worst, direction), 6)
+
+
+def write_results(out: Path, plan: EvalPlan, records: list[dict[str, Any]],
+                  logs: Sequence[RunLog]) -> None:
+    from sllmbo.eval.report import write_report
+
+    (out / "results.json").write_text(json.dumps(records, indent=1) + "\n")
+    write_report(out, plan, records, logs)

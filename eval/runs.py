@@ -1,0 +1,434 @@
+"""One run of the harness: a (task, family, method, seed) taken once to the largest budget.
+
+Every method except ``defaults`` is an Optuna study in the evaluation's storage, written by
+``sllmbo.tune.tune``, so a killed run resumes with its finished trials kept. Methods that do
+not sample (portfolio, single-shot) enqueue their configurations and let the study run them;
+the seeded TPE enqueues the library defaults and the portfolio's first configuration. Each
+smaller budget then reads the best configuration within the run's first ``b`` trials.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sllmbo.eval.metrics import TrialRow, best_within_budget, cumulative
+from sllmbo.eval.store import EvalStore
+
+if TYPE_CHECKING:
+    import optuna
+
+    from sllmbo.data import Task
+    from sllmbo.families import ModelFamily
+    from sllmbo.inference.base import Backend
+    from sllmbo.tune import LLMOptions
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """A task by registry name, or a user's file with its target column."""
+
+    name: str | None = None
+    data: str | None = None
+    target: str | None = None
+    task_type: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name is not None else Path(str(self.data)).stem
+
+
+@dataclass(frozen=True)
+class RunJob:
+    task: TaskRef
+    family: str
+    method: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """The run's name: its study name and its row in the store."""
+        return f"eval:{self.task.label}:{self.family}:{self.method}:s{self.seed}"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every run of one evaluation shares (picklable: it goes to worker processes)."""
+
+    out_dir: str
+    max_budget: int
+    n_folds: int
+    max_rows: int | None
+    protocol: str | None
+    llm: LLMOptions
+    #: The fine-tuned adapter for the adapter methods; None: those methods are not run.
+    adapter: str | None = None
+
+    @property
+    def storage(self) -> str:
+        return f"sqlite:///{Path(self.out_dir) / 'studies.db'}"
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.out_dir) / "eval.sqlite"
+
+
+@dataclass
+class RunLog:
+    """A finished run: its trials in order and, per budget, the configuration handed over."""
+
+    key: str
+    task: str
+    family: str
+    method: str
+    seed: int
+    metric: str
+    direction: str
+    trials: list[TrialRow]
+    #: Budget -> test scores of the best configuration within that budget.
+    test_scores: dict[int, dict[str, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["test_scores"] = {str(b): s for b, s in self.test_scores.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunLog:
+        fields = dict(data)
+        fields["trials"] = [TrialRow(**t) for t in data["trials"]]
+        fields["test_scores"] = {int(b): s for b, s in data["test_scores"].items()}
+        return cls(**fields)
+
+    def records(self, budgets: Sequence[int]) -> list[dict[str, Any]]:
+        """One result record per budget (regret is filled in once every run is in)."""
+        out = []
+        for budget in budgets:
+            best = best_within_budget(self.trials, budget, self.direction)
+            costs = cumulative(self.trials, budget)
+            scores = self.test_scores.get(budget, {})
+            out.append({
+                "task": self.task, "family": self.family, "method": self.method,
+                "budget": budget, "seed": self.seed, "metric": self.metric,
+                "direction": self.direction,
+                "cv_score": None if best is None else best.cv_score,
+                "test_score": scores.get(self.metric),
+                "test_scores": scores,
+                "regret": None,
+                "n_trials": min(budget, len(self.trials)),
+                "wall_s": round(costs["wall_s"], 3), "fit_s": round(costs["fit_s"], 3),
+                "llm_s": round(costs["llm_s"], 3), "llm_calls": int(costs["llm_calls"]),
+                "llm_tokens": int(costs["llm_tokens"]),
+                "config": None if best is None else dict(best.params),
+            })
+        return out
+
+
+# ---------------------------------------------------------------- loading tasks and backends
+
+
+@functools.lru_cache(maxsize=8)
+def load_eval_task(ref: TaskRef, max_rows: int | None, protocol: str | None) -> Task:
+    """The task as this evaluation scores it (row cap or a named protocol applied)."""
+    from sllmbo.tune import resolve_task
+
+    if protocol == "sllmbo-paper":
+        from sllmbo.eval.paper import paper_task
+
+        return paper_task()
+    task = resolve_task(ref.name, ref.data, ref.target, ref.task_type)
+    return task.subsample(max_rows) if max_rows is not None else task
+
+
+_BACKENDS: dict[tuple[Any, ...], Backend] = {}
+
+
+def shared_backend(options: LLMOptions, adapter: str | None) -> Backend:
+    """One backend per process and model (loading the model is the expensive part)."""
+    from sllmbo.inference.factory import create_backend
+
+    key = (options.backend, options.model_path, adapter, options.base_url)
+    if key not in _BACKENDS:
+        _BACKENDS[key] = create_backend(options.backend, model=options.model_path,
+                                        adapter=adapter, base_url=options.base_url)
+    return _BACKENDS[key]
+
+
+def close_backends() -> None:
+    while _BACKENDS:
+        _BACKENDS.popitem()[1].close()
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def execute(job: RunJob, settings: RunSettings) -> RunLog:
+    """Run ``job`` to ``settings.max_budget`` trials (resuming what a killed run left) and
+    score the best configuration of each budget on the test split. Stored when done."""
+    store = EvalStore(settings.store_path)
+    done = store.run(job.key)
+    if done is not None:
+        return RunLog.from_dict(done)
+    task = load_eval_task(job.task, settings.max_rows, settings.protocol)
+    from sllmbo.families import get_family
+
+    family = get_family(job.family)
+    if job.method == "defaults":
+        log = _run_defaults(job, task, family, settings, store)
+    else:
+        log = _run_study(job, task, family, settings, store)
+    store.put_run(job.key, log.to_dict())
+    return log
+
+
+def _protocol(settings: RunSettings, family: str) -> Any:
+    if settings.protocol == "sllmbo-paper":
+        from sllmbo.eval.paper import paper_protocol
+
+        return paper_protocol(family)
+    return None
+
+
+def _eval_settings(settings: RunSettings, seed: int) -> Any:
+    from sllmbo.objective import EvalSettings
+
+    return EvalSettings(n_folds=settings.n_folds, seed=seed)
+
+
+def _run_defaults(job: RunJob, task: Task, family: ModelFamily, settings: RunSettings,
+                  store: EvalStore) -> RunLog:
+    """The library's own defaults: one evaluation of the empty configuration."""
+    from sllmbo.objective import METRICS, cross_validate, holdout_scores, objective_metric
+
+    protocol = _protocol(settings, family.name)
+    eval_settings = _eval_settings(settings, job.seed)
+    cv = cross_validate(task, family, {}, eval_settings, protocol=protocol, cache=store)
+    metric = objective_metric(task, eval_settings, protocol=protocol)
+    trial = TrialRow(number=0, cv_score=cv.mean, params={}, fit_s=round(cv.seconds, 3))
+    log = RunLog(job.key, job.task.label, family.name, job.method, job.seed, metric,
+                 METRICS[metric], [trial])
+    scores = holdout_scores(task, family, {}, eval_settings, protocol=protocol, cache=store)
+    log.test_scores = {1: scores}
+    return log
+
+
+def _run_study(job: RunJob, task: Task, family: ModelFamily, settings: RunSettings,
+               store: EvalStore) -> RunLog:
+    from sllmbo.objective import holdout_scores
+    from sllmbo.tune import open_storage, tune
+
+    protocol = _protocol(settings, family.name)
+    kwargs: dict[str, Any] = dict(
+        model=family.name, n_trials=settings.max_budget, storage=settings.storage,
+        study_name=job.key, seed=job.seed, n_folds=settings.n_folds, score_test=False,
+        progress=False, cache=store, protocol=protocol, llm=settings.llm,
+    )
+    notes: list[str] = []
+    method = job.method
+    if method in ("random", "tpe"):
+        kwargs["sampler"] = method
+    elif method == "tpe-seeded":
+        kwargs.update(sampler="tpe", enqueue=seeded_configs(task, family, protocol),
+                      enqueue_source="seeded")
+    elif method == "portfolio":
+        from sllmbo.eval.portfolio import load_portfolio
+
+        configs = load_portfolio(family.name)[: settings.max_budget]
+        kwargs.update(sampler="tpe", n_trials=len(configs), enqueue=configs,
+                      enqueue_source="portfolio")
+    elif method.startswith("single-shot"):
+        configs, cost = _single_shot(job, task, family, settings, store, protocol)
+        if len(configs) < settings.max_budget:
+            notes.append(f"{len(configs)} valid distinct candidates of {settings.max_budget} "
+                         "asked for")
+        kwargs.update(sampler="tpe", n_trials=max(1, len(configs)), enqueue=configs,
+                      enqueue_source="single-shot")
+        if not configs:
+            notes.append("no valid candidate: the run holds no configuration")
+            return _empty_log(job, task, family, settings, protocol, notes)
+    else:  # llm, llm-tpe and their -base twins
+        base = method.endswith("-base")
+        kwargs["sampler"] = method.removesuffix("-base")
+        adapter = None if base else settings.adapter
+        kwargs["backend"] = shared_backend(settings.llm, adapter)
+
+    result = tune(task, **kwargs)
+    import optuna
+
+    study = optuna.load_study(study_name=job.key, storage=open_storage(settings.storage))
+    trials = trial_rows(study)
+    if method.startswith("single-shot") and trials:
+        trials[0] = _with_llm_cost(trials[0], cost)
+    elif result.llm is not None and trials:
+        trials[0] = _with_llm_cost(trials[0], _setup_cost(study))
+    log = RunLog(job.key, job.task.label, family.name, method, job.seed, result.metric,
+                 result.direction, trials, notes=notes)
+    eval_settings = _eval_settings(settings, job.seed)
+    for budget in range(1, settings.max_budget + 1):
+        best = best_within_budget(trials, budget, result.direction)
+        if best is not None:
+            log.test_scores[budget] = holdout_scores(task, family, best.params, eval_settings,
+                                                     protocol=protocol, cache=store)
+    return log
+
+
+def _empty_log(job: RunJob, task: Task, family: ModelFamily, settings: RunSettings,
+               protocol: Any, notes: list[str]) -> RunLog:
+    from sllmbo.objective import METRICS, objective_metric
+
+    metric = objective_metric(task, _eval_settings(settings, job.seed), protocol=protocol)
+    return RunLog(job.key, job.task.label, family.name, job.method, job.seed, metric,
+                  METRICS[metric], [], notes=notes)
+
+
+def seeded_configs(task: Task, family: ModelFamily, protocol: Any) -> list[dict[str, Any]]:
+    """TPE's seeds: the library defaults (as values of the tuned space) and the portfolio's
+    first configuration."""
+    from sllmbo.eval.portfolio import load_portfolio
+
+    configs = [library_defaults(task, family, protocol)]
+    portfolio = load_portfolio(family.name)
+    if portfolio and protocol is None:  # the portfolio lives in the family's default space
+        configs.append(dict(portfolio[0]))
+    return configs
+
+
+def library_defaults(task: Task, family: ModelFamily, protocol: Any) -> dict[str, Any]:
+    """The estimator's own default value of every tuned parameter, read from the library
+    (``get_params``; XGBoost leaves them None there, so they come from a fitted booster's
+    config), never typed in. ``tune`` clips each value into the tuned space."""
+    from sllmbo.families import BuildContext
+    from sllmbo.space import CategoricalParam
+
+    space = protocol.space if protocol is not None and protocol.space is not None \
+        else family.default_space(task.task_type)
+    ctx = BuildContext(task_type=task.task_type, categorical_columns=(), numeric_columns=(),
+                       n_classes=None, seed=0)
+    estimator = family.build({}, ctx)
+    params = {k.rsplit("__", 1)[-1]: v for k, v in estimator.get_params(deep=True).items()}
+    if family.name == "xgboost":
+        params.update({k: v for k, v in _xgboost_defaults().items() if params.get(k) is None})
+    if family.name == "mlp":  # the family tunes (width, depth) for hidden_layer_sizes
+        sizes = params.get("hidden_layer_sizes") or (100,)
+        params.update(hidden_layer_size=sizes[0], n_layers=len(sizes))
+    out: dict[str, Any] = {}
+    for p in space:
+        value = params.get(p.name)
+        if isinstance(p, CategoricalParam):
+            if value in p.choices:
+                out[p.name] = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            out[p.name] = value  # None ("no limit"), -1 (LightGBM's "no limit"), "sqrt": left out
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _xgboost_defaults() -> dict[str, float]:
+    """XGBoost's effective defaults: the training parameters of a booster fitted on a few
+    random rows with nothing set, and its number of boosting rounds."""
+    import json
+
+    import numpy as np
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    model = xgb.XGBRegressor(n_jobs=1).fit(rng.random((32, 2)), rng.random(32))
+    booster = model.get_booster()
+    config = json.loads(booster.save_config())["learner"]["gradient_booster"]
+    out: dict[str, float] = {"n_estimators": booster.num_boosted_rounds()}
+    for name, value in config["tree_train_param"].items():
+        try:
+            out[name] = float(value)
+        except ValueError:
+            continue
+    if "max_depth" in out:
+        out["max_depth"] = int(out["max_depth"])
+    return out
+
+
+def _single_shot(job: RunJob, task: Task, family: ModelFamily, settings: RunSettings,
+                 store: EvalStore, protocol: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One batched inference for ``max_budget`` candidates; its answer is stored, so a
+    resumed run asks nothing again."""
+    key = f"{job.key}:answers"
+    stored = store.run(key)
+    if stored is not None:
+        return stored["configs"], stored["cost"]
+    from sllmbo.recommend import recommend_with
+    from sllmbo.tune import build_card
+
+    eval_settings = _eval_settings(settings, job.seed)
+    card = build_card(task, family, eval_settings)
+    space = protocol.space if protocol is not None and protocol.space is not None \
+        else family.default_space(task.task_type)
+    adapter = None if job.method.endswith("-base") else settings.adapter
+    backend = shared_backend(settings.llm, adapter)
+    rec = recommend_with(backend, card, space, settings.max_budget, seed=job.seed,
+                         temperature=settings.llm.temperature,
+                         max_tokens=settings.llm.max_tokens)
+    cost = {"llm_s": rec.latency_s, "llm_calls": rec.requests,
+            "llm_tokens": rec.prompt_tokens + rec.completion_tokens,
+            "rejected": rec.rejected}
+    store.put_run(key, {"configs": rec.configs, "cost": cost})
+    return rec.configs, cost
+
+
+def _setup_cost(study: optuna.Study) -> dict[str, Any]:
+    """LLM work done outside trials: the initializer and space adaptations."""
+    from sllmbo.adaptive import ADAPT_COST_PREFIX
+    from sllmbo.initializer import INIT_ATTR
+
+    parts = [study.user_attrs.get(INIT_ATTR) or {}]
+    parts += [v for k, v in study.user_attrs.items()
+              if k.startswith(ADAPT_COST_PREFIX) and isinstance(v, dict)]
+    return {
+        "llm_s": sum(float(p.get("latency_s", 0.0)) for p in parts),
+        "llm_calls": sum(int(p.get("calls", 0)) for p in parts),
+        "llm_tokens": sum(int(p.get("prompt_tokens", 0)) + int(p.get("completion_tokens", 0))
+                          for p in parts),
+    }
+
+
+def _with_llm_cost(trial: TrialRow, cost: Mapping[str, Any]) -> TrialRow:
+    from dataclasses import replace
+
+    return replace(trial, llm_s=trial.llm_s + float(cost.get("llm_s", 0.0)),
+                   llm_calls=trial.llm_calls + int(cost.get("llm_calls", 0)),
+                   llm_tokens=trial.llm_tokens + int(cost.get("llm_tokens", 0)))
+
+
+def trial_rows(study: optuna.Study) -> list[TrialRow]:
+    """Completed trials in order, each carrying the time of failed trials before it."""
+    from optuna.trial import TrialState
+
+    from sllmbo import studyinfo
+    from sllmbo.samplers import attrs
+
+    rows: list[TrialRow] = []
+    carried = 0.0
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        ua = t.user_attrs
+        duration = 0.0
+        if t.datetime_start is not None and t.datetime_complete is not None:
+            duration = (t.datetime_complete - t.datetime_start).total_seconds()
+        fit_s = float(ua.get(studyinfo.FIT_SECONDS, 0.0))
+        llm_s = float(ua.get(attrs.LATENCY_S, 0.0))
+        fitted_now = 0.0 if ua.get("sllmbo:cache_hit") else fit_s
+        other = max(0.0, duration - fitted_now - llm_s)
+        if t.state != TrialState.COMPLETE or t.value is None or not math.isfinite(t.value):
+            carried += duration
+            continue
+        rows.append(TrialRow(
+            number=t.number, cv_score=float(t.value), params=dict(t.params),
+            fit_s=round(fit_s, 4), llm_s=round(llm_s, 4), other_s=round(other + carried, 4),
+            llm_calls=int(ua.get(attrs.LLM_CALLS, 0)),
+            llm_tokens=int(ua.get(attrs.PROMPT_TOKENS, 0))
+            + int(ua.get(attrs.COMPLETION_TOKENS, 0)),
+        ))
+        carried = 0.0
+    return rows

@@ -1,0 +1,133 @@
+"""Named evaluation suites: which tasks, families, methods, budgets and seeds, and how trials
+are scored. A suite is a default; every field can be overridden on the command line.
+
+- ``smoke``: minutes on 2 CPU cores, end to end with the embedded model (CI runs it).
+- ``default``: every held-out task x LightGBM and XGBoost x all methods x budgets
+  1, 2, 5, 10, 20, 30 x 3 seeds, rows capped and 3-fold CV so that it fits 2 CPU cores.
+- ``sllmbo-paper``: the SLLMBO paper's concrete task under its exact protocol, 50 trials,
+  5 seeds, TPE and LLM-TPE (``sllmbo.eval.paper``).
+- ``gpu``: Code Llama 7B Instruct from a local folder behind vLLM; defined here, run where a
+  GPU is (``--model-path`` names the folder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sllmbo.errors import SllmboError
+
+#: Method names exactly as they appear in the results.
+METHODS: tuple[str, ...] = (
+    "defaults", "random", "tpe", "tpe-seeded", "portfolio",
+    "single-shot", "llm", "llm-tpe",
+    "single-shot-base", "llm-base", "llm-tpe-base",
+)
+#: Methods that run the fine-tuned adapter (need one); their ``-base`` twins run without.
+ADAPTER_METHODS: tuple[str, ...] = ("single-shot", "llm", "llm-tpe")
+LLM_METHODS: tuple[str, ...] = ADAPTER_METHODS + tuple(f"{m}-base" for m in ADAPTER_METHODS)
+ALL_FAMILIES: tuple[str, ...] = ("lightgbm", "xgboost", "random_forest", "mlp")
+
+
+@dataclass(frozen=True)
+class Suite:
+    """What an evaluation runs. ``tasks`` None: every held-out task. ``protocol``: a named
+    scoring protocol (``sllmbo-paper``) instead of the registry's splits and K-fold CV."""
+
+    name: str
+    tasks: tuple[str, ...] | None
+    families: tuple[str, ...]
+    methods: tuple[str, ...]
+    budgets: tuple[int, ...]
+    seeds: int
+    n_folds: int = 3
+    max_rows: int | None = None
+    protocol: str | None = None
+    backend: str = "transformers"
+    model_path: str | None = None
+    #: LLM settings that differ from ``tune``'s (e.g. no early stopping at equal budgets).
+    llm: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_budget(self) -> int:
+        return max(self.budgets)
+
+    def override(self, **changes: Any) -> Suite:
+        """The suite with the command line's choices (None: keep the suite's)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+SUITES: dict[str, Suite] = {
+    "smoke": Suite(
+        name="smoke",
+        tasks=("auto_mpg", "penguin_species"),
+        families=("lightgbm",),
+        methods=("defaults", "random", "tpe", "tpe-seeded", "portfolio", "single-shot-base",
+                 "llm-tpe-base"),
+        budgets=(1, 2, 4),
+        seeds=1,
+        n_folds=2,
+        max_rows=300,
+        llm={"max_tokens": 160},
+    ),
+    "default": Suite(
+        name="default",
+        tasks=None,
+        families=("lightgbm", "xgboost"),
+        methods=METHODS,
+        budgets=(1, 2, 5, 10, 20, 30),
+        seeds=3,
+        n_folds=3,
+        max_rows=2000,
+    ),
+    "sllmbo-paper": Suite(
+        name="sllmbo-paper",
+        tasks=("concrete_strength",),
+        families=("lightgbm", "xgboost"),
+        methods=("tpe", "llm-tpe-base", "llm-tpe"),
+        budgets=(1, 5, 10, 20, 30, 50),
+        seeds=5,
+        n_folds=5,
+        protocol="sllmbo-paper",
+    ),
+    "gpu": Suite(
+        name="gpu",
+        tasks=None,
+        families=("lightgbm", "xgboost"),
+        methods=METHODS,
+        budgets=(1, 2, 5, 10, 20, 30),
+        seeds=3,
+        n_folds=3,
+        max_rows=2000,
+        backend="vllm",
+    ),
+}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise SllmboError(f"unknown suite '{name}'", hint=f"choose one of: {', '.join(SUITES)}")
+    return SUITES[name]
+
+
+def parse_budgets(text: str) -> tuple[int, ...]:
+    """``"1,2,5"`` -> (1, 2, 5), sorted and unique; ``SllmboError`` on anything else."""
+    try:
+        budgets = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise SllmboError(f"--budgets must be comma-separated integers, got '{text}'") from None
+    if not budgets or budgets[0] < 1:
+        raise SllmboError(f"--budgets must be integers >= 1, got '{text}'")
+    return tuple(budgets)
+
+
+def parse_names(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    """A comma-separated subset of ``allowed`` (``all``: every one), in the given order."""
+    if text.strip() == "all":
+        return allowed
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        raise SllmboError(f"{flag}: unknown {', '.join(unknown) or '(empty)'}",
+                          hint=f"choose from: {', '.join(allowed)} (or all)")
+    return names

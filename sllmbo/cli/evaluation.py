@@ -1,0 +1,123 @@
+"""``sllmbo eval``: methods x tasks x budgets x seeds, resumable; results, report and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sllmbo.cli import options
+
+EXAMPLES = """
+
+Examples:
+
+  sllmbo eval --suite smoke
+
+  sllmbo eval --suite default --workers 2 --out runs/eval/default
+
+  sllmbo eval --suite sllmbo-paper --out runs/eval/paper
+
+  sllmbo eval --task auto_mpg --task german_credit --families lightgbm \\
+      --methods defaults,tpe,llm-tpe-base --budgets 1,5,10 --seeds 2
+
+  sllmbo eval --suite default --backend openai --base-url http://127.0.0.1:8000/v1 \\
+      --adapter sllmbo-lora
+
+Run the same command again to resume: finished runs are kept, unfinished ones go on.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval", help="Compare the LLM methods with TPE, random search, library "
+                "defaults and a learned portfolio on held-out tasks." + EXAMPLES)(eval_command)
+
+
+def eval_command(
+    suite: str = typer.Option("default", "--suite",
+                              help="smoke | default | sllmbo-paper | gpu"),
+    task: list[str] = typer.Option([], "--task", help="A task to run (repeatable); "
+                                   "replaces the suite's tasks."),
+    data: list[Path] = typer.Option([], "--data", help="Your CSV/Parquet file (repeatable, "
+                                    "each with a --target)."),
+    target: list[str] = typer.Option([], "--target", help="Target column of each --data."),
+    families: str | None = typer.Option(None, "--families",
+                                        help="Comma-separated model families, or all."),
+    methods: str | None = typer.Option(None, "--methods",
+                                       help="Comma-separated methods, or all."),
+    budgets: str | None = typer.Option(None, "--budgets", help="e.g. 1,2,5,10,20,30"),
+    seeds: int | None = typer.Option(None, "--seeds", help="Seeds per run (0..N-1)."),
+    n_folds: int | None = typer.Option(None, "--n-folds", help="Cross-validation folds."),
+    max_rows: int | None = typer.Option(None, "--max-rows",
+                                        help="Cap on training rows (a fixed subsample)."),
+    out: Path | None = typer.Option(None, "--out",
+                                    help="Output folder (default: runs/eval/SUITE)."),
+    workers: int = typer.Option(1, "--workers", help="Runs in parallel (processes)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    backend: str | None = typer.Option(None, "--backend",
+                                       help="LLM backend: transformers | vllm | openai "
+                                       "(default: the suite's)."),
+    model_path: str | None = options.MODEL_PATH,
+    adapter: str | None = options.ADAPTER,
+    base_url: str | None = options.BASE_URL,
+    n_initial: int = options.N_INITIAL,
+    p_llm: float = options.P_LLM,
+    llm_timeout: float | None = options.LLM_TIMEOUT,
+    temperature: float = options.TEMPERATURE,
+    max_tokens: int | None = typer.Option(None, "--max-tokens",
+                                          help="Longest LLM answer (default: the suite's)."),
+    patience: int = typer.Option(
+        0, "--patience", help="Early stopping of the LLM methods (default 0: off, so every "
+        "method gets the same budget)."),
+) -> None:
+    from sllmbo.errors import SllmboError
+    from sllmbo.eval.harness import plan_eval, run_eval
+    from sllmbo.eval.runs import TaskRef
+    from sllmbo.eval.suites import ALL_FAMILIES, METHODS, get_suite, parse_budgets, parse_names
+    from sllmbo.tune import LLMOptions
+
+    chosen = get_suite(suite)
+    if len(data) != len(target):
+        raise SllmboError("give one --target for each --data")
+    if workers < 1:
+        raise SllmboError(f"--workers must be >= 1, got {workers}")
+    if seeds is not None and seeds < 1:
+        raise SllmboError(f"--seeds must be >= 1, got {seeds}")
+    if n_folds is not None and n_folds < 2:
+        raise SllmboError(f"--n-folds must be >= 2, got {n_folds}")
+    if max_rows is not None and max_rows < 20:
+        raise SllmboError(f"--max-rows must be >= 20, got {max_rows}")
+    refs = [TaskRef(name=_known_task(name)) for name in task]
+    refs += [TaskRef(data=str(d), target=t) for d, t in zip(data, target, strict=True)]
+    chosen = chosen.override(
+        families=parse_names(families, ALL_FAMILIES, "--families") if families else None,
+        methods=parse_names(methods, METHODS, "--methods") if methods else None,
+        budgets=parse_budgets(budgets) if budgets else None,
+        seeds=seeds, n_folds=n_folds, max_rows=max_rows, backend=backend,
+        model_path=model_path,
+    )
+    llm = LLMOptions(
+        backend=chosen.backend, model_path=chosen.model_path, base_url=base_url,
+        n_initial=n_initial, patience=patience, p_llm=p_llm, timeout=llm_timeout,
+        temperature=temperature,
+        max_tokens=max_tokens or int(chosen.llm.get("max_tokens", 256)),
+    )
+    plan = plan_eval(chosen, refs or None, out or Path("runs/eval") / chosen.name, llm,
+                     adapter, methods_given=methods is not None)
+    for method in plan.skipped_methods:
+        typer.echo(f"note: {method} not run: it needs --adapter (the fine-tuned model)",
+                   err=True)
+    run_eval(plan, workers=workers, progress=not quiet)
+    typer.echo(f"results: {plan.settings.out_dir}/results.json, report.md, *.png")
+
+
+def _known_task(name: str) -> str:
+    """The registered task ``name``; a clear error before any run starts."""
+    from sllmbo.data import task_names
+
+    key = name.lower().replace("-", "_")
+    if key not in task_names():
+        from sllmbo.errors import SllmboError
+
+        raise SllmboError(f"unknown task '{name}'", hint="`sllmbo tasks` lists them")
+    return key
