@@ -77,3 +77,10 @@ instructions: setup model
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# Training speed of the SmolLM2 LoRA recipe on CPU: plain vs bf16 autocast, padding-free packing
+# and shorter prompts, as ratios (eval/bench_train.py). On a CUDA machine: QLoRA on a
+# random-weight Llama of Code Llama 7B's shape instead.
+.PHONY: bench-train
+bench-train: setup model
+	$(PY) -m sllmbo.eval.bench_train

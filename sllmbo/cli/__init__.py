@@ -31,9 +31,9 @@ def _register() -> None:
     global _registered
     if _registered:
         return
-    from sllmbo.cli import data, evaluation, models, recommend, serve, tasks, tune
+    from sllmbo.cli import data, evaluation, models, recommend, serve, tasks, train, tune
 
-    for module in (tasks, tune, recommend, models, serve, data, evaluation):
+    for module in (tasks, tune, recommend, models, serve, data, evaluation, train):
         module.register(app)
     _wrap_commands(app)
     _registered = True

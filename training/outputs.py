@@ -1,0 +1,129 @@
+"""The adapter folder ``sllmbo train`` writes, and what it writes beside the PEFT files.
+
+::
+
+    OUT/adapter_config.json, adapter_model.safetensors   PEFT (transformers backend, vLLM
+                                                          --lora-modules, peft all load it)
+    OUT/recipe.json        the resolved recipe: base path, data, precision, step plan
+    OUT/metrics.json       train / validation loss history, tokens/s, time, peak memory
+    OUT/base_config.json   the base model's config (inference/adapters.py checks it)
+    OUT/training.json      base model identity, the data card's SHA-256, library versions
+    OUT/data_card.json     the data card the adapter was trained on (eval refuses held-out)
+    OUT/loss_curve.png     the loss curves
+    OUT/merged/            with --merge: base + adapter as one model folder (base's dtype)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+RECIPE_FILE = "recipe.json"
+METRICS_FILE = "metrics.json"
+BASE_CONFIG_FILE = "base_config.json"
+TRAINING_FILE = "training.json"
+CARD_FILE = "data_card.json"
+PLOT_FILE = "loss_curve.png"
+
+
+def metrics_from(log_history: list[dict[str, Any]], final_eval: dict[str, Any],
+                 extra: dict[str, Any]) -> dict[str, Any]:
+    """Loss histories as ``[step, loss]`` pairs from the Trainer's log, plus ``extra``."""
+    train = [[int(e["step"]), round(float(e["loss"]), 5)] for e in log_history if "loss" in e]
+    evals = {int(e["step"]): round(float(e["eval_loss"]), 5)
+             for e in log_history if "eval_loss" in e}
+    final = final_eval.get("eval_loss")
+    return {
+        "train_loss": train,
+        "eval_loss": [[s, v] for s, v in sorted(evals.items())],
+        "final_train_loss": train[-1][1] if train else None,
+        "final_eval_loss": round(float(final), 5) if final is not None else None,
+        **extra,
+    }
+
+
+def base_identity(base: Path) -> dict[str, Any]:
+    """What names the base: its folder, config hash and weight files (hashing a 7B model's
+    weights would take minutes; names and sizes catch a swapped folder)."""
+    config_path = base / "config.json"
+    config = json.loads(config_path.read_text())
+    weights = sorted(p for p in base.iterdir()
+                     if p.suffix in {".safetensors", ".bin"} and p.is_file())
+    return {
+        "path": str(base),
+        "name": base.name,
+        "model_type": config.get("model_type"),
+        "architectures": config.get("architectures"),
+        "config_sha256": hashlib.sha256(config_path.read_bytes()).hexdigest(),
+        "weights": [{"file": p.name, "bytes": p.stat().st_size} for p in weights],
+    }
+
+
+def write_beside_adapter(out: Path, *, base: Path, data: Any, recipe: dict[str, Any],
+                         metrics: dict[str, Any]) -> None:
+    """Everything but the PEFT files (see the module docstring)."""
+    import importlib.metadata as md
+
+    versions = {}
+    for package in ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            versions[package] = None
+    (out / RECIPE_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    shutil.copyfile(base / "config.json", out / BASE_CONFIG_FILE)
+    shutil.copyfile(data.path / CARD_FILE, out / CARD_FILE)
+    info = {
+        "format": "sllmbo-adapter/1",
+        "base_model": base_identity(base),
+        "data": {"path": str(data.path), "card_sha256": data.card_sha256,
+                 "n_examples": data.card.get("n_examples"), "n_tasks": data.card.get("n_tasks")},
+        "versions": versions,
+    }
+    (out / TRAINING_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    plot_losses(metrics, out / PLOT_FILE, title=str(recipe.get("name", out.name)))
+
+
+def plot_losses(metrics: dict[str, Any], path: Path, title: str) -> None:
+    """Training loss per logged step and validation loss per evaluation (nats per token)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    if metrics["train_loss"]:
+        steps, losses = zip(*metrics["train_loss"], strict=True)
+        ax.plot(steps, losses, label="training loss", color="#1f77b4", linewidth=1.2)
+    if metrics["eval_loss"]:
+        steps, losses = zip(*metrics["eval_loss"], strict=True)
+        ax.plot(steps, losses, "o-", label="validation loss", color="#d62728", linewidth=1.5)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss on completion tokens (nats / token)")
+    ax.set_title(f"{title}: loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def merge_adapter(base: Path, adapter: Path, dest: Path) -> Path:
+    """Base + adapter folded into one model folder (with the base's tokenizer).
+
+    The base is loaded again unquantized (in its own dtype), so a QLoRA adapter merges into
+    full weights."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype="auto")
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    if dest.exists():
+        shutil.rmtree(dest)
+    merged.save_pretrained(str(dest))
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(dest))
+    return dest
