@@ -78,6 +78,14 @@ instructions: setup model
 clean:
 	rm -rf $(VENV) build dist *.egg-info
 
+# The `portfolio` baseline of `sllmbo eval`: 30 ordered configurations per model family, learned
+# from the corpus' training tasks only (greedy selection over a cross-evaluation; see
+# eval/portfolio.py). Rerun after the corpus grows; the score cache in runs/ makes reruns resume.
+PORTFOLIO_ARGS ?=
+.PHONY: portfolio
+portfolio: setup
+	$(PY) -m sllmbo.eval.portfolio --corpus $(CORPUS_EXPORT) --out eval/portfolios $(PORTFOLIO_ARGS)
+
 # Training speed of the SmolLM2 LoRA recipe on CPU: plain vs bf16 autocast, padding-free packing
 # and shorter prompts, as ratios (eval/bench_train.py). On a CUDA machine: QLoRA on a
 # random-weight Llama of Code Llama 7B's shape instead.
