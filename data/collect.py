@@ -36,6 +36,17 @@ class CollectJob:
     def study_name(self) -> str:
         return f"{STUDY_PREFIX}:{self.task}:{self.family}:{self.sampler}:s{self.seed}"
 
+    @property
+    def sampler_seed(self) -> int:
+        """The seed ``tune`` gets: replicate ``seed`` mixed with the task, family and sampler.
+        One seed for every study would make the random startup configurations (all of a
+        random-search study, TPE's first ten) the same on every task, and a corpus whose best
+        configurations repeat across tasks teaches a recommender nothing about tasks."""
+        import zlib
+
+        key = f"{self.task}:{self.family}:{self.sampler}:{self.seed}".encode()
+        return zlib.crc32(key) % (2**31)
+
 
 @dataclass
 class CollectReport:
@@ -109,7 +120,7 @@ def run_job(job: CollectJob, storage: str, max_rows: int | None, n_folds: int) -
     try:
         result = tune(
             job.task, model=job.family, sampler=job.sampler, n_trials=job.n_trials,
-            storage=storage, study_name=job.study_name, seed=job.seed, n_folds=n_folds,
+            storage=storage, study_name=job.study_name, seed=job.sampler_seed, n_folds=n_folds,
             max_rows=max_rows, score_test=False, progress=False, llm=LLMOptions(patience=0),
         )
     except SllmboError as err:

@@ -53,3 +53,16 @@ def test_collect_runs_capped_studies_with_cards_and_resumes(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(args)  # a second run finds everything done
     assert "2 studies (2 already complete)" in capsys.readouterr().out
+
+
+def test_each_study_gets_its_own_sampler_seed() -> None:
+    """One seed everywhere made random startup configurations identical across tasks."""
+    from sllmbo.data.collect import CollectJob
+
+    jobs = [CollectJob(t, f, s, 0, 10) for t in ("diabetes", "wine_quality")
+            for f in ("lightgbm", "xgboost") for s in ("tpe", "random")]
+    seeds = [j.sampler_seed for j in jobs]
+    assert len(set(seeds)) == len(seeds)
+    assert all(0 <= s < 2**31 for s in seeds)
+    assert CollectJob("diabetes", "lightgbm", "tpe", 0, 10).sampler_seed == seeds[0]  # stable
+    assert CollectJob("diabetes", "lightgbm", "tpe", 1, 10).sampler_seed != seeds[0]
