@@ -9,7 +9,13 @@ budget) against each speed-up on its own and all of them together, in one run:
 - ``packing``: padding-free best-fit packing (no pad tokens computed);
 - ``short prompts``: the same examples built with a 768-token prompt budget instead of 1024
   (``sllmbo data build --max-tokens 768``: sequential prompts show a shorter history table);
-  it changes tokens per example, not tokens per second, so compare examples/s.
+  it changes tokens per example, not tokens per second, so compare examples/s;
+- ``completion-only LM head``: TRL's fused LM head projects only the completion positions
+  (it does so on CUDA; on CPU it projects every position unless ``sllmbo.training.sft``
+  switches it, which ``sllmbo train`` does).
+
+The recipe's own gradient-checkpointing and batch settings are kept in every configuration;
+gradient accumulation is set to 1 (it does not change tokens/s).
 
 Each configuration runs in its own process (peak memory is that process's peak RSS, capped by
 ``--memory-limit-gib`` so a configuration that does not fit fails alone) for ``--steps``
@@ -47,13 +53,16 @@ CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus" / "trials.jsonl
 RECIPE = "smollm2-135m-lora"
 NOT_RUN_NOTE = ("the CUDA path (QLoRA on a random-weight Code Llama 7B-shaped Llama) was not "
                 "run here: no GPU on this machine")
-#: name -> (recipe overrides, which data build)
-CPU_VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
-    "plain (fp32, padded, 1024-token prompts)": ({"precision": "fp32", "packing": False}, "long"),
-    "bf16 autocast": ({"precision": "bf16", "packing": False}, "long"),
-    "padding-free packing": ({"precision": "fp32", "packing": True}, "long"),
-    "short prompts (768-token budget)": ({"precision": "fp32", "packing": False}, "short"),
-    "all three": ({"precision": "bf16", "packing": True}, "short"),
+#: name -> (recipe overrides, which data build, score only completion positions in the head)
+CPU_VARIANTS: dict[str, tuple[dict[str, Any], str, bool]] = {
+    "plain (fp32, padded, 1024-token prompts)": ({"precision": "fp32", "packing": False},
+                                                 "long", False),
+    "bf16 autocast": ({"precision": "bf16", "packing": False}, "long", False),
+    "padding-free packing": ({"precision": "fp32", "packing": True}, "long", False),
+    "short prompts (768-token budget)": ({"precision": "fp32", "packing": False}, "short",
+                                         False),
+    "completion-only LM head": ({"precision": "fp32", "packing": False}, "long", True),
+    "all four": ({"precision": "bf16", "packing": True}, "short", True),
 }
 CODELLAMA_SHAPE = {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
                    "num_key_value_heads": 32, "intermediate_size": 11008, "vocab_size": 32016}
@@ -73,7 +82,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     steps = int(spec["steps"])
     recipe = load_recipe(spec["recipe"], {
         **spec["overrides"], "max_steps": steps + 1, "token_budget": None, "eval_steps": 0,
-        "save_steps": 10**9, "logging_steps": 1, "epochs": 100})
+        "save_steps": 10**9, "logging_steps": 1, "epochs": 100, "grad_accum": 1})
     data = sft.check_data(spec["data"])
     train, _ = sft.load_splits(data, recipe)
     n_rows = min(len(train), recipe.batch_size * recipe.grad_accum * (steps + 1) * 2)
@@ -95,7 +104,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         base = resolve_model(recipe.base_model)
         trainer = sft.build_trainer(recipe, base, train, None, Path(tmp), progress=False,
-                                    callbacks=[timer])
+                                    callbacks=[timer], compact_head=spec["compact_head"])
         trainer.train()
     lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
     per_example = data.card["token_lengths"]["train"]["total"] / data.card["n_examples"]["train"]
@@ -154,12 +163,12 @@ def cpu_bench(args: argparse.Namespace) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-train-data-") as tmp:
         data = build_data(Path(tmp), args.studies)
-        for name, (overrides, which) in CPU_VARIANTS.items():
+        for name, (overrides, which, compact) in CPU_VARIANTS.items():
             if overrides["precision"] == "bf16" and not native_bf16:
                 rows[name] = {"skipped": "this CPU has no native bf16 (AVX512-BF16/AMX)"}
                 continue
             spec = {"recipe": args.recipe, "overrides": overrides, "data": str(data[which]),
-                    "steps": args.steps}
+                    "steps": args.steps, "compact_head": compact}
             started = time.perf_counter()
             rows[name] = spawn(spec, args.memory_limit_gib)
             print(f"  {name}: {rows[name]} ({time.perf_counter() - started:.0f} s)",

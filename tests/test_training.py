@@ -240,3 +240,43 @@ def test_a_real_4bit_qlora_step_on_cpu(tiny_model, repeated_data, tmp_path):
     changed = [n for n, p in trainer.model.named_parameters()
                if p.requires_grad and not torch.equal(p.detach(), before[n])]
     assert changed and all("lora_" in n for n in changed)
+
+
+def test_cpu_lm_head_scores_only_completion_positions_with_the_same_loss(
+        tiny_model, repeated_data, tmp_path, monkeypatch):
+    import torch
+    import trl.kernels.chunked_logprob as kernels
+    import trl.trainer.utils as trl_utils
+
+    from sllmbo.training.sft import (
+        build_trainer,
+        check_data,
+        load_splits,
+        score_completions_only_on_cpu,
+    )
+
+    monkeypatch.setattr(trl_utils, "_use_triton", kernels._use_triton)  # TRL's own, restored
+    scored: list[int] = []
+    real = trl_utils._ChunkedLogProbFunction
+
+    class Spy:
+        @staticmethod
+        def apply(hidden, *args):
+            scored.append(hidden.shape[0])
+            return real.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Spy)
+    rec = recipe(tiny_model, max_steps=1, eval_steps=0)
+    rows, _ = load_splits(check_data(repeated_data), rec)
+    trainer = build_trainer(rec, tiny_model, rows, None, tmp_path, progress=False,
+                            compact_head=False)
+    batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+    with torch.no_grad():
+        every = trainer.model(**batch, fused_lm_head=True).loss
+        assert score_completions_only_on_cpu()
+        compact = trainer.model(**batch, fused_lm_head=True).loss
+    n_labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert scored == [batch["input_ids"].shape[0] * (batch["input_ids"].shape[1] - 1),
+                      n_labelled]
+    assert 0 < n_labelled < scored[0]
+    assert torch.allclose(every, compact, atol=1e-6)

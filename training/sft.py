@@ -222,8 +222,12 @@ def sft_config(recipe: Recipe, out: Path, precision: str, device: str, *, has_ev
 
 
 def build_trainer(recipe: Recipe, base: Path, train: Any, val: Any | None, out: Path, *,
-                  progress: bool = True, callbacks: list[Any] | None = None) -> Any:
-    """An ``SFTTrainer`` for ``recipe`` on ``base`` (tokenized data, LoRA attached)."""
+                  progress: bool = True, callbacks: list[Any] | None = None,
+                  compact_head: bool = True) -> Any:
+    """An ``SFTTrainer`` for ``recipe`` on ``base`` (tokenized data, LoRA attached).
+
+    ``compact_head``: on CPU, score only the completion positions in TRL's LM head (see
+    ``score_completions_only_on_cpu``; False keeps TRL's own behaviour, for the benchmark)."""
     import torch
     from transformers import AutoTokenizer
     from trl import SFTTrainer
@@ -240,6 +244,8 @@ def build_trainer(recipe: Recipe, base: Path, train: Any, val: Any | None, out: 
         raise SllmboError(f"the tokenizer of {base} has no chat template",
                           hint="use an instruct model (its template is what inference uses)")
     model = load_base(recipe, base, precision, device)
+    if device == "cpu" and compact_head:
+        score_completions_only_on_cpu()
     args = sft_config(recipe, out, precision, device, has_eval=val is not None,
                       progress=progress)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=val,
@@ -248,6 +254,31 @@ def build_trainer(recipe: Recipe, base: Path, train: Any, val: Any | None, out: 
     trainer.sllmbo_precision = precision
     trainer.sllmbo_device = device
     return trainer
+
+
+def score_completions_only_on_cpu() -> bool:
+    """Let TRL's fused LM head score only the labelled (completion) positions on CPU.
+
+    TRL computes per-token log-probabilities in chunks without building the full logits. Where
+    Triton runs (CUDA, XPU) it projects only the positions whose label is not -100; elsewhere it
+    projects every position, so that graph compilers see fixed shapes. Eager CPU training gains
+    nothing from that, and our rows are mostly prompt (about 85% of the tokens), so on CPU the
+    head did ~6x the work it needs. The losses are identical (the same tiles, fewer rows); on a
+    2-layer test model one step ran 2.9x faster. Returns False when this TRL has no such switch
+    (then nothing changes).
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None or getattr(original, "sllmbo_cpu_compact", False):
+        return original is not None
+
+    def compact_on_cpu(device: Any) -> bool:
+        return device.type == "cpu" or original(device)
+
+    compact_on_cpu.sllmbo_cpu_compact = True  # type: ignore[attr-defined]
+    trl_utils._use_triton = compact_on_cpu
+    return True
 
 
 def plan_steps(recipe: Recipe, trainer: Any) -> dict[str, Any]:
