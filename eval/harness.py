@@ -69,7 +69,7 @@ def plan_eval(suite: Suite, tasks: Sequence[TaskRef] | None, out_dir: str | Path
                 hint="pass --adapter DIR, or use the -base methods for the base model",
             )
         skipped = wanted_adapter
-    if adapter is not None and wanted_adapter:
+    if adapter is not None:
         check_adapter_heldout(adapter, [r.label for r in refs])
     settings = RunSettings(out_dir=str(out_dir), max_budget=suite.max_budget,
                            n_folds=suite.n_folds, max_rows=suite.max_rows,

@@ -200,6 +200,11 @@ def _eval_settings(settings: RunSettings, seed: int) -> Any:
     return EvalSettings(n_folds=settings.n_folds, seed=seed)
 
 
+def _with_protocol(protocol: Any) -> dict[str, Any]:
+    """Keyword arguments that pass a scoring protocol on (none: the registry's own)."""
+    return {} if protocol is None else {"protocol": protocol}
+
+
 def _run_defaults(job: RunJob, task: Task, family: ModelFamily, settings: RunSettings,
                   store: EvalStore) -> RunLog:
     """The library's own defaults: one evaluation of the empty configuration."""
@@ -207,12 +212,13 @@ def _run_defaults(job: RunJob, task: Task, family: ModelFamily, settings: RunSet
 
     protocol = _protocol(settings, family.name)
     eval_settings = _eval_settings(settings, job.seed)
-    cv = cross_validate(task, family, {}, eval_settings, protocol=protocol, cache=store)
-    metric = objective_metric(task, eval_settings, protocol=protocol)
+    cv = cross_validate(task, family, {}, eval_settings, cache=store, **_with_protocol(protocol))
+    metric = objective_metric(task, eval_settings, **_with_protocol(protocol))
     trial = TrialRow(number=0, cv_score=cv.mean, params={}, fit_s=round(cv.seconds, 3))
     log = RunLog(job.key, job.task.label, family.name, job.method, job.seed, metric,
                  METRICS[metric], [trial])
-    scores = holdout_scores(task, family, {}, eval_settings, protocol=protocol, cache=store)
+    scores = holdout_scores(task, family, {}, eval_settings, cache=store,
+                            **_with_protocol(protocol))
     log.test_scores = {1: scores}
     return log
 
@@ -226,7 +232,7 @@ def _run_study(job: RunJob, task: Task, family: ModelFamily, settings: RunSettin
     kwargs: dict[str, Any] = dict(
         model=family.name, n_trials=settings.max_budget, storage=settings.storage,
         study_name=job.key, seed=job.seed, n_folds=settings.n_folds, score_test=False,
-        progress=False, cache=store, protocol=protocol, llm=settings.llm,
+        progress=False, cache=store, llm=settings.llm, **_with_protocol(protocol),
     )
     notes: list[str] = []
     method = job.method
@@ -273,7 +279,7 @@ def _run_study(job: RunJob, task: Task, family: ModelFamily, settings: RunSettin
         best = best_within_budget(trials, budget, result.direction)
         if best is not None:
             log.test_scores[budget] = holdout_scores(task, family, best.params, eval_settings,
-                                                     protocol=protocol, cache=store)
+                                                     cache=store, **_with_protocol(protocol))
     return log
 
 
@@ -281,7 +287,8 @@ def _empty_log(job: RunJob, task: Task, family: ModelFamily, settings: RunSettin
                protocol: Any, notes: list[str]) -> RunLog:
     from sllmbo.objective import METRICS, objective_metric
 
-    metric = objective_metric(task, _eval_settings(settings, job.seed), protocol=protocol)
+    metric = objective_metric(task, _eval_settings(settings, job.seed),
+                              **_with_protocol(protocol))
     return RunLog(job.key, job.task.label, family.name, job.method, job.seed, metric,
                   METRICS[metric], [], notes=notes)
 
@@ -407,6 +414,7 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
     from optuna.trial import TrialState
 
     from sllmbo import studyinfo
+    from sllmbo.objective import CACHE_HIT
     from sllmbo.samplers import attrs
 
     rows: list[TrialRow] = []
@@ -418,7 +426,7 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
             duration = (t.datetime_complete - t.datetime_start).total_seconds()
         fit_s = float(ua.get(studyinfo.FIT_SECONDS, 0.0))
         llm_s = float(ua.get(attrs.LATENCY_S, 0.0))
-        fitted_now = 0.0 if ua.get("sllmbo:cache_hit") else fit_s
+        fitted_now = 0.0 if ua.get(CACHE_HIT) else fit_s
         other = max(0.0, duration - fitted_now - llm_s)
         if t.state != TrialState.COMPLETE or t.value is None or not math.isfinite(t.value):
             carried += duration
