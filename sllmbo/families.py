@@ -9,6 +9,7 @@ codes, and a standardised target for regression.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -270,6 +271,56 @@ FAMILIES: dict[str, ModelFamily] = {
         _mlp,
     ),
 }
+
+def _plain_class(family: str, task_type: TaskType) -> Any:
+    """The library estimator class behind ``family`` for ``task_type``."""
+    regression = task_type == "regression"
+    if family == "lightgbm":
+        import lightgbm as lgb
+
+        return lgb.LGBMRegressor if regression else lgb.LGBMClassifier
+    if family == "xgboost":
+        import xgboost as xgb
+
+        return xgb.XGBRegressor if regression else xgb.XGBClassifier
+    if family == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+        return RandomForestRegressor if regression else RandomForestClassifier
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+    return MLPRegressor if regression else MLPClassifier
+
+
+def plain_arguments(family: ModelFamily, task_type: TaskType) -> frozenset[str]:
+    """The constructor arguments of ``family``'s library estimator (``get_params`` keys)."""
+    return _plain_arguments(family.name, task_type)
+
+
+@functools.cache
+def _plain_arguments(family: str, task_type: TaskType) -> frozenset[str]:
+    return frozenset(_plain_class(family, task_type)().get_params(deep=False))
+
+
+def plain_estimator(family: ModelFamily, task_type: TaskType, params: Mapping[str, Any]) -> Any:
+    """The bare library estimator (``LGBMRegressor(**params)``, ...): none of the builder's
+    preprocessing or fixed extras, as published protocols score it. ``params`` must be the
+    library's own argument names (the MLP family's width/depth pair is not)."""
+    import inspect
+
+    cls = _plain_class(family.name, task_type)
+    open_ended = any(  # LightGBM passes any of its native parameters on through **kwargs
+        p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in inspect.signature(cls.__init__).parameters.values()
+    )
+    unknown = sorted(set(params) - plain_arguments(family, task_type))
+    if unknown and not open_ended:
+        raise SllmboError(
+            f"the plain {family.name} estimator takes no argument {unknown}",
+            hint="name the library's own constructor arguments in the space and fixed args",
+        )
+    return cls(**params)
+
 
 ALIASES = {"lgbm": "lightgbm", "xgb": "xgboost", "rf": "random_forest", "randomforest": "random_forest"}
 

@@ -14,7 +14,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 from sllmbo import studyinfo
 from sllmbo.errors import SllmboError, SpaceError, StorageError
 from sllmbo.families import ModelFamily, get_family
-from sllmbo.objective import METRICS, EvalSettings, holdout_scores, make_objective, objective_metric
+from sllmbo.objective import (
+    METRICS,
+    EvalSettings,
+    ScoreCache,
+    check_metric,
+    holdout_scores,
+    make_objective,
+    objective_metric,
+)
 from sllmbo.space import SearchSpace
 from sllmbo.taskcard import TaskCard
 
@@ -31,8 +39,12 @@ if TYPE_CHECKING:
 
     from sllmbo.data import Task
     from sllmbo.inference.base import Backend
+    from sllmbo.protocol import EvalProtocol
 
 LLM_SAMPLERS = ("llm", "llm-tpe")
+#: Study user attribute set when ``tune(enqueue=...)`` enqueued its configurations (so a
+#: resume or a second worker does not enqueue them again): count, source label, repairs.
+ENQUEUED_ATTR = "sllmbo:enqueued"
 SPACE_MODES = ("default", "llm")
 #: Seconds between heartbeats of a running trial; a trial silent for GRACE_S is failed.
 HEARTBEAT_S = 20
@@ -68,10 +80,16 @@ class TuneResult:
 
 
 def resolve_task(
-    task: str | None, data: str | Path | None, target: str | None, task_type: str | None
+    task: str | Task | None, data: str | Path | None, target: str | None, task_type: str | None
 ) -> Task:
-    """A registered task by name, or the user's CSV/Parquet file with a target column."""
-    from sllmbo.data import load_file_task, load_task
+    """A registered task by name, the user's CSV/Parquet file with a target column, or a
+    ``Task`` already loaded (the evaluation harness builds its own)."""
+    from sllmbo.data import Task, load_file_task, load_task
+
+    if isinstance(task, Task):
+        if data is not None:
+            raise SllmboError("give a Task or --data, not both")
+        return task
 
     if (task is None) == (data is None):
         raise SllmboError(
@@ -100,8 +118,10 @@ def load_space_file(path: str | Path) -> SearchSpace:
     return SearchSpace.from_dict(data)
 
 
-def build_card(task: Task, family: ModelFamily, settings: EvalSettings) -> TaskCard:
-    metric = objective_metric(task, settings)
+def build_card(task: Task, family: ModelFamily, settings: EvalSettings,
+               protocol: EvalProtocol | None = None) -> TaskCard:
+    """What the LLM reads about this tuning task (metric: the protocol's, if one is given)."""
+    metric = objective_metric(task, settings, protocol)
     return TaskCard(
         task=task.name,
         task_type=task.task_type,
@@ -270,6 +290,22 @@ class LLMOptions:
             raise SllmboError(f"--temperature must be >= 0, got {self.temperature}")
 
 
+def enqueue_configs(study: optuna.Study, configs: Sequence[Mapping[str, Any]],
+                    space: SearchSpace, source: str) -> list[str]:
+    """Enqueue ``configs`` in order with ``sllmbo:source`` = ``source``, each clipped into
+    ``space`` first (``SearchSpace.clip``: unknown keys dropped, numbers clipped and rounded);
+    a parameter a configuration leaves out is left to the sampler. Returns the repairs."""
+    from sllmbo.samplers.attrs import SOURCE
+
+    repairs: list[str] = []
+    for i, config in enumerate(configs):
+        given = SearchSpace(tuple(p for p in space if p.name in config))
+        clipped, notes = given.clip(config)
+        repairs += [f"config {i}: {note}" for note in notes]
+        study.enqueue_trial(clipped, user_attrs={SOURCE: source}, skip_if_exists=True)
+    return repairs
+
+
 def _needs_backend(sampler: str, options: LLMOptions) -> bool:
     return sampler in LLM_SAMPLERS or options.space == "llm" or options.adapt_every > 0
 
@@ -281,7 +317,7 @@ def _open_backend(options: LLMOptions) -> Backend:
                           base_url=options.base_url)
 
 
-def _initialize(study: optuna.Study, backend: Backend, card: TaskCard, family: ModelFamily,
+def _initialize(study: optuna.Study, backend: Backend, card: TaskCard, limits: SearchSpace,
                 default_space: SearchSpace, sampler: str, options: LLMOptions, seed: int) -> None:
     """On a fresh study: the LLM initializer's space and enqueued configurations."""
     from sllmbo.initializer import INIT_ATTR, initialize
@@ -293,8 +329,7 @@ def _initialize(study: optuna.Study, backend: Backend, card: TaskCard, family: M
     if options.space != "llm" and n_configs == 0:
         return
     init = initialize(
-        backend=backend, card=card, limits=family.hard_limits(card.task_type),
-        default_space=default_space, n_configs=n_configs, llm_space=options.space == "llm",
+        backend=backend, card=card, limits=limits, default_space=default_space, n_configs=n_configs, llm_space=options.space == "llm",
         seed=seed, timeout=options.timeout,
     )
     if INIT_ATTR in study.user_attrs:
@@ -305,7 +340,7 @@ def _initialize(study: optuna.Study, backend: Backend, card: TaskCard, family: M
         study.enqueue_trial(config, user_attrs={SOURCE: "initial"})
 
 
-def _callbacks(sampler: str, backend: Backend | None, card: TaskCard, family: ModelFamily,
+def _callbacks(sampler: str, backend: Backend | None, card: TaskCard, limits: SearchSpace,
                default_space: SearchSpace, options: LLMOptions, seed: int) -> list[Any]:
     from sllmbo.stopping import PATIENCE, EarlyStopping
 
@@ -318,7 +353,7 @@ def _callbacks(sampler: str, backend: Backend | None, card: TaskCard, family: Mo
 
         callbacks.append(SpaceAdapter(
             backend=backend, default_space=default_space,
-            limits=family.hard_limits(card.task_type), card=card, every=options.adapt_every,
+            limits=limits, card=card, every=options.adapt_every,
             timeout=options.timeout, seed=seed,
         ))
     return callbacks
@@ -387,8 +422,19 @@ def optimize_until(
         )
 
 
+def _spaces(task: Task, family: ModelFamily,
+            protocol: EvalProtocol | None) -> tuple[SearchSpace, SearchSpace]:
+    """(the space tuning starts from, the widest an adapted space may reach). A protocol's
+    space is authoritative: for a plain estimator it is its own limit; in family mode it was
+    checked to lie inside the family's hard limits."""
+    limits = family.hard_limits(task.task_type)
+    if protocol is None or protocol.space is None:
+        return family.default_space(task.task_type), limits
+    return protocol.space, protocol.space if protocol.estimator == "plain" else limits
+
+
 def tune(
-    task: str | None = None,
+    task: str | Task | None = None,
     *,
     data: str | Path | None = None,
     target: str | None = None,
@@ -409,6 +455,10 @@ def tune(
     space_file: str | Path | None = None,
     llm: LLMOptions | None = None,
     backend: Backend | None = None,
+    enqueue: Sequence[Mapping[str, Any]] = (),
+    enqueue_source: str = "enqueued",
+    cache: ScoreCache | None = None,
+    protocol: EvalProtocol | None = None,
 ) -> TuneResult:
     """Tune ``model`` on a task and refit the best configuration on the test split.
 
@@ -417,6 +467,15 @@ def tune(
     ``sampler`` "llm" / "llm-tpe" run the SLLMBO loop with ``backend`` (default: built from
     ``llm``, i.e. the embedded model in-process); ``llm`` also sets the initializer, early
     stopping and space adaptation.
+    ``task`` is a registered task's name or an already loaded ``Task``.
+    ``enqueue``: configurations tried first, on a fresh study only (Optuna's
+    ``enqueue_trial``; values clipped into the space, labelled ``enqueue_source``): the
+    evaluation's portfolio and seeded TPE. ``cache``: scores of configurations seen before
+    (``sllmbo.objective.ScoreCache``) are reused instead of refitted.
+    ``protocol`` (``sllmbo.protocol.EvalProtocol``): how configurations are scored (split,
+    folds, metric, estimator, space) where it says so; it wins over ``n_folds`` and, when it
+    sets one, over ``seed`` for the folds; ``seed`` still seeds the sampler. Recorded in the
+    study's run config.
 
     >>> result = tune("diabetes", model="lightgbm", sampler="tpe", n_trials=20)  # doctest: +SKIP
     """
@@ -431,7 +490,17 @@ def tune(
     started = time.perf_counter()
     if max_rows is not None and max_rows < 20:
         raise SllmboError(f"--max-rows must be >= 20, got {max_rows}")
+    if not isinstance(enqueue_source, str) or not enqueue_source.strip():
+        raise SllmboError(f"enqueue_source must be a non-empty label, got {enqueue_source!r}")
+    if protocol is not None and metric is not None and protocol.metric not in (None, metric):
+        raise SllmboError(
+            f"--metric {metric} contradicts protocol '{protocol.name}' (metric "
+            f"{protocol.metric})",
+            hint="leave --metric out: the protocol sets it",
+        )
     loaded = resolve_task(task, data, target, task_type)
+    if protocol is not None:
+        loaded = protocol.apply(loaded)
     if max_rows is not None:
         loaded = loaded.subsample(max_rows)
     family = get_family(model)
@@ -439,24 +508,29 @@ def tune(
         settings = EvalSettings(n_folds=n_folds, seed=seed, n_jobs=n_jobs, metric=metric)
     except ValueError as err:
         raise SllmboError(str(err)) from None
-    if metric == "rmse" and loaded.task_type != "regression":
-        raise SllmboError("metric 'rmse' is for regression; use log_loss or accuracy")
-    if metric in ("log_loss", "accuracy") and loaded.task_type != "classification":
-        raise SllmboError(f"metric '{metric}' is for classification; use rmse")
+    if protocol is not None:
+        protocol.check(loaded, family)
+        settings = protocol.resolve(settings)
+    if settings.metric is not None:
+        check_metric(settings.metric, loaded.task_type)
     card = build_card(loaded, family, settings)
     name = study_name or f"{loaded.name}-{family.name}-{sampler}-seed{seed}"
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _quiet_interrupts()
     study = open_study(open_storage(storage), name, card)
-    study.set_user_attr(
-        studyinfo.RUN_CONFIG,
-        {"sampler": sampler, "n_trials": n_trials, "seed": seed, "n_folds": n_folds,
-         "space": options.space, "backend": options.backend if backend is None else backend.name},
-    )
-    default_space = family.default_space(loaded.task_type)
+    run_config: dict[str, Any] = {
+        "sampler": sampler, "n_trials": n_trials, "seed": seed, "n_folds": settings.n_folds,
+        "space": options.space, "backend": options.backend if backend is None else backend.name,
+    }
+    if protocol is not None:
+        run_config["protocol"] = protocol.to_dict()
+    if enqueue:
+        run_config["enqueue"] = {"n": len(enqueue), "source": enqueue_source}
+    study.set_user_attr(studyinfo.RUN_CONFIG, run_config)
+    default_space, limits = _spaces(loaded, family, protocol)
     if space_file is not None:
-        default_space, notes = load_space_file(space_file).fitted_within(family.hard_limits())
+        default_space, notes = load_space_file(space_file).fitted_within(limits)
         for note in notes:
             warnings.warn(f"--space-file {space_file}: {note}", stacklevel=2)
     owned = backend is None and _needs_backend(sampler, options)
@@ -464,8 +538,15 @@ def tune(
         backend = _open_backend(options)
     try:
         worker_seed = process_seed(seed, study)
+        fresh = not study.get_trials(deepcopy=False) and ENQUEUED_ATTR not in study.user_attrs
         if backend is not None:
-            _initialize(study, backend, card, family, default_space, sampler, options, seed)
+            _initialize(study, backend, card, limits, default_space, sampler, options, seed)
+        if enqueue and fresh:
+            study.set_user_attr(ENQUEUED_ATTR, {"n": len(enqueue), "source": enqueue_source})
+            repairs = enqueue_configs(study, enqueue, studyinfo.get_space(study, default_space),
+                                      enqueue_source)
+            study.set_user_attr(ENQUEUED_ATTR, {"n": len(enqueue), "source": enqueue_source,
+                                                "repairs": repairs})
         llm_kwargs: dict[str, Any] = {}
         if sampler in LLM_SAMPLERS:
             llm_kwargs = dict(space=default_space, card=card, backend=backend,
@@ -474,8 +555,9 @@ def tune(
             if sampler == "llm-tpe":
                 llm_kwargs.update(p_llm=options.p_llm, adaptive=options.adaptive_p)
         study.sampler = build_sampler(sampler, seed=worker_seed, **llm_kwargs)
-        objective = _with_source(make_objective(loaded, family, default_space, settings), sampler)
-        callbacks = _callbacks(sampler, backend, card, family, default_space, options,
+        objective = _with_source(
+            make_objective(loaded, family, default_space, settings, cache=cache), sampler)
+        callbacks = _callbacks(sampler, backend, card, limits, default_space, options,
                                worker_seed)
         _reconsider_stop(study, callbacks)
 
@@ -488,7 +570,7 @@ def tune(
             backend.close()
 
     result = summarize(study, loaded, family, settings, sampler, storage, n_trials, card,
-                       score_test=score_test)
+                       score_test=score_test, cache=cache)
     if backend is not None or sampler in LLM_SAMPLERS:
         from sllmbo.summary import summarize_study
 
@@ -530,6 +612,7 @@ def summarize(
     n_trials: int,
     card: TaskCard,
     score_test: bool = True,
+    cache: ScoreCache | None = None,
 ) -> TuneResult:
     """Best trial of the study and (``score_test``) its refit test scores."""
     counts = count_states(study)
@@ -551,7 +634,7 @@ def summarize(
         best_params=None if best is None else dict(best.params),
         best_trial=None if best is None else best.number,
         test_scores=(
-            holdout_scores(task, family, best.params, settings)
+            holdout_scores(task, family, best.params, settings, cache=cache)
             if best is not None and score_test else {}
         ),
         stop_reason=study.user_attrs.get(studyinfo.STOP_REASON),
