@@ -14,6 +14,7 @@ from sllmbo.errors import SllmboError
 from sllmbo.training.recipe import Recipe
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = pytest.mark.slow  # each test builds a trainer: 5-20 s on 2 cores
 
 #: Small, fast settings: no warm-up (the first step must move), no dropout (repeatable).
 FAST = {"max_length": 256, "batch_size": 2, "grad_accum": 1, "learning_rate": 5e-3,

@@ -5,7 +5,9 @@
     OUT/adapter_config.json, adapter_model.safetensors   PEFT (transformers backend, vLLM
                                                           --lora-modules, peft all load it)
     OUT/recipe.json        the resolved recipe: base path, data, precision, step plan
-    OUT/metrics.json       train / validation loss history, tokens/s, time, peak memory
+    OUT/metrics.json       train / validation loss history; tokens/s (training tokens per
+                           wall-clock second of the run, evaluation and checkpoints included),
+                           time, peak memory
     OUT/base_config.json   the base model's config (inference/adapters.py checks it)
     OUT/training.json      base model identity, the data card's SHA-256, library versions
     OUT/data_card.json     the data card the adapter was trained on (eval refuses held-out)

@@ -13,6 +13,7 @@ over processes and only the main process writes files.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import resource
 import shutil
@@ -228,6 +229,9 @@ def build_trainer(recipe: Recipe, base: Path, train: Any, val: Any | None, out: 
 
     ``compact_head``: on CPU, score only the completion positions in TRL's LM head (see
     ``score_completions_only_on_cpu``; False keeps TRL's own behaviour, for the benchmark)."""
+    # bitsandbytes warns on import that an optional CPU kernel package (fetched from a hub at
+    # run time) is missing; its own CPU code runs instead, so the line is noise here.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     import torch
     from transformers import AutoTokenizer
     from trl import SFTTrainer
@@ -344,13 +348,14 @@ def train(recipe: Recipe, *, data: str | Path | None = None, out: str | Path | N
              + (f", resuming from {checkpoint.name}" if checkpoint else ""))
     tokens_before = _tokens_seen_in(checkpoint)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     final_eval = _final_eval(trainer) if val_rows is not None else {}
     if not main:
         return TrainResult(out)
     tokens = int(trainer.state.num_input_tokens_seen) - tokens_before
     metrics = outputs.metrics_from(trainer.state.log_history, final_eval, {
+        "mean_train_loss": round(float(output.training_loss), 5),
         "train_seconds": round(seconds, 1),
         "tokens_this_run": tokens,
         "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None,

@@ -67,9 +67,13 @@ def train_command(
 
     from sllmbo.training.sft import train
 
-    result = train(spec, data=data, out=out, resume=resume, merge=merge,
-                   progress=not quiet,
-                   echo=lambda line: typer.echo(line, err=True))
+    try:
+        result = train(spec, data=data, out=out, resume=resume, merge=merge,
+                       progress=not quiet, echo=lambda line: typer.echo(line, err=True))
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the last checkpoint is kept; run the same command with "
+                   "--resume to continue from it", err=True)
+        raise typer.Exit(130) from None
     m = result.metrics
     if not m:  # not the main process under accelerate launch
         return
