@@ -149,3 +149,13 @@ def test_cli_heldout_data_exits_2(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "held-out tasks ['concrete_strength']" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_base_model_folder_says_to_pass_base_model(tmp_path, capsys):
+    data = fake_data(tmp_path / "data", ["diabetes"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--recipe", "codellama-7b-instruct-qlora", "--data", str(data),
+              "--base-model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "no base model at" in err and "--base-model FOLDER" in err

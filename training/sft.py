@@ -314,14 +314,14 @@ def train(recipe: Recipe, *, data: str | Path | None = None, out: str | Path | N
     """Train the adapter the recipe describes; see the module docstring and ``outputs.py``.
 
     ``callbacks``: extra ``transformers.TrainerCallback``s (timers, tests)."""
-    from sllmbo.inference.models import adapters_dir, resolve_model
+    from sllmbo.inference.models import adapters_dir
 
     from . import outputs
 
     training_data = check_data(data or recipe.data or DEFAULT_DATA)
     out = Path(out) if out is not None else adapters_dir() / recipe.name
     checkpoint = _prepare_out(out, resume)
-    base = resolve_model(recipe.base_model).resolve()
+    base = _resolve_base(recipe.base_model)
     resolved = {**recipe.model_dump(mode="json"), "base_model": str(base),
                 "data": str(training_data.path), "data_card_sha256": training_data.card_sha256}
     if checkpoint is not None:
@@ -369,6 +369,20 @@ def train(recipe: Recipe, *, data: str | Path | None = None, out: str | Path | N
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the adapter is the result
     merged = outputs.merge_adapter(base, out, out / "merged") if merge else None
     return TrainResult(out, metrics, merged)
+
+
+def _resolve_base(name: str) -> Path:
+    from sllmbo.errors import ModelNotFoundError
+    from sllmbo.inference.models import DEFAULT_MODEL_NAME, resolve_model
+
+    try:
+        return resolve_model(name).resolve()
+    except ModelNotFoundError as err:
+        if name == DEFAULT_MODEL_NAME:
+            raise
+        raise SllmboError(f"no base model at {name} (recipe key base_model)",
+                          hint="pass --base-model FOLDER (a local Hugging Face causal-LM "
+                          "folder: config.json, weights, tokenizer)") from err
 
 
 def peak_memory_gib(device: str) -> float:
