@@ -96,14 +96,17 @@ def plot_losses(metrics: dict[str, Any], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     if metrics["train_loss"]:
         steps, losses = zip(*metrics["train_loss"], strict=True)
-        ax.plot(steps, losses, label="training loss", color="#1f77b4", linewidth=1.2)
+        ax.plot(steps, losses, label="training loss", color="#1f77b4", linewidth=1.2,
+                marker="." if len(steps) < 30 else None)
     if metrics["eval_loss"]:
         steps, losses = zip(*metrics["eval_loss"], strict=True)
         ax.plot(steps, losses, "o-", label="validation loss", color="#d62728", linewidth=1.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss on completion tokens (nats / token)")
     ax.set_title(f"{title}: loss")
