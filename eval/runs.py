@@ -111,7 +111,8 @@ class RunLog:
         for budget in budgets:
             best = best_within_budget(self.trials, budget, self.direction)
             costs = cumulative(self.trials, budget)
-            scores = self.test_scores.get(budget, {})
+            # Fewer trials than the budget (defaults, few candidates): the last one counts.
+            scores = self.test_scores.get(min(budget, len(self.trials)), {})
             out.append({
                 "task": self.task, "family": self.family, "method": self.method,
                 "budget": budget, "seed": self.seed, "metric": self.metric,
@@ -370,7 +371,7 @@ def _single_shot(job: RunJob, task: Task, family: ModelFamily, settings: RunSett
     from sllmbo.tune import build_card
 
     eval_settings = _eval_settings(settings, job.seed)
-    card = build_card(task, family, eval_settings)
+    card = build_card(task, family, eval_settings, **_with_protocol(protocol))
     space = protocol.space if protocol is not None and protocol.space is not None \
         else family.default_space(task.task_type)
     adapter = None if job.method.endswith("-base") else settings.adapter
