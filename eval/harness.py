@@ -162,9 +162,9 @@ def _run_jobs(jobs: list[RunJob], settings: RunSettings, workers: int,
     try:
         if workers <= 1:
             for job in todo:
+                bar.set_description(f"eval {job.method} {job.task.label} {job.family}")
                 logs[job.key] = execute(job, settings)
                 bar.update(settings.max_budget)
-                bar.set_description(f"eval {job.method} {job.task.label}")
         else:
             _run_parallel(todo, settings, workers, logs, bar)
     finally:
@@ -191,7 +191,7 @@ def _run_parallel(todo: list[RunJob], settings: RunSettings, workers: int,
                 job = pending.pop(future)
                 logs[job.key] = RunLog.from_dict(future.result())
                 bar.update(settings.max_budget)
-                bar.set_description(f"eval {job.method} {job.task.label}")
+                bar.set_description(f"eval (done: {job.method} {job.task.label})")
 
 
 def _execute_in_worker(job: RunJob, settings: RunSettings) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +128,9 @@ def cost_table(records: Sequence[dict[str, Any]], methods: Sequence[str],
         rs = [r for r in records if r["method"] == m and r["budget"] == budget]
         if not rs:
             continue
-        med: Callable[[str], float] = lambda key, rs=rs: statistics.median(r[key] for r in rs)
+        def med(key: str, rs: list[dict[str, Any]] = rs) -> float:
+            return float(statistics.median(r[key] for r in rs))
+
         rows.append([m, _fmt(med("wall_s"), 1), _fmt(med("fit_s"), 1), _fmt(med("llm_s"), 1),
                      _fmt(med("llm_calls"), 0), _fmt(med("llm_tokens"), 0)])
     return _table(["method", "wall s", "fit s", "LLM s", "LLM calls", "LLM tokens"], rows)
@@ -168,7 +170,7 @@ def paper_table(records: Sequence[dict[str, Any]], logs: Sequence[RunLog],
                 budget: int) -> list[str]:
     """Our best 5-fold CV MAE at ``budget`` (mean ± sd over seeds) beside the paper's."""
     from sllmbo.eval.metrics import best_within_budget
-    from sllmbo.eval.paper import fixtures_dir, published_results
+    from sllmbo.eval.paper import default_fixtures_dir, published_results
 
     lines: list[str] = []
     ours: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -178,7 +180,7 @@ def paper_table(records: Sequence[dict[str, Any]], logs: Sequence[RunLog],
             ours[(log.method, log.family)].append(best.cv_score)
     families = sorted({f for _, f in ours})
     rows = []
-    for (method, family_), values in sorted(ours.items()):
+    for method, family_ in sorted(ours):
         if family_ != families[0]:
             continue
         cells = []
@@ -187,8 +189,8 @@ def paper_table(records: Sequence[dict[str, Any]], logs: Sequence[RunLog],
             sd = statistics.stdev(v) if len(v) > 1 else 0.0
             cells.append(f"{_fmt(_mean(v))} ± {_fmt(sd)} (n={len(v)})" if v else "–")
         rows.append([f"sllmbo {method}", *cells])
-    folder = fixtures_dir()
-    if folder is None:
+    folder = default_fixtures_dir()
+    if not folder.is_dir():
         lines.append("_The paper's studies (`../shared/fixtures/sllmbo-results`) are not on "
                      "this machine: its column is missing._")
     else:

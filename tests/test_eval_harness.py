@@ -17,7 +17,7 @@ import pytest
 from sllmbo.errors import SllmboError
 from sllmbo.eval.harness import check_adapter_heldout, fill_regret, plan_eval, run_eval
 from sllmbo.eval.metrics import TrialRow
-from sllmbo.eval.runs import RunLog, TaskRef, library_defaults
+from sllmbo.eval.runs import RunLog, library_defaults
 from sllmbo.eval.suites import SUITES, Suite, parse_budgets, parse_names
 from sllmbo.tune import LLMOptions
 
@@ -93,7 +93,7 @@ def test_default_suite_has_every_heldout_task_and_all_methods() -> None:
 def test_an_adapter_trained_on_an_evaluated_task_is_refused(tmp_path: Path) -> None:
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    with pytest.raises(SllmboError, match="no data_card.json"):
+    with pytest.raises(SllmboError, match=r"no data_card\.json"):
         check_adapter_heldout(adapter, ["auto_mpg"])
     (adapter / "data_card.json").write_text(json.dumps(
         {"tasks": {"train": ["diabetes", "cement_strength"], "validation": []}}))
