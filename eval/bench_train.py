@@ -14,8 +14,9 @@ budget) against each speed-up on its own and all of them together, in one run:
   (it does so on CUDA; on CPU it projects every position unless ``sllmbo.training.sft``
   switches it, which ``sllmbo train`` does).
 
-The recipe's own gradient-checkpointing and batch settings are kept in every configuration;
-gradient accumulation is set to 1 (it does not change tokens/s).
+The recipe's own gradient-checkpointing and batch settings are kept in every configuration
+(``--set KEY=VALUE`` changes them for all; the result records them); gradient accumulation is
+set to 1 (it does not change tokens/s).
 
 Each configuration runs in its own process (peak memory is that process's peak RSS, capped by
 ``--memory-limit-gib`` so a configuration that does not fit fails alone) for ``--steps``
@@ -64,6 +65,9 @@ CPU_VARIANTS: dict[str, tuple[dict[str, Any], str, bool]] = {
     "completion-only LM head": ({"precision": "fp32", "packing": False}, "long", True),
     "all four": ({"precision": "bf16", "packing": True}, "short", True),
 }
+#: Recipe keys recorded with the result (what every configuration shares).
+SETTINGS_SHOWN = ("lora_r", "lora_target_modules", "batch_size", "max_length",
+                  "gradient_checkpointing")
 CODELLAMA_SHAPE = {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
                    "num_key_value_heads": 32, "intermediate_size": 11008, "vocab_size": 32016}
 
@@ -81,7 +85,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
     steps = int(spec["steps"])
     recipe = load_recipe(spec["recipe"], {
-        **spec["overrides"], "max_steps": steps + 1, "token_budget": None, "eval_steps": 0,
+        **spec.get("settings", {}), **spec["overrides"], "max_steps": steps + 1, "token_budget": None, "eval_steps": 0,
         "save_steps": 10**9, "logging_steps": 1, "epochs": 100, "grad_accum": 1})
     data = sft.check_data(spec["data"])
     train, _ = sft.load_splits(data, recipe)
@@ -168,7 +172,7 @@ def cpu_bench(args: argparse.Namespace) -> dict[str, Any]:
                 rows[name] = {"skipped": "this CPU has no native bf16 (AVX512-BF16/AMX)"}
                 continue
             spec = {"recipe": args.recipe, "overrides": overrides, "data": str(data[which]),
-                    "steps": args.steps, "compact_head": compact}
+                    "steps": args.steps, "compact_head": compact, "settings": args.settings}
             started = time.perf_counter()
             rows[name] = spawn(spec, args.memory_limit_gib)
             print(f"  {name}: {rows[name]} ({time.perf_counter() - started:.0f} s)",
@@ -179,7 +183,12 @@ def cpu_bench(args: argparse.Namespace) -> dict[str, Any]:
             row["tokens_per_s_ratio"] = round(row["tokens_per_s"] / base["tokens_per_s"], 2)
             row["examples_per_s_ratio"] = round(row["examples_per_s"] / base["examples_per_s"], 2)
             row["memory_ratio"] = round(row["peak_memory_gib"] / base["peak_memory_gib"], 2)
+    from sllmbo.training.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.settings)
+    settings = {k: getattr(recipe, k) for k in SETTINGS_SHOWN}
     return {"device": "cpu", "native_bf16": native_bf16, "recipe": args.recipe,
+            "recipe_settings": {**settings, "grad_accum": 1},
             "studies": args.studies, "variants": rows, "note": NOT_RUN_NOTE}
 
 
@@ -280,6 +289,9 @@ def main(argv: list[str] | None = None) -> None:
                         "the CPU data is built from")
     parser.add_argument("--memory-limit-gib", type=float, default=16.0,
                         help="address-space cap of each configuration's process")
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        metavar="KEY=VALUE", help="recipe override for every configuration, "
+                        "e.g. --set gradient_checkpointing=true")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_train.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -288,6 +300,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     import torch
 
+    from sllmbo.training.recipe import parse_overrides
+
+    args.settings = parse_overrides(args.settings)
     started = time.perf_counter()
     load = os.getloadavg()[0]
     if torch.cuda.is_available():
@@ -295,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(f"CPU: {NOT_RUN_NOTE}", file=sys.stderr)
         result = cpu_bench(args)
-    result.update(load_average_at_start=round(load, 2), cores=os.cpu_count(),
+    result.update(load_average_at_start=round(load, 2),
+                  load_average_at_end=round(os.getloadavg()[0], 2), cores=os.cpu_count(),
                   machine=platform.processor() or platform.machine(),
                   seconds=round(time.perf_counter() - started))
     args.out.parent.mkdir(parents=True, exist_ok=True)
