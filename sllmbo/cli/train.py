@@ -6,15 +6,18 @@ from pathlib import Path
 
 import typer
 
-HELP = """Fine-tune a LoRA (or QLoRA) adapter on instruction data with TRL's SFT trainer.
-
-The loss is on the completion only, in the base model's chat template. The recipe (YAML) sets
-the base model, LoRA rank/alpha/dropout/targets, 4-bit NF4 (quantization: nf4), the schedule
-and precision; --set overrides any of its keys. Checkpoints go to OUT/checkpoints; a killed
-run continues with the same command plus --resume. OUT ends up holding the PEFT adapter (for
---adapter OUT and vllm serve --lora-modules) with recipe.json, metrics.json, loss_curve.png,
-base_config.json, training.json and the data card beside it. Data whose card lists a
-held-out task is refused.
+HELP = (
+    "Fine-tune a LoRA (or QLoRA) adapter on instruction data with TRL's SFT trainer.\n\n"
+    "The loss is on the completion only, in the base model's chat template. The recipe (YAML) "
+    "sets the base model, LoRA rank/alpha/dropout/targets, 4-bit NF4 (quantization: nf4), the "
+    "schedule and precision; --set overrides any of its keys. Checkpoints go to "
+    "OUT/checkpoints; a killed run continues with the same command plus --resume. OUT ends up "
+    "holding the PEFT adapter (for --adapter OUT and vllm serve --lora-modules) with "
+    "recipe.json, metrics.json, loss_curve.png, base_config.json, training.json and the data "
+    "card beside it. Data whose card lists a held-out task is refused.\n\n"
+    "Shipped recipes: training/recipes/*.yaml (pass a name or a path). Default --out: "
+    "$SLLMBO_HOME/adapters/<recipe name>, so --adapter <name> finds it."
+    """
 
 Examples:
 
@@ -27,10 +30,8 @@ Examples:
       --base-model ~/models/CodeLlama-7b-Instruct-hf --merge
 
   accelerate launch -m sllmbo train --recipe codellama-7b-instruct-qlora  # several GPUs
-
-Shipped recipes: training/recipes/*.yaml (pass a name or a path). Default --out:
-$SLLMBO_HOME/adapters/<recipe name>, so --adapter <name> finds it.
 """
+)
 
 
 def register(app: typer.Typer) -> None:
