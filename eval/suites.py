@@ -90,18 +90,9 @@ SUITES: dict[str, Suite] = {
         n_folds=5,
         protocol="sllmbo-paper",
     ),
-    "gpu": Suite(
-        name="gpu",
-        tasks=None,
-        families=("lightgbm", "xgboost"),
-        methods=METHODS,
-        budgets=(1, 2, 5, 10, 20, 30),
-        seeds=3,
-        n_folds=3,
-        max_rows=2000,
-        backend="vllm",
-    ),
 }
+#: The default suite with Code Llama 7B Instruct behind vLLM (``--model-path`` its folder).
+SUITES["gpu"] = replace(SUITES["default"], name="gpu", backend="vllm")
 
 
 def get_suite(name: str) -> Suite:
