@@ -179,9 +179,9 @@ def test_a_killed_eval_resumes_with_nothing_lost(tmp_path: Path) -> None:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         complete = [t for t in study.trials if t.state.name == "COMPLETE"]
         assert len(complete) == 60  # resumed to the target, not restarted
-        # Trials finished before the kill are kept (the first ones), not re-run.
-        assert all(t.state.name in ("COMPLETE", "FAIL") for t in study.trials)
-        assert len(study.trials) - len(complete) <= 1  # at most the one running trial lost
+        # Trials finished before the kill are kept, not re-run: the only other trial is the
+        # one the kill interrupted (RUNNING until Optuna's heartbeat fails it).
+        assert len(study.trials) - len(complete) <= 1
 
 
 def test_smoke_suite_end_to_end_on_the_embedded_model(embedded_model: Path,
