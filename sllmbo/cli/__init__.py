@@ -67,8 +67,13 @@ def _interruptible(callback: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``sllmbo`` console script."""
+    import logging
+
     from sllmbo.errors import SllmboError
 
+    # bitsandbytes (imported by peft when installed) warns that an optional CPU kernel
+    # package from a model hub is missing; its own CPU code runs instead: noise for a user.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     _register()
     try:
         app(args=argv, prog_name="sllmbo")
