@@ -201,11 +201,6 @@ def _eval_settings(settings: RunSettings, seed: int) -> Any:
     return EvalSettings(n_folds=settings.n_folds, seed=seed)
 
 
-def _with_protocol(protocol: Any) -> dict[str, Any]:
-    """Keyword arguments that pass a scoring protocol on (none: the registry's own)."""
-    return {} if protocol is None else {"protocol": protocol}
-
-
 def _run_defaults(job: RunJob, task: Task, family: ModelFamily, settings: RunSettings,
                   store: EvalStore) -> RunLog:
     """The library's own defaults: one evaluation of the empty configuration."""
@@ -213,13 +208,13 @@ def _run_defaults(job: RunJob, task: Task, family: ModelFamily, settings: RunSet
 
     protocol = _protocol(settings, family.name)
     eval_settings = _eval_settings(settings, job.seed)
-    cv = cross_validate(task, family, {}, eval_settings, cache=store, **_with_protocol(protocol))
-    metric = objective_metric(task, eval_settings, **_with_protocol(protocol))
+    cv = cross_validate(task, family, {}, eval_settings, cache=store, protocol=protocol)
+    metric = objective_metric(task, eval_settings, protocol=protocol)
     trial = TrialRow(number=0, cv_score=cv.mean, params={}, fit_s=round(cv.seconds, 3))
     log = RunLog(job.key, job.task.label, family.name, job.method, job.seed, metric,
                  METRICS[metric], [trial])
     scores = holdout_scores(task, family, {}, eval_settings, cache=store,
-                            **_with_protocol(protocol))
+                            protocol=protocol)
     log.test_scores = {1: scores}
     return log
 
@@ -233,7 +228,7 @@ def _run_study(job: RunJob, task: Task, family: ModelFamily, settings: RunSettin
     kwargs: dict[str, Any] = dict(
         model=family.name, n_trials=settings.max_budget, storage=settings.storage,
         study_name=job.key, seed=job.seed, n_folds=settings.n_folds, score_test=False,
-        progress=False, cache=store, llm=settings.llm, **_with_protocol(protocol),
+        progress=False, cache=store, llm=settings.llm, protocol=protocol,
     )
     notes: list[str] = []
     method = job.method
@@ -280,7 +275,7 @@ def _run_study(job: RunJob, task: Task, family: ModelFamily, settings: RunSettin
         best = best_within_budget(trials, budget, result.direction)
         if best is not None:
             log.test_scores[budget] = holdout_scores(task, family, best.params, eval_settings,
-                                                     cache=store, **_with_protocol(protocol))
+                                                     cache=store, protocol=protocol)
     return log
 
 
@@ -289,7 +284,7 @@ def _empty_log(job: RunJob, task: Task, family: ModelFamily, settings: RunSettin
     from sllmbo.objective import METRICS, objective_metric
 
     metric = objective_metric(task, _eval_settings(settings, job.seed),
-                              **_with_protocol(protocol))
+                              protocol=protocol)
     return RunLog(job.key, job.task.label, family.name, job.method, job.seed, metric,
                   METRICS[metric], [], notes=notes)
 
@@ -371,7 +366,7 @@ def _single_shot(job: RunJob, task: Task, family: ModelFamily, settings: RunSett
     from sllmbo.tune import build_card
 
     eval_settings = _eval_settings(settings, job.seed)
-    card = build_card(task, family, eval_settings, **_with_protocol(protocol))
+    card = build_card(task, family, eval_settings, protocol=protocol)
     space = protocol.space if protocol is not None and protocol.space is not None \
         else family.default_space(task.task_type)
     adapter = None if job.method.endswith("-base") else settings.adapter
