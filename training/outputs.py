@@ -3,7 +3,9 @@
 ::
 
     OUT/adapter_config.json, adapter_model.safetensors   PEFT (transformers backend, vLLM
-                                                          --lora-modules, peft all load it)
+                                                          --lora-modules, peft all load it);
+                                                          bf16 when trained in bf16 (half the
+                                                          bytes of PEFT's fp32 default)
     OUT/recipe.json        the resolved recipe: base path, data, precision, step plan
     OUT/metrics.json       train / validation loss history; tokens/s (training tokens per
                            wall-clock second of the run, evaluation and checkpoints included),
@@ -62,6 +64,23 @@ def base_identity(base: Path) -> dict[str, Any]:
         "config_sha256": hashlib.sha256(config_path.read_bytes()).hexdigest(),
         "weights": [{"file": p.name, "bytes": p.stat().st_size} for p in weights],
     }
+
+
+def store_adapter_weights_as_bf16(out: Path) -> None:
+    """Rewrite ``adapter_model.safetensors`` in bf16, in place (atomically).
+
+    Why: a bf16-trained adapter gains nothing from fp32 storage, and the shipped default is
+    committed to git; PEFT casts the weights back to the LoRA layers' dtype when it loads them.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = out / "adapter_model.safetensors"
+    tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v)
+               for k, v in load_file(str(path)).items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tmp.replace(path)
 
 
 def write_beside_adapter(out: Path, *, base: Path, data: Any, recipe: dict[str, Any],

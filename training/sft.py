@@ -364,6 +364,8 @@ def train(recipe: Recipe, *, data: str | Path | None = None, out: str | Path | N
         "resumed_from": checkpoint.name if checkpoint else None,
     })
     trainer.model.save_pretrained(str(out))
+    if trainer.sllmbo_precision == "bf16":
+        outputs.store_adapter_weights_as_bf16(out)
     outputs.write_beside_adapter(out, base=base, data=training_data, recipe=resolved,
                                  metrics=metrics)
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the adapter is the result
