@@ -23,6 +23,7 @@ from sllmbo.errors import BackendError, ModelNotFoundError
 from .adapters import check_adapter_fits
 from .base import Backend, ChatRequest, Completion, FinishReason
 from .constrained import GrammarCache, SchemaLogitsProcessor, schema_problem
+from .fast_decode import FastDecoder
 
 
 class TransformersBackend(Backend):
@@ -37,16 +38,23 @@ class TransformersBackend(Backend):
         constrained: enforce each request's JSON Schema while decoding (default True).
         max_batch_size: requests per ``generate`` call; larger lists are split.
         dtype: "auto" (see the module docstring), "float32", "bfloat16" or "float16".
+        fast_decode: answer one-request calls with ``FastDecoder`` (jump-forward, reused
+            prompt cache; ``fast_decode.py``) instead of ``generate``; batches always use
+            ``generate``.
+        merge_adapter: fold the LoRA weights into the base weights at load (one matmul per
+            layer instead of three; not with ``load_in_4bit``).
     """
 
     def __init__(self, model_path: str | Path, *, adapter_path: str | Path | None = None,
                  device: str = "auto", load_in_4bit: bool = False, constrained: bool = True,
-                 max_batch_size: int = 16, dtype: str = "auto") -> None:
+                 max_batch_size: int = 16, dtype: str = "auto", fast_decode: bool = True,
+                 merge_adapter: bool = True) -> None:
         import torch
 
         self.model_path = Path(model_path)
         self.adapter_path = Path(adapter_path) if adapter_path is not None else None
         self.constrained = constrained
+        self.merge_adapter = merge_adapter and not load_in_4bit
         self.max_batch_size = max(1, max_batch_size)
         self.device = _resolve_device(device, torch)
         self.dtype = resolve_dtype(dtype, self.device, torch)
@@ -63,6 +71,9 @@ class TransformersBackend(Backend):
         self.stop_token_ids = _stop_token_ids(self.model, self.tokenizer)
         vocab = int(getattr(self._text_config(), "vocab_size", len(self.tokenizer)))
         self._grammars = GrammarCache(self.tokenizer, vocab, self.stop_token_ids)
+        self.fast_decoder = (FastDecoder(self.model, self.tokenizer, vocab_size=vocab,
+                                         stop_token_ids=self.stop_token_ids)
+                             if fast_decode and FastDecoder.supports(self.model) else None)
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -104,7 +115,9 @@ class TransformersBackend(Backend):
         assert self.adapter_path is not None
         check_adapter_fits(self.adapter_path, self.model_path, self._text_config().to_dict())
         try:
-            return PeftModel.from_pretrained(model, str(self.adapter_path), is_trainable=False)
+            peft_model = PeftModel.from_pretrained(model, str(self.adapter_path),
+                                                   is_trainable=False)
+            return peft_model.merge_and_unload() if self.merge_adapter else peft_model
         except (RuntimeError, ValueError, KeyError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise BackendError(f"adapter {self.adapter_path} does not fit base model "
@@ -133,6 +146,7 @@ class TransformersBackend(Backend):
 
     def close(self) -> None:
         self.model = None
+        self.fast_decoder = None
         if self.device.type == "cuda":
             import torch
 
@@ -147,6 +161,8 @@ class TransformersBackend(Backend):
         if self.model is None:
             raise BackendError("this backend was closed", hint="create a new backend")
         sampling = batch[0].sampling
+        if len(batch) == 1 and self.fast_decoder is not None:
+            return [self._generate_fast(batch[0])]
         schemas = [r.json_schema if self.constrained else None for r in batch]
         grammars = [self._grammars.get(s) if s is not None else None for s in schemas]
         prompts = [self._render(r.messages) for r in batch]
@@ -177,6 +193,22 @@ class TransformersBackend(Backend):
         return [self._finish(out[row, prompt_len:].tolist(), int(prompt_tokens[row]), latency,
                              schemas[row], sampling.max_tokens, timed_out)
                 for row in range(len(batch))]
+
+    def _generate_fast(self, request: ChatRequest) -> Completion:
+        import torch
+
+        assert self.fast_decoder is not None
+        schema = request.json_schema if self.constrained else None
+        grammar = self._grammars.get(schema) if schema is not None else None
+        prompt = self.tokenizer.encode(self._render(request.messages), add_special_tokens=False)
+        s = request.sampling
+        start = time.perf_counter()
+        with torch.inference_mode():
+            result = self.fast_decoder.decode(
+                prompt, grammar, max_tokens=s.max_tokens, temperature=s.temperature,
+                top_p=s.top_p, seed=s.seed, max_time_s=s.max_time_s)
+        return self._finish(result.tokens, len(prompt), time.perf_counter() - start, schema,
+                            s.max_tokens, result.timed_out)
 
     def _render(self, messages: list[dict[str, str]]) -> str:
         try:

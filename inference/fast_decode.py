@@ -1,0 +1,238 @@
+"""One request, decoded without ``generate``: jump-forward and a reused prompt cache.
+
+Why: on 2 CPU cores the embedded model spends an answer in per-step overhead (a forward pass of
+30 layers for one token costs about what it costs for eight), and a configuration is about half
+forced text: keys, quotes, colons, commas. Three levers, each switchable so
+``python -m sllmbo.eval.bench_inference`` can measure it against ``generate``:
+
+- **Jump-forward, verified**: after each chosen token, xgrammar names the string the grammar
+  forces next (``GrammarMatcher.find_jump_forward_string``). Its tokens are fed as a draft in
+  the same forward pass as the chosen token, and kept while the model's own choice at each
+  position (drawn from that position's masked logits) agrees; at the first disagreement the
+  model's choice wins and the rest of the draft leaves the cache. So one pass advances several
+  tokens, and the answer is the one token-by-token decoding gives: the same greedy answers,
+  the same sampling distribution.
+- **Prompt cache**: the KV cache of the last sequence stays; the next request that shares its
+  head (a study's system prompt, card and space) is cropped to the common prefix and only the
+  rest is prefilled.
+- **Early end**: once the grammar can only stop (after the closing brace), decoding ends
+  without another forward pass.
+
+A test checks that greedy answers equal ``generate``'s on real prompts (up to the rounding of
+a several-token forward pass against a one-token one). Not thread-safe: callers serialize access
+to a backend (``samplers.calls.backend_lock``, the server's lock).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sllmbo.errors import BackendError
+
+if TYPE_CHECKING:
+    import torch
+    import xgrammar as xgr
+
+
+@dataclass
+class DecodeResult:
+    """Tokens appended after the prompt (forced ones included) and how decoding ended."""
+
+    tokens: list[int]
+    stopped: bool  # a stop token was chosen (or was the only one left)
+    timed_out: bool
+    forward_passes: int
+    prefilled: int  # prompt tokens that were not found in the cache
+
+
+@dataclass
+class PromptCache:
+    """The KV cache of the last sequence fed to the model, and that sequence's token ids."""
+
+    cache: Any = None
+    ids: tuple[int, ...] = ()
+
+    def reuse(self, prompt: Sequence[int]) -> tuple[Any, int]:
+        """The cache cropped to the longest prefix it shares with ``prompt`` (at most all but
+        the last token, which must be fed to get the next token's logits), and that length."""
+        if self.cache is None:
+            return None, 0
+        limit = min(len(self.ids), len(prompt) - 1)
+        shared = 0
+        while shared < limit and self.ids[shared] == prompt[shared]:
+            shared += 1
+        if shared == 0:
+            self.clear()
+            return None, 0
+        excess = self.cache.get_seq_length() - shared
+        if excess > 0:
+            self.cache.crop(-excess)  # transformers >= 5: a negative count of tokens to drop
+        return self.cache, shared
+
+    def clear(self) -> None:
+        self.cache, self.ids = None, ()
+
+
+class FastDecoder:
+    """Batch-of-one decoding for a causal LM with an optional compiled grammar.
+
+    Args:
+        model: a transformers causal LM (PEFT-wrapped or merged) in eval mode.
+        tokenizer: its tokenizer (to encode jump-forward strings).
+        vocab_size: the grammar's vocabulary size (the logit row may be wider).
+        stop_token_ids: ids that end an answer.
+        jump_forward, reuse_prompt_cache: the levers (see the module docstring).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, vocab_size: int,
+                 stop_token_ids: Sequence[int], jump_forward: bool = True,
+                 reuse_prompt_cache: bool = True) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.stop_token_ids = frozenset(int(t) for t in stop_token_ids)
+        self.jump_forward = jump_forward
+        self.reuse_prompt_cache = reuse_prompt_cache
+        self.prompt_cache = PromptCache()
+
+    @staticmethod
+    def supports(model: Any) -> bool:
+        """Whether the model's default cache can be cropped (sliding-window or recurrent
+        layers cannot be rewound; those models decode through ``generate``)."""
+        config = getattr(model, "config", None)
+        text = getattr(config, "text_config", None) or config
+        if getattr(text, "sliding_window", None) or getattr(text, "layer_types", None) and any(
+                t != "full_attention" for t in text.layer_types):
+            return False
+        return not getattr(config, "is_encoder_decoder", False)
+
+    def decode(self, prompt: list[int], grammar: xgr.CompiledGrammar | None, *,
+               max_tokens: int, temperature: float, top_p: float, seed: int | None,
+               max_time_s: float | None) -> DecodeResult:
+        """Decode one answer to ``prompt`` (token ids, chat template applied)."""
+        import torch
+        import xgrammar as xgr
+
+        start = time.perf_counter()
+        device = next(self.model.parameters()).device
+        matcher = xgr.GrammarMatcher(grammar) if grammar is not None else None
+        bitmask = xgr.allocate_token_bitmask(1, self.vocab_size) if matcher else None
+        generator = None  # unseeded sampling draws from torch's global generator
+        if temperature > 0 and seed is not None:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(seed)
+
+        cache, shared = (self.prompt_cache.reuse(prompt) if self.reuse_prompt_cache
+                         else (None, 0))
+        self.prompt_cache.clear()  # set again at the end, once cache and ids agree
+        fed: list[int] = list(prompt[:shared])  # the tokens the cache holds
+        pending: list[int] = list(prompt[shared:])  # to feed next; ends with the draft
+        draft: list[int] = []  # forced tokens proposed after the last chosen one
+        out: list[int] = []
+        passes, stopped, timed_out = 0, False, False
+        while True:
+            logits, cache = self._forward(pending, cache, len(draft) + 1, torch)
+            passes += 1
+            fed.extend(pending)
+            # Row j holds the next-token logits after the j-th draft token: the model's own
+            # choice is drawn at each row; draft tokens are kept while they agree with it.
+            for j in range(len(draft) + 1):
+                token = self._choose(logits[j:j + 1], matcher, bitmask, temperature, top_p,
+                                     generator, xgr, torch)
+                if j < len(draft) and token == draft[j]:
+                    self._accept(matcher, token)
+                    out.append(token)
+                    continue
+                unused = len(draft) - j
+                if unused:  # the model parted from the draft: drop the rest from the cache
+                    cache.crop(-unused)
+                    del fed[-unused:]
+                break
+            if token in self.stop_token_ids:
+                out.append(token)
+                stopped = True
+                break
+            self._accept(matcher, token)
+            out.append(token)
+            if matcher is not None and self._only_stop_left(matcher, bitmask, xgr, torch):
+                out.append(min(self.stop_token_ids))
+                stopped = True
+                break
+            if len(out) >= max_tokens:
+                break
+            if max_time_s is not None and time.perf_counter() - start >= max_time_s:
+                timed_out = True
+                break
+            draft = (self._forced_tokens(matcher, max_tokens - len(out))
+                     if matcher is not None and self.jump_forward else [])
+            pending = [token, *draft]
+        if self.reuse_prompt_cache and cache is not None:
+            self.prompt_cache.cache, self.prompt_cache.ids = cache, tuple(fed)
+        return DecodeResult(out[:max_tokens] if not stopped else out, stopped, timed_out,
+                            passes, len(prompt) - shared)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _forward(self, tokens: list[int], cache: Any, keep: int,
+                 torch: Any) -> tuple[torch.Tensor, Any]:
+        """Feed ``tokens``; the float logits of the last ``keep`` positions, and the cache."""
+        device = next(self.model.parameters()).device
+        ids = torch.tensor([tokens], dtype=torch.long, device=device)
+        result = self.model(input_ids=ids, past_key_values=cache, use_cache=True,
+                            logits_to_keep=keep)
+        return result.logits[0, -keep:, :].float(), result.past_key_values
+
+    def _choose(self, logits: torch.Tensor, matcher: xgr.GrammarMatcher | None,
+                bitmask: torch.Tensor | None, temperature: float, top_p: float,
+                generator: Any, xgr: Any, torch: Any) -> int:
+        """The next token from one row of logits: grammar mask, then greedy or top-p."""
+        from .constrained import _top_p
+
+        if matcher is not None:
+            logits = self._mask(logits, matcher, bitmask, xgr, torch)
+        if temperature == 0:
+            return int(logits.argmax(-1)[0])
+        logits = logits / temperature
+        if top_p < 1.0:
+            logits = _top_p(logits, top_p, torch)
+        return int(torch.multinomial(logits.softmax(-1), 1, generator=generator)[0, 0])
+
+    @staticmethod
+    def _accept(matcher: xgr.GrammarMatcher | None, token: int) -> None:
+        # The mask made any other token impossible; a rejection here is a library bug.
+        if matcher is not None and not matcher.accept_token(token):
+            raise BackendError(f"constrained decoder rejected token {token} it had allowed")
+
+    def _mask(self, logits: torch.Tensor, matcher: xgr.GrammarMatcher, bitmask: torch.Tensor,
+              xgr: Any, torch: Any) -> torch.Tensor:
+        """Forbidden tokens to -inf (the logit row may be wider than the vocabulary)."""
+        width = min(logits.shape[-1], self.vocab_size)
+        matcher.fill_next_token_bitmask(bitmask, 0)
+        masked = logits[:, :width].cpu().contiguous()
+        xgr.apply_token_bitmask_inplace(masked, bitmask)
+        if logits.shape[-1] > width:
+            pad = masked.new_full((1, logits.shape[-1] - width), -float("inf"))
+            masked = torch.cat([masked, pad], dim=-1)
+        return masked.to(logits.device)
+
+    def _forced_tokens(self, matcher: xgr.GrammarMatcher, budget: int) -> list[int]:
+        """The grammar's forced continuation, tokenized: a draft the next pass verifies."""
+        text = matcher.find_jump_forward_string()
+        if not text:
+            return []
+        return self.tokenizer.encode(text, add_special_tokens=False)[:budget]
+
+    def _only_stop_left(self, matcher: xgr.GrammarMatcher, bitmask: torch.Tensor, xgr: Any,
+                        torch: Any) -> bool:
+        """The grammar is complete and allows nothing but a stop token."""
+        if not matcher.is_completed():
+            return False
+        matcher.fill_next_token_bitmask(bitmask, 0)
+        probe = torch.zeros(1, self.vocab_size)
+        xgr.apply_token_bitmask_inplace(probe, bitmask)
+        allowed = torch.isfinite(probe[0]).nonzero().flatten().tolist()
+        return bool(allowed) and all(t in self.stop_token_ids for t in allowed)
+
