@@ -104,8 +104,10 @@ class FastDecoder:
         layers cannot be rewound; those models decode through ``generate``)."""
         config = getattr(model, "config", None)
         text = getattr(config, "text_config", None) or config
-        if getattr(text, "sliding_window", None) or getattr(text, "layer_types", None) and any(
-                t != "full_attention" for t in text.layer_types):
+        if getattr(text, "sliding_window", None):
+            return False
+        layer_types = getattr(text, "layer_types", None) or []
+        if any(t != "full_attention" for t in layer_types):
             return False
         return not getattr(config, "is_encoder_decoder", False)
 
