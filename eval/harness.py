@@ -60,6 +60,7 @@ def plan_eval(suite: Suite, tasks: Sequence[TaskRef] | None, out_dir: str | Path
     refs = tuple(tasks) if tasks else tuple(TaskRef(name=n) for n in (suite.tasks or HELDOUT))
     if suite.name == "default" and not tasks:
         _check_all_heldout(refs)
+    adapter = _resolve_eval_adapter(adapter, llm)
     skipped: list[str] = []
     wanted_adapter = [m for m in suite.methods if m in ADAPTER_METHODS]
     if wanted_adapter and adapter is None:
@@ -75,6 +76,20 @@ def plan_eval(suite: Suite, tasks: Sequence[TaskRef] | None, out_dir: str | Path
                            n_folds=suite.n_folds, max_rows=suite.max_rows,
                            protocol=suite.protocol, llm=llm, adapter=adapter)
     return EvalPlan(suite, refs, settings, tuple(skipped))
+
+
+def _resolve_eval_adapter(adapter: str | None, llm: Any) -> str | None:
+    """The adapter folder the adapter methods run ("default": the shipped one, with the
+    embedded model); None when there is none (those methods are then left out)."""
+    if llm.backend == "openai":
+        return None if adapter in (None, "default", "none") else adapter
+    from sllmbo.inference.models import resolve_adapter, resolve_model
+
+    if adapter in (None, "default", "none"):
+        model_path = resolve_model(llm.model_path) if adapter == "default" else None
+        path = resolve_adapter(adapter, model_path=model_path)
+        return str(path) if path is not None else None
+    return str(resolve_adapter(adapter))
 
 
 def _check_all_heldout(refs: Iterable[TaskRef]) -> None:

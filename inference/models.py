@@ -202,17 +202,44 @@ def resolve_model(model: str | None, home: str | Path | None = None) -> Path:
     return candidate
 
 
-def resolve_adapter(adapter: str | None, home: str | Path | None = None) -> Path | None:
-    """An adapter folder from a path or a name under ``$SLLMBO_HOME/adapters``."""
-    if adapter is None:
+#: ``--adapter`` values with a meaning of their own.
+DEFAULT_ADAPTER = "default"
+NO_ADAPTER = "none"
+#: The name a server gives the shipped adapter (``sllmbo serve``: ``--model-path`` for clients).
+DEFAULT_ADAPTER_NAME = "sllmbo-default"
+
+
+def shipped_adapter_path() -> Path:
+    """The default LoRA adapter that ships inside the package, trained on the embedded model
+    by ``sllmbo train --recipe training/recipes/smollm2-135m-lora.yaml`` (see its README)."""
+    return Path(__file__).resolve().parent / "default_adapter"
+
+
+def is_embedded_model(model_path: str | Path, home: str | Path | None = None) -> bool:
+    return Path(model_path).expanduser().resolve() == default_model_path(home).resolve()
+
+
+def resolve_adapter(adapter: str | None, home: str | Path | None = None, *,
+                    model_path: str | Path | None = None) -> Path | None:
+    """An adapter folder from a path or a name under ``$SLLMBO_HOME/adapters``.
+
+    ``None`` or ``"none"``: no adapter (the base model). ``"default"``: the shipped adapter
+    when ``model_path`` is the embedded default model (or not given), else no adapter: it was
+    trained on that base and fits no other.
+    """
+    if adapter is None or adapter.lower() == NO_ADAPTER:
         return None
+    if adapter == DEFAULT_ADAPTER:
+        shipped = shipped_adapter_path()
+        fits = model_path is None or is_embedded_model(model_path, home)
+        return shipped if fits and (shipped / "adapter_config.json").is_file() else None
     candidate = Path(adapter).expanduser()
     if not candidate.exists() and os.sep not in adapter:
         candidate = adapters_dir(home) / adapter
     if not (candidate / "adapter_config.json").is_file():
         raise ModelNotFoundError(
             f"no adapter at {candidate} (no adapter_config.json)",
-            hint="pass a PEFT adapter folder (with adapter_config.json), or a name under "
-            f"{adapters_dir(home)}",
+            hint="pass a PEFT adapter folder (with adapter_config.json), a name under "
+            f"{adapters_dir(home)}, 'default' (the shipped adapter) or 'none'",
         )
     return candidate

@@ -103,7 +103,7 @@ def recommend(
     max_tokens: int = 256,
     backend_kind: str = "transformers",
     model_path: str | None = None,
-    adapter: str | None = None,
+    adapter: str | None = "default",
     base_url: str | None = None,
 ) -> list[dict[str, Any]]:
     """Recommended configurations of ``model`` for a task, best guess first.
@@ -129,7 +129,7 @@ def recommend_task(task: str | None, model: str, n: int, backend: Backend | None
     card = build_card(loaded, family, EvalSettings(seed=options.get("seed", 0)))
     space = family.default_space(loaded.task_type)
     kind, model_path = options.pop("backend_kind", "transformers"), options.pop("model_path", None)
-    adapter, base_url = options.pop("adapter", None), options.pop("base_url", None)
+    adapter, base_url = options.pop("adapter", "default"), options.pop("base_url", None)
     owned = backend is None
     if backend is None:
         from sllmbo.inference.factory import create_backend

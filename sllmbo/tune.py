@@ -252,7 +252,7 @@ class LLMOptions:
 
     backend: str = "transformers"
     model_path: str | None = None
-    adapter: str | None = None
+    adapter: str | None = "default"  # the shipped adapter (embedded model); None: base model
     base_url: str | None = None
     space: str = "default"
     n_initial: int = 5

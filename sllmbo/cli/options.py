@@ -19,7 +19,11 @@ MODEL_PATH = typer.Option(
     help="Local model folder or name (default: the embedded model); with --backend openai, "
     "the served model or LoRA name (default: the server's first).",
 )
-ADAPTER = typer.Option(None, "--adapter", help="LoRA adapter folder or name.")
+ADAPTER = typer.Option(
+    "default", "--adapter",
+    help="LoRA adapter folder or name; 'default': the shipped fine-tuned adapter (with the "
+    "embedded model), 'none': the base model.",
+)
 BASE_URL = typer.Option(
     None, "--base-url", help="OpenAI-compatible server root (with --backend openai)."
 )

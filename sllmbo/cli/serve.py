@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from sllmbo.cli import options
+
 SERVE_HELP = """Serve a model (and LoRA adapter) at /v1/chat/completions on this machine.
 
 --engine vllm runs `vllm serve` (CUDA GPU, `pip install 'sllmbo\\[gpu]'`): one server answers
@@ -31,8 +33,7 @@ def serve_command(
     model: str | None = typer.Option(
         None, "--model", help="Model folder or name under $SLLMBO_HOME/models "
         "(default: the embedded SmolLM2-135M-Instruct)."),
-    adapter: str | None = typer.Option(
-        None, "--adapter", help="LoRA adapter folder or name under $SLLMBO_HOME/adapters."),
+    adapter: str | None = options.ADAPTER,
     lora_name: str | None = typer.Option(
         None, "--lora-name", help="Model name clients use for the adapter "
         "(default: the adapter folder's name)."),
@@ -43,13 +44,20 @@ def serve_command(
     device: str = typer.Option("auto", "--device", help="transformers engine: auto, cpu, cuda."),
 ) -> None:
     from sllmbo.errors import BackendError
-    from sllmbo.inference.models import resolve_adapter, resolve_model
+    from sllmbo.inference.models import (
+        DEFAULT_ADAPTER_NAME,
+        resolve_adapter,
+        resolve_model,
+        shipped_adapter_path,
+    )
     from sllmbo.inference.serve import ENGINES, serve_transformers, serve_vllm
 
     if engine not in ENGINES:
         raise BackendError(f"unknown engine {engine!r}", hint=f"use one of {', '.join(ENGINES)}")
     model_path = resolve_model(model)
-    adapter_path = resolve_adapter(adapter)
+    adapter_path = resolve_adapter(adapter, model_path=model_path)
+    if lora_name is None and adapter_path == shipped_adapter_path():
+        lora_name = DEFAULT_ADAPTER_NAME
     if lora_name is not None and adapter_path is None:
         raise BackendError("--lora-name needs --adapter", hint="pass --adapter FOLDER too")
 
