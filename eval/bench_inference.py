@@ -9,7 +9,13 @@ constrained decoding (xgrammar):
 - constrained/unconstrained ratios (per call and per generated token: unconstrained answers
   ramble on to ``max_tokens``, so the per-token ratio is the fair price of the grammar);
 - the share of ``--n-constrained`` sampled constrained answers that finish, parse and validate
-  against their search space.
+  against their search space;
+- the fast path ([8/8]), with the default adapter active: one greedy constrained answer on
+  today's path (``generate``, adapter unmerged) and with each lever added in turn (adapter
+  merged, one-request loop, verified jump-forward, prompt cache), on recommend prompts and on
+  one validation study's sampler prompts in trial order; ratios to today's path, agreement of
+  the answers with today's, validity; and the wall time of ``sllmbo recommend`` as a command.
+  ``--fast-path-only`` runs just this part.
 
 Prompts are what ``sllmbo recommend`` sends (``prompts.recommend_messages`` and
 ``config_schema``) for real tasks' cards and the four families' default spaces. Run: ``python -m sllmbo.eval.bench_inference [--quick]``; writes
@@ -148,6 +154,127 @@ def dtype_speed(model: str | None, *, n: int, max_tokens: int) -> dict[str, Any]
     return speed
 
 
+# -- the fast path ([8/8]): today's path against each lever, the default adapter active --------
+
+#: Each rung adds one lever to the one before: (label, merged adapter, fast decoder settings).
+LADDER: tuple[tuple[str, bool, dict[str, bool] | None], ...] = (
+    ("today: generate, adapter unmerged", False, None),
+    ("+ adapter merged at load", True, None),
+    ("+ one-request decode loop", True, {"jump_forward": False, "reuse_prompt_cache": False}),
+    ("+ jump-forward (verified)", True, {"jump_forward": True, "reuse_prompt_cache": False}),
+    ("+ prompt cache (all levers)", True, {"jump_forward": True, "reuse_prompt_cache": True}),
+)
+
+
+def study_prompts(n: int, data: Path = Path("runs/instructions")) -> list[tuple[Messages,
+                                                                               SearchSpace]]:
+    """A validation study's sampler prompts in trial order (``sllmbo data build`` output):
+    what ``llm``/``llm-tpe`` send trial after trial, sharing the head the prompt cache keeps."""
+    from collections import defaultdict
+
+    from sllmbo.families import get_family
+
+    rows = [json.loads(line) for line in (data / "validation.jsonl").open()]
+    by_study: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["kind"] == "sequential":
+            by_study[row["study"]].append(row)
+    study = max(by_study, key=lambda k: (len(by_study[k]), k))
+    chosen = sorted(by_study[study], key=lambda r: int(r["trial"]))[:n]
+    out = []
+    for row in chosen:
+        task_type = "regression" if row["metric"] in ("rmse", "mae") else "classification"
+        out.append((row["prompt"], get_family(row["family"]).default_space(task_type)))
+    return out
+
+
+def _timed_answers(backend: Any, items: list[tuple[Messages, SearchSpace]],
+                   max_tokens: int) -> tuple[list[float], list[str], int]:
+    """Greedy constrained answers one request at a time: latencies, texts, valid count."""
+    greedy = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    walls, texts, valid = [], [], 0
+    for messages, space in items:
+        request = ChatRequest(messages, config_schema(space), greedy)
+        start = time.perf_counter()
+        [c] = backend.complete([request])
+        walls.append(time.perf_counter() - start)
+        texts.append(c.text)
+        try:
+            space.validate(json.loads(c.text))
+            valid += c.finish_reason == "stop"
+        except (json.JSONDecodeError, ConfigError):
+            pass
+    return walls, texts, valid
+
+
+def fast_path(model: str | None, adapter: str, *, n: int, max_tokens: int,
+              data: Path) -> dict[str, Any]:
+    """Median latency of recommend prompts and of one study's sampler prompts on each rung of
+    ``LADDER``, as ratios to today's path, with greedy agreement and validity."""
+    from sllmbo.inference.models import resolve_adapter, resolve_model
+    from sllmbo.inference.transformers_backend import TransformersBackend
+
+    model_path = resolve_model(model)
+    adapter_path = resolve_adapter(adapter, model_path=model_path)
+    recommend = [prompts()[i % len(prompts())] for i in range(n)]
+    study = study_prompts(n, data) if (data / "validation.jsonl").is_file() else []
+    backends = {merged: TransformersBackend(model_path, adapter_path=adapter_path,
+                                            device="cpu", merge_adapter=merged)
+                for merged in (False, True)}
+    rungs: dict[str, Any] = {}
+    reference: dict[str, list[str]] = {}
+    for label, merged, levers in LADDER:
+        backend = backends[merged]
+        decoder = backend.fast_decoder
+        if levers is None:
+            backend.fast_decoder = None
+        else:
+            for key, value in levers.items():
+                setattr(decoder, key, value)
+        try:
+            _timed_answers(backend, recommend[:1], max_tokens)  # warm-up
+            row: dict[str, Any] = {}
+            for name, items in (("recommend", recommend), ("study", study)):
+                if not items:
+                    continue
+                if decoder is not None:
+                    decoder.prompt_cache.clear()
+                walls, texts, valid = _timed_answers(backend, items, max_tokens)
+                reference.setdefault(name, texts)
+                row[name] = {"median_s": statistics.median(walls), "valid": valid,
+                             "n": len(items),
+                             "same_as_today": sum(a == b for a, b in
+                                                  zip(texts, reference[name], strict=True))}
+        finally:
+            backend.fast_decoder = decoder
+        rungs[label] = row
+    for backend in backends.values():
+        backend.close()
+    today = rungs[LADDER[0][0]]
+    for row in rungs.values():
+        for name, cell in row.items():
+            cell["speedup"] = today[name]["median_s"] / cell["median_s"]
+    return {"model": str(model_path), "adapter": str(adapter_path) if adapter_path else None,
+            "study": study and "validation study of runs/instructions", "rungs": rungs}
+
+
+def command_seconds(repeats: int = 3) -> dict[str, Any]:
+    """Wall time of ``sllmbo recommend`` as a command (model pulled, files in the OS cache)."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "sllmbo", "recommend", "--task", "bike_sharing", "--model",
+            "lightgbm"]
+    subprocess.run(args, capture_output=True, check=True)  # warm the file cache
+    walls = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(args, capture_output=True, check=True)
+        walls.append(time.perf_counter() - start)
+    return {"command": " ".join(["sllmbo", *args[3:]]), "median_s": statistics.median(walls),
+            "runs_s": walls}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model folder (default: embedded)")
@@ -157,10 +284,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n-constrained", type=int, default=200)
     parser.add_argument("--max-tokens", type=int, default=256, help="recommend's default")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny counts")
-    parser.add_argument("--output", type=Path, default=Path("results/bench_inference.json"))
+    parser.add_argument("--fast-path-only", action="store_true",
+                        help="only the fast-path ladder and the command time ([8/8] goals)")
+    parser.add_argument("--n-fast", type=int, default=12,
+                        help="prompts per kind in the fast-path ladder")
+    parser.add_argument("--adapter", default="default", help="adapter active in the ladder")
+    parser.add_argument("--data", type=Path, default=Path("runs/instructions"),
+                        help="instruction data whose validation study gives sampler prompts")
+    parser.add_argument("--output", type=Path,
+                        default=Path(__file__).resolve().parent / "results" /
+                        "bench_inference.json")
     args = parser.parse_args(argv)
     if args.quick:
         args.n_single, args.batch_size, args.repeats, args.n_constrained = 2, 4, 1, 8
+        args.n_fast = 3
+    if args.fast_path_only:
+        return _fast_path_main(args)
 
     import torch
 
@@ -195,7 +334,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2, default=str))
     _print(result, args.output)
+    return _fast_path_main(args)
+
+
+def _fast_path_main(args: argparse.Namespace) -> dict[str, Any]:
+    """The [8/8] goals: ladder, command time; merged into the results file."""
+    load_avg = os.getloadavg()[0]
+    ladder = fast_path(args.model, args.adapter, n=args.n_fast, max_tokens=args.max_tokens,
+                       data=args.data)
+    command = command_seconds()
+    result = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    result["fast_path"] = {**ladder, "command": command, "load_avg_1min_at_start": load_avg}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2, default=str))
+    _print_fast_path(result["fast_path"], args.output)
     return result
+
+
+def _print_fast_path(fast: dict[str, Any], path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"one greedy constrained answer, adapter {fast['adapter']} (CPU)")
+    for column in ("rung", "recommend s", "x today", "same", "valid", "study s", "x today",
+                   "same", "valid"):
+        table.add_column(column, justify="right")
+    for label, row in fast["rungs"].items():
+        cells = []
+        for name in ("recommend", "study"):
+            c = row.get(name)
+            cells += ([f"{c['median_s']:.2f}", f"{c['speedup']:.2f}",
+                       f"{c['same_as_today']}/{c['n']}", f"{c['valid']}/{c['n']}"]
+                      if c else ["-"] * 4)
+        table.add_row(label, *cells)
+    console = Console()
+    console.print(table)
+    console.print(f"`{fast['command']['command']}`: {fast['command']['median_s']:.2f} s "
+                  f"(median of {len(fast['command']['runs_s'])}); written to {path}")
 
 
 def _print(result: dict[str, Any], path: Path) -> None:
