@@ -12,7 +12,8 @@ constrained decoding (xgrammar):
   against their search space;
 - the fast path ([8/8]), with the default adapter active: one greedy constrained answer on
   today's path (``generate``, adapter unmerged) and with each lever added in turn (adapter
-  merged, one-request loop, verified jump-forward, prompt cache), on recommend prompts and on
+  merged, one-request loop, verified jump-forward, prompt cache, prompt-lookup draft, sparse
+  head), on recommend prompts and on
   one validation study's sampler prompts in trial order; ratios to today's path, agreement of
   the answers with today's, validity; and the wall time of ``sllmbo recommend`` as a command.
   ``--fast-path-only`` runs just this part.
@@ -160,10 +161,16 @@ def dtype_speed(model: str | None, *, n: int, max_tokens: int) -> dict[str, Any]
 LADDER: tuple[tuple[str, bool, dict[str, bool] | None], ...] = (
     ("today: generate, adapter unmerged", False, None),
     ("+ adapter merged at load", True, None),
-    ("+ one-request decode loop", True, {"jump_forward": False, "reuse_prompt_cache": False}),
-    ("+ jump-forward (verified)", True, {"jump_forward": True, "reuse_prompt_cache": False}),
-    ("+ prompt cache (all levers)", True, {"jump_forward": True, "reuse_prompt_cache": True}),
+    ("+ one-request decode loop", True, {}),
+    ("+ jump-forward (verified)", True, {"jump_forward": True}),
+    ("+ prompt cache", True, {"jump_forward": True, "reuse_prompt_cache": True}),
+    ("+ prompt-lookup draft", True,
+     {"jump_forward": True, "reuse_prompt_cache": True, "lookup_draft": True}),
+    ("+ sparse head (all levers)", True,
+     {"jump_forward": True, "reuse_prompt_cache": True, "lookup_draft": True,
+      "sparse_head": True}),
 )
+LEVERS = ("jump_forward", "reuse_prompt_cache", "lookup_draft", "sparse_head")
 
 
 def study_prompts(n: int, data: Path = Path("runs/instructions")) -> list[tuple[Messages,
@@ -189,8 +196,10 @@ def study_prompts(n: int, data: Path = Path("runs/instructions")) -> list[tuple[
 
 
 def _timed_answers(backend: Any, items: list[tuple[Messages, SearchSpace]],
-                   max_tokens: int) -> tuple[list[float], list[str], int]:
-    """Greedy constrained answers one request at a time: latencies, texts, valid count."""
+                   max_tokens: int, passes: list[tuple[int, int]] | None = None,
+                   ) -> tuple[list[float], list[str], int]:
+    """Greedy constrained answers one request at a time: latencies, texts, valid count;
+    ``passes`` collects (answer tokens, forward passes) of the fast decoder's answers."""
     greedy = SamplingParams(max_tokens=max_tokens, temperature=0.0)
     walls, texts, valid = [], [], 0
     for messages, space in items:
@@ -199,6 +208,9 @@ def _timed_answers(backend: Any, items: list[tuple[Messages, SearchSpace]],
         [c] = backend.complete([request])
         walls.append(time.perf_counter() - start)
         texts.append(c.text)
+        decoder = getattr(backend, "fast_decoder", None)
+        if passes is not None and decoder is not None and decoder.last_result is not None:
+            passes.append((len(decoder.last_result.tokens), decoder.last_result.forward_passes))
         try:
             space.validate(json.loads(c.text))
             valid += c.finish_reason == "stop"
@@ -229,8 +241,8 @@ def fast_path(model: str | None, adapter: str, *, n: int, max_tokens: int,
         if levers is None:
             backend.fast_decoder = None
         else:
-            for key, value in levers.items():
-                setattr(decoder, key, value)
+            for key in LEVERS:
+                setattr(decoder, key, levers.get(key, False))
         try:
             _timed_answers(backend, recommend[:1], max_tokens)  # warm-up
             row: dict[str, Any] = {}
@@ -239,9 +251,13 @@ def fast_path(model: str | None, adapter: str, *, n: int, max_tokens: int,
                     continue
                 if decoder is not None:
                     decoder.prompt_cache.clear()
-                walls, texts, valid = _timed_answers(backend, items, max_tokens)
+                counts: list[tuple[int, int]] = []
+                walls, texts, valid = _timed_answers(backend, items, max_tokens, counts)
                 reference.setdefault(name, texts)
                 row[name] = {"median_s": statistics.median(walls), "valid": valid,
+                             "tokens_per_pass": (sum(t for t, _ in counts) /
+                                                 max(1, sum(p for _, p in counts))
+                                                 if counts else 1.0),
                              "n": len(items),
                              "same_as_today": sum(a == b for a, b in
                                                   zip(texts, reference[name], strict=True))}

@@ -17,6 +17,12 @@ forced text: keys, quotes, colons, commas. Three levers, each switchable so
   rest is prefilled.
 - **Early end**: once the grammar can only stop (after the closing brace), decoding ends
   without another forward pass.
+- **Prompt-lookup draft**: where the grammar forces nothing (a number, an enum value), the
+  tokens that followed the last three tokens' latest occurrence in the prompt or the answer so
+  far are drafted too (a history row's value, a bound of the space), verified the same way.
+- **Sparse head**: under a grammar, only the allowed tokens' logits are computed (the rows of
+  the output embedding they select), not all 49k: a key or a comma allows a handful. Only for
+  architectures whose logits are the plain output projection (``SPARSE_HEAD_TYPES``).
 
 A test checks that greedy answers equal ``generate``'s on real prompts (up to the rounding of
 a several-token forward pass against a one-token one). Not thread-safe: callers serialize access
@@ -37,6 +43,16 @@ if TYPE_CHECKING:
     import xgrammar as xgr
 
 
+#: Model types whose logits are ``lm_head(hidden)`` with nothing after it (no soft-capping or
+#: scaling), so a subset of the rows gives exactly those tokens' logits.
+SPARSE_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo2"})
+#: Above this many allowed tokens the full head is as cheap as gathering rows.
+SPARSE_HEAD_MAX_ALLOWED = 8192
+#: Prompt-lookup drafting: match this many trailing tokens, draft at most this many after them.
+LOOKUP_NGRAM = 3
+LOOKUP_TOKENS = 8
+
+
 @dataclass
 class DecodeResult:
     """Tokens appended after the prompt (forced ones included) and how decoding ended."""
@@ -46,6 +62,29 @@ class DecodeResult:
     timed_out: bool
     forward_passes: int
     prefilled: int  # prompt tokens that were not found in the cache
+
+
+class NgramLookup:
+    """Where each ``LOOKUP_NGRAM``-gram of the prompt and answer last occurred: a draft is what
+    followed the latest occurrence of the current tail (prompt-lookup decoding)."""
+
+    def __init__(self, prompt: Sequence[int]) -> None:
+        self.tokens: list[int] = []
+        self.after: dict[tuple[int, ...], int] = {}
+        for token in prompt:
+            self.append(token)
+
+    def append(self, token: int) -> None:
+        n = LOOKUP_NGRAM
+        if len(self.tokens) >= n:  # the gram ending before ``token`` is followed by it
+            self.after[tuple(self.tokens[-n:])] = len(self.tokens)
+        self.tokens.append(token)
+
+    def propose(self, pending: Sequence[int], k: int) -> list[int]:
+        """Up to ``k`` tokens that followed the tail of (tokens + ``pending``) before."""
+        tail = (self.tokens + list(pending))[-LOOKUP_NGRAM:]
+        start = self.after.get(tuple(tail)) if len(tail) == LOOKUP_NGRAM else None
+        return [] if start is None else self.tokens[start:start + k]
 
 
 @dataclass
@@ -84,19 +123,28 @@ class FastDecoder:
         tokenizer: its tokenizer (to encode jump-forward strings).
         vocab_size: the grammar's vocabulary size (the logit row may be wider).
         stop_token_ids: ids that end an answer.
-        jump_forward, reuse_prompt_cache: the levers (see the module docstring).
+        jump_forward, reuse_prompt_cache, lookup_draft, sparse_head: the levers (see the
+            module docstring); ``sparse_head`` is ignored for architectures outside
+            ``SPARSE_HEAD_TYPES``.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, vocab_size: int,
                  stop_token_ids: Sequence[int], jump_forward: bool = True,
-                 reuse_prompt_cache: bool = True) -> None:
+                 reuse_prompt_cache: bool = True, lookup_draft: bool = True,
+                 sparse_head: bool = True) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
         self.stop_token_ids = frozenset(int(t) for t in stop_token_ids)
         self.jump_forward = jump_forward
         self.reuse_prompt_cache = reuse_prompt_cache
+        self.sparse_head = sparse_head
+        self.lookup_draft = lookup_draft
         self.prompt_cache = PromptCache()
+        self.last_result: DecodeResult | None = None  # for benchmarks: passes, prefill
+        config = getattr(model, "config", None)
+        self._can_split_head = (getattr(config, "model_type", None) in SPARSE_HEAD_TYPES
+                                and model.get_output_embeddings() is not None)
 
     @staticmethod
     def supports(model: Any) -> bool:
@@ -135,18 +183,22 @@ class FastDecoder:
         draft: list[int] = []  # forced tokens proposed after the last chosen one
         out: list[int] = []
         passes, stopped, timed_out = 0, False, False
+        split = self.sparse_head and self._can_split_head
+        lookup = NgramLookup(prompt) if self.lookup_draft else None
         while True:
-            logits, cache = self._forward(pending, cache, len(draft) + 1, torch)
+            rows, cache = self._forward(pending, cache, len(draft) + 1, split, torch)
             passes += 1
             fed.extend(pending)
             # Row j holds the next-token logits after the j-th draft token: the model's own
             # choice is drawn at each row; draft tokens are kept while they agree with it.
             for j in range(len(draft) + 1):
-                token = self._choose(logits[j:j + 1], matcher, bitmask, temperature, top_p,
-                                     generator, xgr, torch)
+                token = self._choose(rows[j:j + 1], split, matcher, bitmask, temperature,
+                                     top_p, generator, xgr, torch)
                 if j < len(draft) and token == draft[j]:
                     self._accept(matcher, token)
                     out.append(token)
+                    if lookup is not None:
+                        lookup.append(token)
                     continue
                 unused = len(draft) - j
                 if unused:  # the model parted from the draft: drop the rest from the cache
@@ -159,6 +211,8 @@ class FastDecoder:
                 break
             self._accept(matcher, token)
             out.append(token)
+            if lookup is not None:
+                lookup.append(token)
             if matcher is not None and self._only_stop_left(matcher, bitmask, xgr, torch):
                 out.append(min(self.stop_token_ids))
                 stopped = True
@@ -168,39 +222,68 @@ class FastDecoder:
             if max_time_s is not None and time.perf_counter() - start >= max_time_s:
                 timed_out = True
                 break
-            draft = (self._forced_tokens(matcher, max_tokens - len(out))
+            room = max_tokens - len(out)
+            draft = (self._forced_tokens(matcher, room)
                      if matcher is not None and self.jump_forward else [])
+            if lookup is not None and len(draft) < room:
+                draft += lookup.propose(draft, min(LOOKUP_TOKENS, room - len(draft)))
             pending = [token, *draft]
         if self.reuse_prompt_cache and cache is not None:
             self.prompt_cache.cache, self.prompt_cache.ids = cache, tuple(fed)
-        return DecodeResult(out[:max_tokens] if not stopped else out, stopped, timed_out,
-                            passes, len(prompt) - shared)
+        self.last_result = DecodeResult(out[:max_tokens] if not stopped else out, stopped,
+                                        timed_out, passes, len(prompt) - shared)
+        return self.last_result
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _forward(self, tokens: list[int], cache: Any, keep: int,
+    def _forward(self, tokens: list[int], cache: Any, keep: int, split: bool,
                  torch: Any) -> tuple[torch.Tensor, Any]:
-        """Feed ``tokens``; the float logits of the last ``keep`` positions, and the cache."""
+        """Feed ``tokens``; for the last ``keep`` positions the final hidden states (``split``:
+        the head is applied per row, ``_choose``) or the float logits; and the cache."""
         device = next(self.model.parameters()).device
         ids = torch.tensor([tokens], dtype=torch.long, device=device)
+        if split:
+            body = self.model.get_decoder()(input_ids=ids, past_key_values=cache,
+                                            use_cache=True)
+            return body.last_hidden_state[0, -keep:, :], body.past_key_values
         result = self.model(input_ids=ids, past_key_values=cache, use_cache=True,
                             logits_to_keep=keep)
         return result.logits[0, -keep:, :].float(), result.past_key_values
 
-    def _choose(self, logits: torch.Tensor, matcher: xgr.GrammarMatcher | None,
+    def _choose(self, row: torch.Tensor, split: bool, matcher: xgr.GrammarMatcher | None,
                 bitmask: torch.Tensor | None, temperature: float, top_p: float,
                 generator: Any, xgr: Any, torch: Any) -> int:
-        """The next token from one row of logits: grammar mask, then greedy or top-p."""
+        """The next token from one position: grammar mask, then greedy or top-p."""
         from .constrained import _top_p
 
-        if matcher is not None:
-            logits = self._mask(logits, matcher, bitmask, xgr, torch)
+        ids = None
+        if split:
+            head = self.model.get_output_embeddings()
+            if matcher is not None:
+                matcher.fill_next_token_bitmask(bitmask, 0)
+                allowed = self._allowed(bitmask, torch)
+                if len(allowed) <= SPARSE_HEAD_MAX_ALLOWED:
+                    ids = allowed.to(row.device)
+            weight = head.weight if ids is None else head.weight.index_select(0, ids)
+            bias = getattr(head, "bias", None)
+            if bias is not None and ids is not None:
+                bias = bias.index_select(0, ids)
+            logits = torch.nn.functional.linear(row, weight, bias).float()
+            if ids is None and matcher is not None:
+                logits = self._apply(logits, bitmask, xgr, torch)
+        else:
+            logits = row
+            if matcher is not None:
+                matcher.fill_next_token_bitmask(bitmask, 0)
+                logits = self._apply(logits, bitmask, xgr, torch)
         if temperature == 0:
-            return int(logits.argmax(-1)[0])
-        logits = logits / temperature
-        if top_p < 1.0:
-            logits = _top_p(logits, top_p, torch)
-        return int(torch.multinomial(logits.softmax(-1), 1, generator=generator)[0, 0])
+            index = int(logits.argmax(-1)[0])
+        else:
+            logits = logits / temperature
+            if top_p < 1.0:
+                logits = _top_p(logits, top_p, torch)
+            index = int(torch.multinomial(logits.softmax(-1), 1, generator=generator)[0, 0])
+        return index if ids is None else int(ids[index])
 
     @staticmethod
     def _accept(matcher: xgr.GrammarMatcher | None, token: int) -> None:
@@ -208,17 +291,22 @@ class FastDecoder:
         if matcher is not None and not matcher.accept_token(token):
             raise BackendError(f"constrained decoder rejected token {token} it had allowed")
 
-    def _mask(self, logits: torch.Tensor, matcher: xgr.GrammarMatcher, bitmask: torch.Tensor,
-              xgr: Any, torch: Any) -> torch.Tensor:
+    def _apply(self, logits: torch.Tensor, bitmask: torch.Tensor, xgr: Any,
+               torch: Any) -> torch.Tensor:
         """Forbidden tokens to -inf (the logit row may be wider than the vocabulary)."""
         width = min(logits.shape[-1], self.vocab_size)
-        matcher.fill_next_token_bitmask(bitmask, 0)
         masked = logits[:, :width].cpu().contiguous()
         xgr.apply_token_bitmask_inplace(masked, bitmask)
         if logits.shape[-1] > width:
             pad = masked.new_full((1, logits.shape[-1] - width), -float("inf"))
             masked = torch.cat([masked, pad], dim=-1)
         return masked.to(logits.device)
+
+    def _allowed(self, bitmask: torch.Tensor, torch: Any) -> torch.Tensor:
+        """The token ids a filled one-row bitmask allows, ascending."""
+        shifts = torch.arange(32, dtype=torch.int32)
+        bits = ((bitmask[0].unsqueeze(-1) >> shifts) & 1).flatten()[:self.vocab_size]
+        return bits.nonzero().flatten()
 
     def _forced_tokens(self, matcher: xgr.GrammarMatcher, budget: int) -> list[int]:
         """The grammar's forced continuation, tokenized: a draft the next pass verifies."""

@@ -122,3 +122,13 @@ def test_fast_greedy_equals_generate_on_real_recommend_prompts(embedded_model):
         slow, fast = ask(backend, req, fast=False), ask(backend, req, fast=True)
         assert fast.text == slow.text and fast.finish_reason == "stop"
     backend.close()
+
+
+def test_ngram_lookup_drafts_what_followed_the_latest_occurrence():
+    from sllmbo.inference.fast_decode import NgramLookup
+
+    lookup = NgramLookup([5, 6, 7, 8, 9, 1, 5, 6, 7, 2, 3])
+    assert lookup.propose([5, 6, 7], 2) == [2, 3]  # the latest "5 6 7" was followed by 2 3
+    assert lookup.propose([], 4) == []  # the tail "7 2 3" never occurred before
+    tail = NgramLookup([1, 2, 3, 4, 5, 1])
+    assert tail.propose([2, 3], 2) == [4, 5]  # the pending draft completes the tail "1 2 3"
