@@ -100,6 +100,8 @@ def test_two_steps_lower_the_loss_and_write_a_loadable_adapter(tiny_model, repea
     resolved = json.loads((out / "recipe.json").read_text())
     assert resolved["precision"] == "fp32" and resolved["schedule"]["max_steps"] == 2
     assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    model_card = (out / "README.md").read_text()
+    assert "## Data" in model_card and "2 steps" in model_card  # ours, not PEFT's template
 
     # peft loads it back and it changes the model's outputs
     assert not torch.allclose(base_logits(tiny_model), base_logits(tiny_model, out), atol=1e-6)

@@ -14,6 +14,7 @@
     OUT/training.json      base model identity, the data card's SHA-256, library versions
     OUT/data_card.json     the data card the adapter was trained on (eval refuses held-out)
     OUT/loss_curve.png     the loss curves
+    OUT/README.md          the model card: data, recipe, losses, time (replaces PEFT's template)
     OUT/merged/            with --merge: base + adapter as one model folder (base's dtype)
 """
 
@@ -31,6 +32,7 @@ BASE_CONFIG_FILE = "base_config.json"
 TRAINING_FILE = "training.json"
 CARD_FILE = "data_card.json"
 PLOT_FILE = "loss_curve.png"
+CARD_README = "README.md"
 
 
 def metrics_from(log_history: list[dict[str, Any]], final_eval: dict[str, Any],
@@ -107,6 +109,79 @@ def write_beside_adapter(out: Path, *, base: Path, data: Any, recipe: dict[str, 
     }
     (out / TRAINING_FILE).write_text(json.dumps(info, indent=2) + "\n")
     plot_losses(metrics, out / PLOT_FILE, title=str(recipe.get("name", out.name)))
+    write_model_card(out)
+
+
+def write_model_card(out: Path) -> None:
+    """``README.md`` from the files beside the adapter: what it is, data, recipe, training."""
+    recipe = json.loads((out / RECIPE_FILE).read_text())
+    metrics = json.loads((out / METRICS_FILE).read_text())
+    card = json.loads((out / CARD_FILE).read_text())
+    info = json.loads((out / TRAINING_FILE).read_text())
+    n_ex, n_tasks = card.get("n_examples", {}), card.get("n_tasks", {})
+    kinds = card.get("by_kind", {}).get("train", {})
+    families = card.get("by_family", {}).get("train", {})
+    tokens = card.get("token_lengths", {}).get("train", {})
+    schedule = recipe.get("schedule", {})
+    evals = metrics.get("eval_loss") or []
+    train = metrics.get("train_loss") or []
+    sources = ", ".join(f"`{s.get('location')}` (sha256 {str(s.get('sha256'))[:12]})"
+                        for s in card.get("sources", []))
+    minutes = (metrics.get("train_seconds") or 0) / 60
+    lines = [
+        f"# {recipe.get('name', out.name)}: a LoRA adapter for hyperparameter recommendation",
+        "",
+        f"A PEFT LoRA adapter on `{info['base_model'].get('model_type')}` base "
+        f"`{Path(str(info['base_model'].get('path'))).name}`, trained by `sllmbo train` on "
+        "sllmbo's instruction data (arXiv 2504.06006): given a task card and a search space, "
+        "answer one JSON configuration (single-shot) or the next configuration after a trial "
+        "history (sequential).",
+        "",
+        "Use: `sllmbo recommend --adapter PATH ...`, `sllmbo tune --adapter PATH ...`, "
+        "`sllmbo serve --adapter PATH` or `vllm serve BASE --enable-lora --lora-modules "
+        "NAME=PATH`.",
+        "",
+        "## Data",
+        "",
+        f"- {n_ex.get('train')} training / {n_ex.get('validation')} validation examples from "
+        f"{n_tasks.get('train')} + {n_tasks.get('validation')} tasks (split by task); "
+        f"sources: {sources or 'see data_card.json'}",
+        f"- kinds (train): {', '.join(f'{k} {v}' for k, v in kinds.items())}",
+        f"- families (train): {', '.join(f'{k} {v}' for k, v in families.items())}",
+        f"- tokens per training example: median {tokens.get('median')}, p90 "
+        f"{tokens.get('p90')}, max {tokens.get('max')}",
+        "- no held-out task of sllmbo is in the data (`sllmbo train` refuses such data; "
+        "`data_card.json` lists every task)",
+        "",
+        "## Recipe",
+        "",
+        f"- LoRA r {recipe.get('lora_r')}, alpha {recipe.get('lora_alpha')}, dropout "
+        f"{recipe.get('lora_dropout')}, modules {recipe.get('lora_target_modules')}; "
+        f"quantization {recipe.get('quantization')}",
+        f"- {schedule.get('max_steps')} steps of {recipe.get('batch_size')} x "
+        f"{recipe.get('grad_accum')} packed rows of up to {recipe.get('max_length')} tokens "
+        f"(~{schedule.get('tokens_per_step')} tokens per step, "
+        f"{schedule.get('planned_tokens')} planned), learning rate "
+        f"{recipe.get('learning_rate')} ({recipe.get('lr_scheduler')}), "
+        f"{recipe.get('precision')} on {recipe.get('device')}",
+        "- the full resolved recipe: `recipe.json`",
+        "",
+        "## Training",
+        "",
+        f"- {metrics.get('steps')} steps, {metrics.get('tokens_this_run')} tokens in "
+        f"{minutes:.1f} min ({metrics.get('tokens_per_s')} tokens/s, peak "
+        f"{metrics.get('peak_memory_gib')} GiB)"
+        + (f", resumed from {metrics['resumed_from']}" if metrics.get("resumed_from") else ""),
+        f"- training loss (completion tokens, nats/token): {train[0][1] if train else '-'} at "
+        f"step {train[0][0] if train else '-'}, {metrics.get('final_train_loss')} at the end",
+        "- validation loss: " + (", ".join(f"{v} (step {s})" for s, v in evals) or "-")
+        + (f"; final {metrics.get('final_eval_loss')}" if metrics.get("final_eval_loss")
+           else ""),
+        "",
+        f"![loss curves]({PLOT_FILE})",
+        "",
+    ]
+    (out / CARD_README).write_text("\n".join(lines))
 
 
 def plot_losses(metrics: dict[str, Any], path: Path, title: str) -> None:
