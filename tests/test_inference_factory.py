@@ -130,3 +130,28 @@ def test_load_in_4bit_generates_constrained_json(tiny_model):
         [c] = backend.complete([ChatRequest([{"role": "user", "content": "go"}],
                                             SCHEMAS["finite"], SamplingParams(max_tokens=64))])
     assert c.finish_reason == "stop" and "kernel" in c.parse_json()
+
+
+def test_the_default_adapter_ships_and_applies_only_to_the_embedded_model(embedded_model,
+                                                                          tiny_model):
+    from sllmbo.inference.adapters import check_adapter_fits
+    from sllmbo.inference.models import resolve_adapter, shipped_adapter_path
+
+    shipped = shipped_adapter_path()
+    assert (shipped / "adapter_config.json").is_file(), "inference/default_adapter is missing"
+    assert (shipped / "data_card.json").is_file()  # eval checks it never saw a held-out task
+    assert resolve_adapter("default") == shipped
+    assert resolve_adapter("default", model_path=embedded_model) == shipped
+    assert resolve_adapter("default", model_path=tiny_model) is None  # trained on another base
+    assert resolve_adapter("none") is None and resolve_adapter(None) is None
+    import json
+
+    base_config = json.loads((embedded_model / "config.json").read_text())
+    check_adapter_fits(shipped, embedded_model, base_config)
+
+
+def test_openai_backend_takes_the_default_adapter_setting_but_no_folder():
+    for adapter in ("default", "none", None):
+        create_backend("openai", base_url="http://127.0.0.1:9/v1", adapter=adapter)
+    with pytest.raises(BackendError, match="takes no adapter folder"):
+        create_backend("openai", base_url="http://127.0.0.1:9/v1", adapter="/some/lora")
