@@ -124,13 +124,17 @@ def check_adapter_heldout(adapter: str | Path, tasks: Sequence[str]) -> None:
         )
 
 
-def run_eval(plan: EvalPlan, workers: int = 1, progress: bool = True) -> list[dict[str, Any]]:
-    """Run every unfinished job, then write the results; returns the result records."""
+def run_eval(plan: EvalPlan, workers: int = 1, progress: bool = True,
+             run: bool = True) -> list[dict[str, Any]]:
+    """Run every unfinished job, then write the results; returns the result records.
+
+    ``run=False`` runs nothing: the results and report cover the runs finished so far (a
+    long evaluation reported while it is still under way, or after a kill)."""
     out = Path(plan.settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_plan(out, plan)
     jobs = plan.jobs
-    logs = _run_jobs(jobs, plan.settings, workers, progress)
+    logs = _run_jobs(jobs, plan.settings, workers, progress, run=run)
     records = [r for log in logs for r in log.records(plan.suite.budgets)]
     fill_regret(records)
     write_results(out, plan, records, logs)
@@ -155,7 +159,7 @@ def _write_plan(out: Path, plan: EvalPlan) -> None:
 
 
 def _run_jobs(jobs: list[RunJob], settings: RunSettings, workers: int,
-              progress: bool) -> list[RunLog]:
+              progress: bool, run: bool = True) -> list[RunLog]:
     from tqdm.auto import tqdm
 
     from sllmbo.eval.store import EvalStore
@@ -170,6 +174,10 @@ def _run_jobs(jobs: list[RunJob], settings: RunSettings, workers: int,
             logs[job.key] = RunLog.from_dict(stored)
         else:
             todo.append(job)
+    if not run:
+        if progress:
+            print(f"{len(logs)} of {len(jobs)} runs finished; reporting those, running none")
+        return [logs[job.key] for job in jobs if job.key in logs]
     total = sum(settings.max_budget for _ in todo)
     bar = tqdm(total=total, unit="trial", desc=f"eval ({len(logs)} of {len(jobs)} runs done)",
                disable=not progress, dynamic_ncols=True)

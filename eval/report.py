@@ -220,6 +220,16 @@ def write_report(out: Path, plan: EvalPlan, records: Sequence[dict[str, Any]],
                 ", no adapter (fine-tuned methods not run)") + ".", ""]
     if plan.skipped_methods:
         lines += [f"Not run: {', '.join(plan.skipped_methods)} (no adapter given).", ""]
+    planned = len(plan.tasks) * len(suite.families) * suite.seeds
+    done = {m: len({(r["task"], r["family"], r["seed"]) for r in records if r["method"] == m})
+            for m in plan.methods}
+    if any(n < planned for n in done.values()):
+        records, methods, coverage = common_cells(records, methods, done)
+        if not records:
+            methods = []
+        lines += ["**Partial results**: the evaluation is still under way. Finished runs per "
+                  f"method (of {planned}): "
+                  + ", ".join(f"`{m}` {n}" for m, n in done.items()) + ". " + coverage, ""]
     lines += ["## Normalized regret (mean; 0 = best test score any method found on the task "
               "and family, 1 = worst)", "", *regret_table(records, methods, budgets), "",
               "## RMSE across tasks of the gap to the best (seed-averaged regret)", "",
@@ -250,6 +260,27 @@ def write_report(out: Path, plan: EvalPlan, records: Sequence[dict[str, Any]],
     (out / "report.md").write_text("\n".join(lines))
     plot_regret(out / "regret_vs_budget.png", records, methods, budgets)
     plot_regret_by_task(out / "regret_by_task.png", records, methods, budgets)
+
+
+def common_cells(records: Sequence[dict[str, Any]], methods: Sequence[str],
+                 done: dict[str, int]) -> tuple[list[dict[str, Any]], list[str], str]:
+    """Records of the (task, family, seed) cells every compared method finished, so partial
+    results compare like with like; methods with under half the best coverage wait."""
+    most = max(done.values())
+    kept = [m for m in methods if done[m] * 2 >= most]
+    waiting = [m for m in methods if m not in kept]
+    cells = None
+    for m in kept:
+        have = {(r["task"], r["family"], r["seed"]) for r in records if r["method"] == m}
+        cells = have if cells is None else cells & have
+    cells = cells or set()
+    chosen = [r for r in records if r["method"] in kept
+              and (r["task"], r["family"], r["seed"]) in cells]
+    text = (f"The tables compare {', '.join(f'`{m}`' for m in kept)} on the {len(cells)} "
+            "(task, family, seed) cells all of them finished"
+            + (f"; {', '.join(f'`{m}`' for m in waiting)} have too few runs yet"
+               if waiting else "") + ".")
+    return chosen, kept, text
 
 
 def _pyplot() -> Any:

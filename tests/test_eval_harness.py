@@ -147,6 +147,16 @@ def test_runs_resume_and_finished_runs_are_not_rerun(tmp_path: Path) -> None:
     after = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
     assert before == after and again == first
 
+    # A larger plan reported before it runs: only finished runs, compared on common cells.
+    wider = plan_eval(small_suite(methods=("defaults", "tpe", "tpe-seeded", "portfolio",
+                                           "random")), None, tmp_path, LLMOptions(), None,
+                      False)
+    partial = run_eval(wider, progress=False, run=False)
+    assert partial == first  # nothing ran: no `random` records
+    report = (tmp_path / "report.md").read_text()
+    assert "**Partial results**" in report and "`random` 0" in report
+    assert optuna.get_all_study_summaries(storage).__len__() == len(before)
+
 
 def test_a_killed_eval_resumes_with_nothing_lost(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "sllmbo", "eval", "--suite", "smoke", "--task", "auto_mpg",

@@ -54,6 +54,9 @@ def eval_command(
                                     help="Output folder (default: runs/eval/SUITE)."),
     workers: int = typer.Option(1, "--workers", help="Runs in parallel (processes)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    report_only: bool = typer.Option(False, "--report-only",
+                                     help="Run nothing: write results.json and the report "
+                                     "from the runs finished so far."),
     backend: str | None = typer.Option(None, "--backend",
                                        help="LLM backend: transformers | vllm | openai "
                                        "(default: the suite's)."),
@@ -107,7 +110,7 @@ def eval_command(
     for method in plan.skipped_methods:
         typer.echo(f"note: {method} not run: it needs --adapter (the fine-tuned model)",
                    err=True)
-    run_eval(plan, workers=workers, progress=not quiet)
+    run_eval(plan, workers=workers, progress=not quiet, run=not report_only)
     typer.echo(f"results: {plan.settings.out_dir}/results.json, report.md, *.png")
 
 
