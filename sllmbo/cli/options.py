@@ -17,7 +17,7 @@ MODEL_PATH = typer.Option(
     None,
     "--model-path",
     help="Local model folder or name (default: the embedded model); with --backend openai, "
-    "the served model or LoRA name (default: the server's first).",
+    "the served model or LoRA name (default: the served LoRA adapter, else the server's first model).",
 )
 ADAPTER = typer.Option(
     "default", "--adapter",
