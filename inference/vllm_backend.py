@@ -23,15 +23,26 @@ from .constrained import check_schema, classify_finish
 GPU_HINT = "pip install 'sllmbo[gpu]' on a machine with a CUDA GPU (see gpu/README.md)"
 
 
-#: KV-cache share of RAM on a CPU build of vLLM: 0.3 served the embedded model here.
+#: Largest RAM share for the KV cache on a CPU build of vLLM: 0.3 served the embedded model on
+#: a 24 GiB machine (vLLM's own 0.92 fails there).
 CPU_MEMORY_SHARE = 0.3
 
 
 def default_memory_share() -> float:
-    """vLLM's ``gpu_memory_utilization`` for this machine: 0.85 with CUDA, else the CPU share."""
+    """vLLM's ``gpu_memory_utilization`` here: 0.85 with CUDA; on a CPU, ``CPU_MEMORY_SHARE``
+    or half of the memory still available, whichever is less (vLLM refuses to start when the
+    share exceeds what is free)."""
     import torch
 
-    return 0.85 if torch.cuda.is_available() else CPU_MEMORY_SHARE
+    if torch.cuda.is_available():
+        return 0.85
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        total = int(info["MemTotal"].split()[0])
+        available = int(info["MemAvailable"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return CPU_MEMORY_SHARE
+    return round(max(0.02, min(CPU_MEMORY_SHARE, 0.5 * available / total)), 3)
 
 
 def import_vllm() -> Any:
@@ -94,8 +105,9 @@ class VLLMBackend(Backend):
         except (RuntimeError, ValueError) as err:  # no GPU, out of memory, unsupported arch
             raise BackendError(f"vLLM could not load {self.model_path}: "
                                f"{str(err).strip().splitlines()[-1][:300]}",
-                               hint="check `nvidia-smi`; lower gpu_memory_utilization or "
-                               "max_model_len") from None
+                               hint="read vLLM's log above; lower gpu_memory_utilization (on a "
+                               "CPU: the share of RAM for the KV cache) or max_model_len"
+                               ) from None
         self._lora = (LoRARequest("adapter", 1, str(self.adapter_path))
                       if self.adapter_path is not None else None)
         self.tokenizer = self.llm.get_tokenizer()

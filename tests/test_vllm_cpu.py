@@ -46,7 +46,8 @@ def test_vllm_backend_answers_valid_json_and_applies_the_adapter(embedded_model)
          str(shipped_adapter_path())],
         input=json.dumps(items), capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("SLLMBO_RESULT ")]
+    result = json.loads(line.removeprefix("SLLMBO_RESULT "))
     assert result["name"].startswith("vllm:") and result["context"] == 2048
     spaces = [space for _, space in prompts()[:4]]
     for answers in (result["adapter"], result["base"]):

