@@ -37,7 +37,8 @@ def test_twenty_constrained_generations_all_parse_and_fit_their_schema(smollm):
 
 def test_backend_reads_the_real_models_window(smollm):
     assert smollm.context_length == 8192
-    assert smollm.name == "transformers:smollm2-135m-instruct"
+    # The shipped adapter rides along by default (merged into the weights at load).
+    assert smollm.name == "transformers:smollm2-135m-instruct+default_adapter"
 
 
 def test_pull_is_idempotent_and_a_folder_without_marker_is_not_pulled(embedded_model, tmp_path):
