@@ -93,6 +93,7 @@ def test_default_suite_has_every_heldout_task_and_all_methods() -> None:
 def test_an_adapter_trained_on_an_evaluated_task_is_refused(tmp_path: Path) -> None:
     adapter = tmp_path / "adapter"
     adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
     with pytest.raises(SllmboError, match=r"no data_card\.json"):
         check_adapter_heldout(adapter, ["auto_mpg"])
     (adapter / "data_card.json").write_text(json.dumps(

@@ -115,11 +115,15 @@ def test_the_adapter_loads_in_the_transformers_backend(tiny_model, repeated_data
     train(recipe(tiny_model, max_steps=1, eval_steps=0), data=repeated_data, out=out,
           progress=False, echo=lambda _: None)
     backend = TransformersBackend(tiny_model, adapter_path=out, device="cpu")
+    wrapped = TransformersBackend(tiny_model, adapter_path=out, device="cpu",
+                                  merge_adapter=False)
     try:
         assert backend.name.endswith("+adapter")
-        assert type(backend.model).__name__ == "PeftModelForCausalLM"
+        assert type(backend.model).__name__ == "LlamaForCausalLM"  # merged at load
+        assert type(wrapped.model).__name__ == "PeftModelForCausalLM"
     finally:
         backend.close()
+        wrapped.close()
 
 
 def test_merge_writes_a_model_equal_to_base_plus_adapter(tiny_model, repeated_data, tmp_path):
