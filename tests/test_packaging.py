@@ -51,3 +51,7 @@ def test_the_built_wheel_holds_every_module(tmp_path):
             relative = source.relative_to(ROOT / folder)
             expected.add("/".join((*top.split("."), *relative.parts)))
     assert expected <= inside, sorted(expected - inside)
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"sllmbo/inference/default_adapter/{f}" for f in (
+        "adapter_config.json", "adapter_model.safetensors", "data_card.json", "README.md")}
+    assert shipped <= names, sorted(shipped - names)  # the default adapter ships in the wheel
