@@ -186,7 +186,7 @@ class FastDecoder:
         split = self.sparse_head and self._can_split_head
         lookup = NgramLookup(prompt) if self.lookup_draft else None
         while True:
-            rows, cache = self._forward(pending, cache, len(draft) + 1, split, torch)
+            rows, cache = self._forward(pending, cache, len(draft) + 1, split, device, torch)
             passes += 1
             fed.extend(pending)
             # Row j holds the next-token logits after the j-th draft token: the model's own
@@ -236,11 +236,10 @@ class FastDecoder:
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _forward(self, tokens: list[int], cache: Any, keep: int, split: bool,
+    def _forward(self, tokens: list[int], cache: Any, keep: int, split: bool, device: Any,
                  torch: Any) -> tuple[torch.Tensor, Any]:
         """Feed ``tokens``; for the last ``keep`` positions the final hidden states (``split``:
         the head is applied per row, ``_choose``) or the float logits; and the cache."""
-        device = next(self.model.parameters()).device
         ids = torch.tensor([tokens], dtype=torch.long, device=device)
         if split:
             body = self.model.get_decoder()(input_ids=ids, past_key_values=cache,
