@@ -78,7 +78,7 @@ SUITES: dict[str, Suite] = {
         budgets=(1, 2, 5, 10, 20, 30),
         seeds=3,
         n_folds=3,
-        max_rows=2000,
+        max_rows=1000,  # the corpus's row cap (data/corpus/README.md)
     ),
     "sllmbo-paper": Suite(
         name="sllmbo-paper",
