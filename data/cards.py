@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from sllmbo.errors import TaskError
-from sllmbo.taskcard import USER_ATTR_KEY, TaskCard, read_yaml_mapping
+from sllmbo.studyinfo import TASK_CARD
+from sllmbo.taskcard import TaskCard, read_yaml_mapping
 
 #: Metrics a foreign card may name, with the direction each is optimized in.
 KNOWN_METRICS: dict[str, str] = {
@@ -80,7 +81,7 @@ def card_for(study_name: str, user_attrs: Mapping[str, Any],
              rules: list[CardRule]) -> tuple[TaskCard | None, str]:
     """The study's own card, else the first rule matching its name; with where it came from
     (``study``, ``yaml:<pattern>``) or why there is none."""
-    own = user_attrs.get(USER_ATTR_KEY)
+    own = user_attrs.get(TASK_CARD)
     if own is not None:
         try:
             return TaskCard.from_mapping(own, f"study '{study_name}'"), "study"

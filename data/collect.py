@@ -96,7 +96,7 @@ def completed_counts(storage_url: str) -> dict[str, int]:
     import optuna
     from optuna.trial import TrialState
 
-    from sllmbo.tune import open_storage
+    from sllmbo.storage import open_storage
 
     storage = open_storage(storage_url)
     counts: dict[str, int] = {}

@@ -145,7 +145,7 @@ def import_export(path: str | Path, storage_url: str) -> tuple[int, int]:
     import optuna
     from optuna.trial import TrialState
 
-    from sllmbo.tune import open_storage
+    from sllmbo.storage import open_storage
 
     states = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL,
               "pruned": TrialState.PRUNED}

@@ -51,7 +51,7 @@ def prompts() -> list[tuple[Messages, SearchSpace]]:
     from sllmbo.data import load_task
     from sllmbo.families import FAMILIES
     from sllmbo.objective import EvalSettings
-    from sllmbo.tune import build_card
+    from sllmbo.resolve import build_card
 
     out = []
     for name in TASKS:

@@ -28,7 +28,7 @@ def check(adapter: str, *, n: int, families: list[str], seed: int = 0) -> dict[s
     from sllmbo.inference import create_backend
     from sllmbo.objective import EvalSettings
     from sllmbo.recommend import build_requests, collect
-    from sllmbo.tune import build_card
+    from sllmbo.resolve import build_card
 
     backend = create_backend("transformers", adapter=adapter, device="cpu")
     rows, totals = [], {"answers": 0, "valid_as_answered": 0, "clipped": 0, "rejected": 0}

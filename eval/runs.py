@@ -136,7 +136,7 @@ class RunLog:
 @functools.lru_cache(maxsize=8)
 def load_eval_task(ref: TaskRef, max_rows: int | None, protocol: str | None) -> Task:
     """The task as this evaluation scores it (row cap or a named protocol applied)."""
-    from sllmbo.tune import resolve_task
+    from sllmbo.resolve import resolve_task
 
     if protocol == "sllmbo-paper":
         from sllmbo.eval.paper import paper_task
@@ -222,7 +222,8 @@ def _run_defaults(job: RunJob, task: Task, family: ModelFamily, settings: RunSet
 def _run_study(job: RunJob, task: Task, family: ModelFamily, settings: RunSettings,
                store: EvalStore) -> RunLog:
     from sllmbo.objective import holdout_scores
-    from sllmbo.tune import open_storage, tune
+    from sllmbo.storage import open_storage
+    from sllmbo.tune import tune
 
     protocol = _protocol(settings, family.name)
     kwargs: dict[str, Any] = dict(
@@ -363,7 +364,7 @@ def _single_shot(job: RunJob, task: Task, family: ModelFamily, settings: RunSett
     if stored is not None:
         return stored["configs"], stored["cost"]
     from sllmbo.recommend import recommend_with
-    from sllmbo.tune import build_card
+    from sllmbo.resolve import build_card
 
     eval_settings = _eval_settings(settings, job.seed)
     card = build_card(task, family, eval_settings, protocol=protocol)
@@ -383,12 +384,11 @@ def _single_shot(job: RunJob, task: Task, family: ModelFamily, settings: RunSett
 
 def _setup_cost(study: optuna.Study) -> dict[str, Any]:
     """LLM work done outside trials: the initializer and space adaptations."""
-    from sllmbo.adaptive import ADAPT_COST_PREFIX
-    from sllmbo.initializer import INIT_ATTR
+    from sllmbo import studyinfo
 
-    parts = [study.user_attrs.get(INIT_ATTR) or {}]
+    parts = [study.user_attrs.get(studyinfo.INIT) or {}]
     parts += [v for k, v in study.user_attrs.items()
-              if k.startswith(ADAPT_COST_PREFIX) and isinstance(v, dict)]
+              if k.startswith(studyinfo.ADAPT_COST_PREFIX) and isinstance(v, dict)]
     return {
         "llm_s": sum(float(p.get("latency_s", 0.0)) for p in parts),
         "llm_calls": sum(int(p.get("calls", 0)) for p in parts),
@@ -410,8 +410,8 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
     from optuna.trial import TrialState
 
     from sllmbo import studyinfo
-    from sllmbo.objective import CACHE_HIT
     from sllmbo.samplers import attrs
+    from sllmbo.studyinfo import CACHE_HIT
 
     rows: list[TrialRow] = []
     carried = 0.0

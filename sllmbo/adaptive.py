@@ -2,7 +2,7 @@
 each numeric range, never past the family's hard limits.
 
 The new space is made current with ``studyinfo.set_space`` (reason and trial number go to
-``sllmbo:space_changes``); the objective and both samplers read the current space from the
+``sllmbo:space_change:*``, one key each); the objective and both samplers read the current space from the
 study at every trial, so a change reaches every worker process. Two guards keep the LLM from
 doing harm: ranges are intersected with the hard limits, and a range is stretched to keep the
 best configuration so far inside it (so the study's best stays reachable).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -25,12 +26,21 @@ from sllmbo.samplers.calls import ask_json
 from sllmbo.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace
 from sllmbo.taskcard import TaskCard
 
-#: Completed-trial count at which adaptation last ran (so workers do not repeat it).
-ADAPTED_AT = "sllmbo:space_adapted_at"
-#: Failed adaptation questions by cause (backend_error, timeout, invalid).
-ADAPT_FAILURES = "sllmbo:space_adapt_failures"
-#: ``sllmbo:adapt_cost:<complete trials>`` -> the LLM calls and tokens of that adaptation.
-ADAPT_COST_PREFIX = "sllmbo:adapt_cost:"
+
+def adaptation_point(complete: list[FrozenTrial], trial_number: int, every: int,
+                     adapted_at: int) -> int | None:
+    """The adaptation this worker owns after finishing ``trial_number``, if any.
+
+    Adaptation k (a multiple of ``every``) belongs to whichever trial completed k-th (in
+    completion order, ties by number). Exactly one worker finished that trial, so exactly one
+    worker adapts at k, even when several finish at once and each sees k or more completed
+    trials: no check-then-set on a shared attribute decides it.
+    """
+    order = sorted(complete, key=lambda t: (t.datetime_complete or datetime.min, t.number))
+    for k in range(every * (adapted_at // every + 1), len(order) + 1, every):
+        if order[k - 1].number == trial_number:
+            return k
+    return None
 
 
 def apply_decision(
@@ -121,14 +131,17 @@ class SpaceAdapter:
 
     def __call__(self, study: Any, trial: FrozenTrial) -> None:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        n = len(complete)
-        if n == 0 or n % self._every or study.user_attrs.get(ADAPTED_AT, 0) >= n:
+        point = adaptation_point(complete, trial.number, self._every,
+                                 study.user_attrs.get(studyinfo.ADAPTED_AT, 0))
+        if point is None:
             return
-        study.set_user_attr(ADAPTED_AT, n)
-        self.adapt(study, trial.number)
+        study.set_user_attr(studyinfo.ADAPTED_AT, point)
+        self.adapt(study, trial.number, point)
 
-    def adapt(self, study: Any, trial_number: int | None = None) -> list[str]:
-        """Ask once (plus one retry); apply and record the change. Returns the change lines."""
+    def adapt(self, study: Any, trial_number: int | None = None,
+              point: int | None = None) -> list[str]:
+        """Ask once (plus one retry); apply and record the change under ``point`` (default:
+        the completed-trial count). Returns the change lines."""
         space = studyinfo.get_space(study, self._default)
         card = self._card if self._card is not None else TaskCard.from_study(study)
         direction = study.direction.name.lower()
@@ -148,16 +161,16 @@ class SpaceAdapter:
                                     temperature=self._temperature, seed=self._seed),
             timeout=self._timeout,
         )
+        point = len(complete) if point is None else point
         # One key per adaptation point: workers never read-modify-write a shared attribute.
-        study.set_user_attr(f"{ADAPT_COST_PREFIX}{len(complete)}", {
+        study.set_user_attr(f"{studyinfo.ADAPT_COST_PREFIX}{point}", {
             "calls": answer.stats.calls, "prompt_tokens": answer.stats.prompt_tokens,
             "completion_tokens": answer.stats.completion_tokens,
             "latency_s": round(answer.stats.latency_s, 3), "cause": answer.cause,
         })
         if answer.value is None:
-            failures = dict(study.user_attrs.get(ADAPT_FAILURES, {}))
-            failures[answer.cause or "invalid"] = failures.get(answer.cause or "invalid", 0) + 1
-            study.set_user_attr(ADAPT_FAILURES, failures)
+            study.set_user_attr(f"{studyinfo.ADAPT_FAILURE_PREFIX}{point}",
+                                answer.cause or "invalid")
             return []
         (new_space, notes), reason = answer.value
         if notes:

@@ -21,9 +21,6 @@ from sllmbo.samplers.llm import accept_config
 from sllmbo.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace
 from sllmbo.taskcard import TaskCard
 
-#: Study user attribute holding the ``InitResult`` (without the space) of the run.
-INIT_ATTR = "sllmbo:init"
-
 
 @dataclass
 class InitResult:

@@ -51,9 +51,6 @@ METRIC_TASK_TYPES: dict[str, str] = {
 }
 #: How the estimator is made: through the family's builder, or the bare library class.
 ESTIMATOR_MODES = ("family", "plain")
-#: Trial user attribute: True when the trial's CV scores came from a ``ScoreCache`` (its fit
-#: seconds are then those of the original fit).
-CACHE_HIT = "sllmbo:cache_hit"
 
 
 def metrics_for(task_type: str) -> list[str]:
@@ -389,7 +386,7 @@ def make_objective(
 ) -> Callable[[optuna.Trial], float]:
     """An Optuna objective; the space is read from the study at each trial (it may adapt).
     With ``cache``, a configuration scored before is not refit: the trial gets the stored
-    spread, folds and fit seconds, and ``CACHE_HIT``."""
+    spread, folds and fit seconds, and ``studyinfo.CACHE_HIT``."""
     fit_errors = _fit_errors()
 
     def objective(trial: optuna.Trial) -> float:
@@ -398,13 +395,13 @@ def make_objective(
         try:
             result = cross_validate(task, family, params, settings, cache=cache)
         except fit_errors as err:
-            trial.set_user_attr("sllmbo:fit_error", f"{type(err).__name__}: {err}"[:500])
+            trial.set_user_attr(studyinfo.FIT_ERROR, f"{type(err).__name__}: {err}"[:500])
             return math.nan  # Optuna marks the trial FAIL and the study goes on.
         trial.set_user_attr(studyinfo.CV_STD, result.std)
         trial.set_user_attr(studyinfo.CV_FOLDS, result.fold_scores)
         trial.set_user_attr(studyinfo.FIT_SECONDS, round(result.seconds, 3))
         if result.cached:
-            trial.set_user_attr(CACHE_HIT, True)
+            trial.set_user_attr(studyinfo.CACHE_HIT, True)
         return result.mean
 
     return objective

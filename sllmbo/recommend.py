@@ -121,7 +121,7 @@ def recommend_task(task: str | None, model: str, n: int, backend: Backend | None
     """``recommend`` with the details (repairs, rejected candidates, tokens)."""
     from sllmbo.families import get_family
     from sllmbo.objective import EvalSettings
-    from sllmbo.tune import build_card, resolve_task
+    from sllmbo.resolve import build_card, resolve_task
 
     loaded = resolve_task(task, options.pop("data", None), options.pop("target", None),
                           options.pop("task_type", None))

@@ -47,9 +47,6 @@ class LoopSummary:
 
 def summarize_study(study: Any) -> LoopSummary:
     """Aggregate the sllmbo attributes of every trial of ``study``."""
-    from sllmbo.adaptive import ADAPT_COST_PREFIX, ADAPT_FAILURES
-    from sllmbo.initializer import INIT_ATTR
-
     trials = study.get_trials(deepcopy=False)
     s = LoopSummary(n_trials=len(trials))
     states: Counter[str] = Counter()
@@ -91,7 +88,7 @@ def summarize_study(study: Any) -> LoopSummary:
         })
     s.states, s.sources, s.fallbacks = dict(states), dict(sources), dict(fallbacks)
     s.llm_latency_s = round(s.llm_latency_s, 3)
-    init = study.user_attrs.get(INIT_ATTR)
+    init = study.user_attrs.get(studyinfo.INIT)
     if init is not None:
         s.initializer = {k: v for k, v in init.items() if k != "space"}
         s.llm_calls += int(init.get("calls", 0))
@@ -100,11 +97,11 @@ def summarize_study(study: Any) -> LoopSummary:
         s.llm_latency_s = round(s.llm_latency_s + float(init.get("latency_s", 0.0)), 3)
     s.space_changes = [
         {"trial": c.get("trial"), "reason": c.get("reason")}
-        for c in study.user_attrs.get(studyinfo.SPACE_CHANGES, [])
+        for c in studyinfo.space_changes(study.user_attrs)
     ]
-    s.space_adapt_failures = dict(study.user_attrs.get(ADAPT_FAILURES, {}))
+    s.space_adapt_failures = studyinfo.adapt_failures(study.user_attrs)
     for key, cost in study.user_attrs.items():  # each space adaptation's LLM work
-        if key.startswith(ADAPT_COST_PREFIX) and isinstance(cost, dict):
+        if key.startswith(studyinfo.ADAPT_COST_PREFIX) and isinstance(cost, dict):
             s.llm_calls += int(cost.get("calls", 0))
             s.prompt_tokens += int(cost.get("prompt_tokens", 0))
             s.completion_tokens += int(cost.get("completion_tokens", 0))

@@ -14,8 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sllmbo.errors import TaskError
-
-USER_ATTR_KEY = "sllmbo:task_card"
+from sllmbo.studyinfo import TASK_CARD
 
 
 class TaskCard(BaseModel):
@@ -66,7 +65,7 @@ class TaskCard(BaseModel):
     @classmethod
     def from_study(cls, study: Any) -> TaskCard | None:
         """The card a study carries, or None for a foreign study without one."""
-        data = study.user_attrs.get(USER_ATTR_KEY)
+        data = study.user_attrs.get(TASK_CARD)
         return None if data is None else cls.from_mapping(data, f"study '{study.study_name}'")
 
     @classmethod

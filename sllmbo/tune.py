@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -20,18 +19,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sllmbo import studyinfo
-from sllmbo.errors import SllmboError, SpaceError, StorageError
+from sllmbo.errors import SllmboError
 from sllmbo.families import ModelFamily, get_family
 from sllmbo.objective import (
-    METRICS,
     EvalSettings,
     ScoreCache,
     check_metric,
     holdout_scores,
     make_objective,
-    objective_metric,
 )
+from sllmbo.resolve import build_card, load_space_file, resolve_task, task_spaces
 from sllmbo.space import SearchSpace
+from sllmbo.storage import open_storage
+from sllmbo.studies import (
+    OpenedStudy,
+    count_states,
+    enqueue_configs,
+    initializer_owner,
+    open_study,
+    process_seed,
+)
 from sllmbo.taskcard import TaskCard
 
 if TYPE_CHECKING:
@@ -42,13 +49,7 @@ if TYPE_CHECKING:
     from sllmbo.protocol import EvalProtocol
 
 LLM_SAMPLERS = ("llm", "llm-tpe")
-#: Study user attribute set when ``tune(enqueue=...)`` enqueued its configurations (so a
-#: resume or a second worker does not enqueue them again): count, source label, repairs.
-ENQUEUED_ATTR = "sllmbo:enqueued"
 SPACE_MODES = ("default", "llm")
-#: Seconds between heartbeats of a running trial; a trial silent for GRACE_S is failed.
-HEARTBEAT_S = 20
-GRACE_S = 60
 
 
 @dataclass
@@ -77,167 +78,6 @@ class TuneResult:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False)
-
-
-def resolve_task(
-    task: str | Task | None, data: str | Path | None, target: str | None, task_type: str | None
-) -> Task:
-    """A registered task by name, the user's CSV/Parquet file with a target column, or a
-    ``Task`` already loaded (the evaluation harness builds its own)."""
-    from sllmbo.data import Task, load_file_task, load_task
-
-    if isinstance(task, Task):
-        if data is not None:
-            raise SllmboError("give a Task or --data, not both")
-        return task
-
-    if (task is None) == (data is None):
-        raise SllmboError(
-            "give exactly one of --task NAME or --data PATH",
-            hint="`sllmbo tasks` lists the built-in tasks",
-        )
-    if data is not None:
-        if not target:
-            raise SllmboError("--data needs --target COLUMN (the column to predict)")
-        return load_file_task(data, target=target, task_type=task_type)
-    return load_task(task)  # type: ignore[arg-type]
-
-
-def load_space_file(path: str | Path) -> SearchSpace:
-    """A search space from a JSON or YAML file in ``SearchSpace.to_dict`` form:
-    ``{"learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": true}, ...}``."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise SpaceError(f"space file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
-    except yaml.YAMLError as err:
-        raise SpaceError(f"space file {path} is not valid JSON/YAML: {err}") from None
-    return SearchSpace.from_dict(data)
-
-
-def build_card(task: Task, family: ModelFamily, settings: EvalSettings,
-               protocol: EvalProtocol | None = None) -> TaskCard:
-    """What the LLM reads about this tuning task (metric: the protocol's, if one is given)."""
-    metric = objective_metric(task, settings, protocol)
-    return TaskCard(
-        task=task.name,
-        task_type=task.task_type,
-        model_family=family.name,
-        metric=metric,
-        direction=METRICS[metric],  # type: ignore[arg-type]
-        full_train_rows=task.full_train_rows,
-        **task.meta_features(),
-    )
-
-
-def open_storage(url: str | None) -> Any:
-    """An Optuna storage for ``url`` (None: in memory); ``StorageError`` if it won't open."""
-    import optuna
-    import sqlalchemy.exc
-
-    if url is None:
-        return optuna.storages.InMemoryStorage()
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        # Several workers on one SQLite file: wait for the lock instead of failing at once.
-        engine_kwargs["connect_args"] = {"timeout": 60}
-
-    for attempt in range(5):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                # A trial whose worker died is failed after GRACE_S and its parameters retried.
-                return optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=HEARTBEAT_S,
-                    grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=(
-                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-                    ),
-                )
-        except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as err:
-            # Workers starting together on a new database race to create its tables and to
-            # stamp its schema version; the loser sees one of these and simply opens what the
-            # winner made.
-            if _creation_race(err) and attempt < 4:
-                time.sleep(0.5 + attempt)
-                continue
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise StorageError(
-                f"storage '{url}' does not open: {first_line}",
-                hint="use e.g. sqlite:///runs.db (the folder must exist) or "
-                "postgresql://user:pass@host/db",
-            ) from None
-    raise AssertionError("unreachable")
-
-
-def _creation_race(err: BaseException) -> bool:
-    """Whether ``err`` is another worker creating the same storage at the same moment."""
-    import sqlalchemy.exc
-
-    text = str(err)
-    return isinstance(err, sqlalchemy.exc.IntegrityError) or any(
-        words in text for words in ("already exists", "database is locked")
-    )
-
-
-def open_study(storage: Any, name: str, card: TaskCard) -> optuna.Study:
-    """Create the study or load it; refuse a study that was made for another task or model."""
-    import optuna
-
-    direction = card.direction
-    study = optuna.create_study(
-        storage=storage,
-        study_name=name,
-        direction=direction,
-        load_if_exists=True,
-    )
-    if study.direction.name.lower() != direction:
-        raise SllmboError(
-            f"study '{name}' exists with direction {study.direction.name.lower()}, "
-            f"this run needs {direction}",
-            hint="choose another --study name",
-        )
-    stored = TaskCard.from_study(study)
-    if stored is None:
-        if study.trials:
-            raise SllmboError(
-                f"study '{name}' already holds {len(study.trials)} trials that sllmbo did not "
-                "write (no task card)",
-                hint="choose another --study name; foreign studies are read by the data stage",
-            )
-        study.set_user_attr(studyinfo.TASK_CARD, card.to_user_attr())
-    elif (stored.task, stored.model_family, stored.metric) != (
-        card.task,
-        card.model_family,
-        card.metric,
-    ):
-        raise SllmboError(
-            f"study '{name}' was made for task '{stored.task}', model '{stored.model_family}', "
-            f"metric '{stored.metric}'; this run is '{card.task}', '{card.model_family}', "
-            f"'{card.metric}'",
-            hint="choose another --study name",
-        )
-    return study
-
-
-def count_states(study: optuna.Study) -> dict[str, int]:
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    return {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
-
-
-def process_seed(seed: int, study: optuna.Study) -> int:
-    """The sampler seed of this process: ``seed`` on a fresh study (reproducible runs); on a
-    study that already has trials (a resume, or another worker), mixed with the trial count
-    and PID so that workers do not propose the same configurations."""
-    n = len(study.get_trials(deepcopy=False))
-    return seed if n == 0 else (seed * 1_000_003 + n * 7_919 + os.getpid()) % (2**31)
 
 
 @dataclass(frozen=True)
@@ -290,22 +130,6 @@ class LLMOptions:
             raise SllmboError(f"--temperature must be >= 0, got {self.temperature}")
 
 
-def enqueue_configs(study: optuna.Study, configs: Sequence[Mapping[str, Any]],
-                    space: SearchSpace, source: str) -> list[str]:
-    """Enqueue ``configs`` in order with ``sllmbo:source`` = ``source``, each clipped into
-    ``space`` first (``SearchSpace.clip``: unknown keys dropped, numbers clipped and rounded);
-    a parameter a configuration leaves out is left to the sampler. Returns the repairs."""
-    from sllmbo.samplers.attrs import SOURCE
-
-    repairs: list[str] = []
-    for i, config in enumerate(configs):
-        given = SearchSpace(tuple(p for p in space if p.name in config))
-        clipped, notes = given.clip(config)
-        repairs += [f"config {i}: {note}" for note in notes]
-        study.enqueue_trial(clipped, user_attrs={SOURCE: source}, skip_if_exists=True)
-    return repairs
-
-
 def _needs_backend(sampler: str, options: LLMOptions) -> bool:
     return sampler in LLM_SAMPLERS or options.space == "llm" or options.adapt_every > 0
 
@@ -317,27 +141,28 @@ def _open_backend(options: LLMOptions) -> Backend:
                           base_url=options.base_url)
 
 
-def _initialize(study: optuna.Study, backend: Backend, card: TaskCard, limits: SearchSpace,
+def _initialize(opened: OpenedStudy, backend: Backend, card: TaskCard, limits: SearchSpace,
                 default_space: SearchSpace, sampler: str, options: LLMOptions, seed: int) -> None:
-    """On a fresh study: the LLM initializer's space and enqueued configurations."""
-    from sllmbo.initializer import INIT_ATTR, initialize
-    from sllmbo.samplers.attrs import SOURCE
+    """On a fresh study: the LLM initializer's space and enqueued configurations, asked by one
+    worker only (``studies.initializer_owner``)."""
+    from sllmbo.initializer import initialize
 
-    if study.get_trials(deepcopy=False) or INIT_ATTR in study.user_attrs:
-        return  # a resume or a second worker: the first one initialized
+    study = opened.study
     n_configs = options.n_initial if sampler in LLM_SAMPLERS else 0
     if options.space != "llm" and n_configs == 0:
+        return
+    if not initializer_owner(opened, wait_s=max(300.0, 4 * (options.timeout or 0.0))):
         return
     init = initialize(
         backend=backend, card=card, limits=limits, default_space=default_space, n_configs=n_configs, llm_space=options.space == "llm",
         seed=seed, timeout=options.timeout,
     )
-    if INIT_ATTR in study.user_attrs:
-        return  # another worker finished its initializer while this one waited for the LLM
-    study.set_user_attr(INIT_ATTR, init.to_user_attr())
+    if studyinfo.INIT in study.user_attrs:
+        return  # a worker that took over from a creator presumed dead got there first
+    for config in init.configs:  # before INIT: a worker waiting on it finds them enqueued
+        study.enqueue_trial(config, user_attrs={studyinfo.SOURCE: "initial"})
     studyinfo.set_space(study, init.space, f"initial: {init.reason}", None)
-    for config in init.configs:
-        study.enqueue_trial(config, user_attrs={SOURCE: "initial"})
+    study.set_user_attr(studyinfo.INIT, init.to_user_attr())
 
 
 def _callbacks(sampler: str, backend: Backend | None, card: TaskCard, limits: SearchSpace,
@@ -376,14 +201,12 @@ def _reconsider_stop(study: optuna.Study, callbacks: Sequence[Any]) -> None:
 def _with_source(objective: Callable[[optuna.Trial], float],
                  sampler: str) -> Callable[[optuna.Trial], float]:
     """Label trials of the plain samplers; the LLM samplers label their own."""
-    from sllmbo.samplers.attrs import SOURCE
-
     if sampler in LLM_SAMPLERS:
         return objective
 
     def labelled(trial: optuna.Trial) -> float:
-        if SOURCE not in trial.user_attrs:
-            trial.set_user_attr(SOURCE, sampler)
+        if studyinfo.SOURCE not in trial.user_attrs:
+            trial.set_user_attr(studyinfo.SOURCE, sampler)
         return objective(trial)
 
     return labelled
@@ -420,17 +243,6 @@ def optimize_until(
             callbacks=[stop_at_target, *callbacks],
             gc_after_trial=False,
         )
-
-
-def _spaces(task: Task, family: ModelFamily,
-            protocol: EvalProtocol | None) -> tuple[SearchSpace, SearchSpace]:
-    """(the space tuning starts from, the widest an adapted space may reach). A protocol's
-    space is authoritative: for a plain estimator it is its own limit; in family mode it was
-    checked to lie inside the family's hard limits."""
-    limits = family.hard_limits(task.task_type)
-    if protocol is None or protocol.space is None:
-        return family.default_space(task.task_type), limits
-    return protocol.space, protocol.space if protocol.estimator == "plain" else limits
 
 
 def tune(
@@ -518,7 +330,8 @@ def tune(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _quiet_interrupts()
-    study = open_study(open_storage(storage), name, card)
+    opened = open_study(open_storage(storage), name, card)
+    study = opened.study
     run_config: dict[str, Any] = {
         "sampler": sampler, "n_trials": n_trials, "seed": seed, "n_folds": settings.n_folds,
         "space": options.space, "backend": options.backend if backend is None else backend.name,
@@ -528,7 +341,7 @@ def tune(
     if enqueue:
         run_config["enqueue"] = {"n": len(enqueue), "source": enqueue_source}
     study.set_user_attr(studyinfo.RUN_CONFIG, run_config)
-    default_space, limits = _spaces(loaded, family, protocol)
+    default_space, limits = task_spaces(loaded, family, protocol)
     if space_file is not None:
         default_space, notes = load_space_file(space_file).fitted_within(limits)
         for note in notes:
@@ -537,16 +350,18 @@ def tune(
     if owned:
         backend = _open_backend(options)
     try:
-        worker_seed = process_seed(seed, study)
-        fresh = not study.get_trials(deepcopy=False) and ENQUEUED_ATTR not in study.user_attrs
+        worker_seed = process_seed(seed, opened)
         if backend is not None:
-            _initialize(study, backend, card, limits, default_space, sampler, options, seed)
-        if enqueue and fresh:
-            study.set_user_attr(ENQUEUED_ATTR, {"n": len(enqueue), "source": enqueue_source})
+            _initialize(opened, backend, card, limits, default_space, sampler, options, seed)
+        # Once: by the creator, or on a resume of a study killed before it enqueued them
+        # (a second worker racing the creator is absorbed by skip_if_exists).
+        if enqueue and studyinfo.ENQUEUED not in study.user_attrs and (
+                opened.created or not study.get_trials(deepcopy=False)):
+            study.set_user_attr(studyinfo.ENQUEUED, {"n": len(enqueue), "source": enqueue_source})
             repairs = enqueue_configs(study, enqueue, studyinfo.get_space(study, default_space),
                                       enqueue_source)
-            study.set_user_attr(ENQUEUED_ATTR, {"n": len(enqueue), "source": enqueue_source,
-                                                "repairs": repairs})
+            study.set_user_attr(studyinfo.ENQUEUED, {"n": len(enqueue), "source": enqueue_source,
+                                                     "repairs": repairs})
         llm_kwargs: dict[str, Any] = {}
         if sampler in LLM_SAMPLERS:
             llm_kwargs = dict(space=default_space, card=card, backend=backend,

@@ -9,10 +9,10 @@ import pytest
 from llm_scripts import VALID, ScriptedBackend
 from loop_helpers import CARD, LIMITS, SPACE, objective
 
-from sllmbo.adaptive import ADAPT_FAILURES, SpaceAdapter, apply_decision
+from sllmbo.adaptive import SpaceAdapter, adaptation_point, apply_decision
 from sllmbo.errors import BackendError
 from sllmbo.samplers import LLMSampler, LLMTPESampler
-from sllmbo.studyinfo import SPACE_CHANGES, get_space
+from sllmbo.studyinfo import adapt_failures, get_space, space_changes
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -85,7 +85,7 @@ def test_samplers_keep_working_across_space_changes(kind):
     study = optuna.create_study(sampler=sampler)
     study.optimize(objective, n_trials=24, callbacks=[adapter])
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    changes = study.user_attrs[SPACE_CHANGES]
+    changes = space_changes(study.user_attrs)
     assert [c["trial"] for c in changes] == [7, 15]
     # [2, 4] asked; stretched only as far as needed to keep the best x inside.
     assert "x: [0, 10] -> [2" in changes[0]["reason"] and "(narrow)" in changes[0]["reason"]
@@ -104,8 +104,8 @@ def test_a_failing_adaptation_is_counted_and_the_space_is_kept():
                            default_space=SPACE, limits=LIMITS, every=2)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(objective, n_trials=6, callbacks=[adapter])
-    assert study.user_attrs[ADAPT_FAILURES] == {"backend_error": 3}
-    assert SPACE_CHANGES not in study.user_attrs
+    assert adapt_failures(study.user_attrs) == {"backend_error": 3}
+    assert space_changes(study.user_attrs) == []
 
 
 def test_adapter_fails_fast():
@@ -123,3 +123,39 @@ def test_adaptation_calls_and_tokens_are_in_the_loop_summary():
     summary = summarize_study(study)
     assert summary.llm_calls == 2  # two adaptations, no LLM sampler
     assert summary.prompt_tokens == 200 and summary.completion_tokens == 40
+
+
+def _finished(number: int, second: int) -> optuna.trial.FrozenTrial:
+    from datetime import datetime
+
+    return optuna.trial.FrozenTrial(
+        number=number, state=optuna.trial.TrialState.COMPLETE, value=0.0,
+        datetime_start=datetime(2026, 1, 1), datetime_complete=datetime(2026, 1, 1, 0, 0, second),
+        params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={},
+        trial_id=number)
+
+
+def test_each_adaptation_point_has_exactly_one_owner_when_workers_finish_together():
+    # Trials 0-9 completed in the order 0..7, 9, 8 (trial 9 finished before trial 8).
+    order = [0, 1, 2, 3, 4, 5, 6, 7, 9, 8]
+    complete = [_finished(n, second) for second, n in enumerate(order)]
+    # Both workers' callbacks run after both trials completed: each sees 10 completed trials.
+    owners = [n for n in range(10) if adaptation_point(complete, n, 5, adapted_at=5) == 10]
+    assert owners == [8]  # the 10th to complete, not the highest number nor both
+    assert adaptation_point(complete, 9, 5, adapted_at=5) is None
+    # Once point 10 is recorded, nobody adapts there again.
+    assert adaptation_point(complete, 8, 5, adapted_at=10) is None
+    # A worker that missed point 5 (its callback ran late) still owns it if it is not done.
+    assert adaptation_point(complete, 4, 5, adapted_at=0) == 5
+
+
+def test_space_changes_from_two_workers_at_once_are_both_kept():
+    from sllmbo.studyinfo import set_space
+
+    storage = optuna.storages.InMemoryStorage()
+    one = optuna.create_study(storage=storage, study_name="s")
+    two = optuna.load_study(storage=storage, study_name="s")
+    set_space(one, SPACE, "worker one", 3)
+    set_space(two, LIMITS, "worker two", 4)
+    assert sorted(c["reason"] for c in space_changes(one.user_attrs)) == ["worker one",
+                                                                          "worker two"]

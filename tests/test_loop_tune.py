@@ -10,9 +10,9 @@ from llm_scripts import VALID, ScriptedBackend
 
 from sllmbo.errors import BackendError
 from sllmbo.families import get_family
-from sllmbo.initializer import INIT_ATTR
 from sllmbo.samplers import attrs as A
 from sllmbo.space import SearchSpace
+from sllmbo.studyinfo import INIT as INIT_ATTR
 from sllmbo.summary import summarize_study, summary_table
 from sllmbo.tune import LLMOptions, tune
 

@@ -34,7 +34,8 @@ def check_shared_study(url: str, study_name: str, target: int) -> None:
     assert target <= states[TrialState.COMPLETE] <= target + 1  # each worker may overshoot once
     assert states[TrialState.FAIL] == 0
     sources = Counter(t.user_attrs.get(A.SOURCE) for t in study.trials)
-    assert None not in sources and sources["initial"] in (2, 4)  # 4: both workers initialized
+    assert None not in sources and sources["initial"] == 2  # one initializer, not one each
+    assert len(study.user_attrs["sllmbo:init"]["configs"]) == 2
     assert sources["llm"] + sources["tpe"] >= target - sources["initial"] - 1
     assert study.user_attrs["sllmbo:task_card"]["task"] == "diabetes"
 
@@ -51,6 +52,15 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path):
 def test_two_worker_processes_share_one_postgresql_study(postgres_url):
     workers(postgres_url, "shared", 10, "llm", 2)
     check_shared_study(postgres_url, "shared", 10)
+
+
+@pytest.mark.slow
+def test_workers_started_together_draw_different_configurations(tmp_path):
+    url = f"sqlite:///{tmp_path / 'seeds.db'}"
+    workers(url, "seeds", 8, "random", 2)
+    study = optuna.load_study(study_name="seeds", storage=url)
+    drawn = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(drawn) >= 8 and len(set(drawn)) == len(drawn)
 
 
 def completed(url: str, name: str) -> int:

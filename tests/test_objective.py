@@ -11,7 +11,7 @@ from sllmbo.data import load_task
 from sllmbo.families import FAMILIES, get_family
 from sllmbo.objective import EvalSettings, cross_validate, holdout_scores, make_objective
 from sllmbo.space import FloatParam, IntParam, SearchSpace
-from sllmbo.studyinfo import set_space
+from sllmbo.studyinfo import set_space, space_changes
 
 REGRESSION, CLASSIFICATION = "diabetes", "breast_cancer"
 FAST = EvalSettings(n_folds=3, seed=0)
@@ -72,5 +72,5 @@ def test_objective_reads_the_current_space_from_the_study():
         assert 0.1 <= trial.params["learning_rate"] <= 0.11
         assert trial.user_attrs["sllmbo:fit_seconds"] >= 0
         assert len(trial.user_attrs["sllmbo:cv_folds"]) == 3
-    assert len(study.user_attrs["sllmbo:space_changes"]) == 1
+    assert len(space_changes(study.user_attrs)) == 1
     assert SearchSpace.from_dict(study.user_attrs["sllmbo:space"]) == narrow

@@ -16,7 +16,8 @@ from sllmbo.data.trial_logs import LoggedTrial, StudyLog
 from sllmbo.errors import SllmboError, TaskError
 from sllmbo.eval import portfolio as pf
 from sllmbo.families import FAMILIES
-from sllmbo.taskcard import USER_ATTR_KEY, TaskCard
+from sllmbo.studyinfo import TASK_CARD
+from sllmbo.taskcard import TaskCard
 
 T0 = datetime(2026, 1, 1)
 CHEAP = {"learning_rate": 0.1, "n_estimators": 50, "num_leaves": 8, "subsample": 1.0,
@@ -38,7 +39,7 @@ def trial(number: int, params: dict, value: float | None, state: str = "complete
 def study(task: str, trials: list[LoggedTrial], task_type: str = "regression",
           family: str = "lightgbm", name: str | None = None) -> StudyLog:
     return StudyLog(name=name or f"corpus:{task}:{family}:tpe:s0", source="test",
-                    direction="minimize", user_attrs={USER_ATTR_KEY: card(task, task_type, family)},
+                    direction="minimize", user_attrs={TASK_CARD: card(task, task_type, family)},
                     trials=trials)
 
 

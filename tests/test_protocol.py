@@ -14,7 +14,6 @@ from sllmbo.data import load_task
 from sllmbo.errors import SllmboError, TaskError
 from sllmbo.families import get_family
 from sllmbo.objective import (
-    CACHE_HIT,
     METRICS,
     EvalSettings,
     check_metric,
@@ -25,7 +24,9 @@ from sllmbo.objective import (
 )
 from sllmbo.protocol import EvalProtocol
 from sllmbo.space import FloatParam, IntParam, SearchSpace
-from sllmbo.tune import ENQUEUED_ATTR, tune
+from sllmbo.studyinfo import CACHE_HIT
+from sllmbo.studyinfo import ENQUEUED as ENQUEUED_ATTR
+from sllmbo.tune import tune
 
 REGRESSION, CLASSIFICATION = "diabetes", "breast_cancer"
 #: A quick LightGBM space with the library's own argument names (for the plain estimator).

@@ -160,7 +160,7 @@ def test_workers_opening_one_new_sqlite_storage_at_once_all_succeed(tmp_path):
     start_at = time.time() + 3.0  # a shared instant, after every interpreter has started
     code = (
         "import sys, time\n"
-        "from sllmbo.tune import open_storage\n"
+        "from sllmbo.storage import open_storage\n"
         f"time.sleep(max(0.0, {start_at} - time.time()))\n"
         f"open_storage({url!r})\n"
     )
@@ -186,3 +186,29 @@ def test_an_early_stopped_study_stays_done_until_rerun_with_more_patience(tmp_pa
     longer = tune(REGRESSION, llm=LLMOptions(patience=0), **common)
     assert longer.n_complete == 25
     assert longer.stop_reason is None
+
+
+def test_only_the_creator_of_a_study_keeps_the_plain_seed_and_initializes(tmp_path):
+    import optuna
+
+    from sllmbo.storage import open_storage
+    from sllmbo.studies import initializer_owner, open_study, process_seed
+    from sllmbo.taskcard import TaskCard
+
+    card = TaskCard(task="t", task_type="regression", model_family="lightgbm", metric="rmse",
+                    direction="minimize", n_rows=10, n_features=2, n_numeric=2,
+                    n_categorical=0, missing_share=0.0)
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    first, second = open_study(storage, "s", card), open_study(storage, "s", card)
+    assert (first.created, second.created) == (True, False)
+    assert process_seed(7, first) == 7 and process_seed(7, second) != 7
+    assert initializer_owner(first)
+    # The creator is this live process: the other worker waits for it, then finds its result.
+    first.study.set_user_attr("sllmbo:init", {"configs": []})
+    assert not initializer_owner(second, wait_s=5, poll_s=0.01)
+    # A creator that died before answering is taken over at once.
+    dead = open_study(storage, "d", card)
+    dead.study.set_user_attr("sllmbo:init_started", {"host": __import__("socket").gethostname(),
+                                                     "pid": 2**22 + 12345, "time": 0})
+    assert initializer_owner(open_study(storage, "d", card), wait_s=60)
+    assert optuna.load_study(study_name="s", storage=storage).user_attrs["sllmbo:task_card"]

@@ -9,30 +9,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sllmbo.studyinfo import SOURCE
+from sllmbo.studyinfo import (  # the keys are defined in studyinfo, with the others
+    COMPLETION_TOKENS,
+    FALLBACK_CAUSE,
+    HISTORY_K,
+    HISTORY_TRIALS,
+    LATENCY_S,
+    LLM_CALLS,
+    P_LLM,
+    PROMPT_TOKENS,
+    REPAIRS,
+    RETRIES,
+    SOURCE,
+    VALIDATION_ERROR,
+)
 
 #: Where a trial's configuration came from.
 SOURCES = ("llm", "tpe", "initial", "fallback", "random")
-LLM_CALLS = "sllmbo:llm_calls"
-LATENCY_S = "sllmbo:llm_latency_s"
-PROMPT_TOKENS = "sllmbo:prompt_tokens"
-COMPLETION_TOKENS = "sllmbo:completion_tokens"
-RETRIES = "sllmbo:retries"
-#: List of repairs (clips, snaps) applied to the LLM's answer, one string each.
-REPAIRS = "sllmbo:repairs"
-#: Why the last rejected answer was rejected (parse/validation error text).
-VALIDATION_ERROR = "sllmbo:validation_error"
-#: One of FALLBACK_CAUSES when source == "fallback".
-FALLBACK_CAUSE = "sllmbo:fallback_cause"
+#: Why a trial fell back to the plain sampler.
 FALLBACK_CAUSES = ("backend_error", "timeout", "invalid", "duplicate")
-#: The LLM probability the LLM-TPE sampler used for this trial.
-P_LLM = "sllmbo:p_llm"
-#: History table size the prompt settled on: [k_best, k_recent].
-HISTORY_K = "sllmbo:history_k"
-#: Numbers of the finished trials the prompt was built from (running trials are not history).
-HISTORY_TRIALS = "sllmbo:history_trials"
 
-__all__ = ["SOURCE", "SOURCES", "set_trial_attrs"]
+__all__ = [
+    "COMPLETION_TOKENS", "FALLBACK_CAUSE", "FALLBACK_CAUSES", "HISTORY_K", "HISTORY_TRIALS",
+    "LATENCY_S", "LLM_CALLS", "PROMPT_TOKENS", "P_LLM", "REPAIRS", "RETRIES", "SOURCE",
+    "SOURCES", "VALIDATION_ERROR", "set_trial_attrs",
+]
 
 
 def set_trial_attrs(study: Any, trial: Any, attrs: Mapping[str, Any]) -> None:
