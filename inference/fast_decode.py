@@ -194,7 +194,10 @@ class FastDecoder:
             for j in range(len(draft) + 1):
                 token = self._choose(rows[j:j + 1], split, matcher, bitmask, temperature,
                                      top_p, generator, xgr, torch)
-                if j < len(draft) and token == draft[j]:
+                # A drafted stop token (prompt lookup copies the chat template's) ends the
+                # answer below like a chosen one; accepting it here would run the grammar
+                # matcher past its end.
+                if j < len(draft) and token == draft[j] and token not in self.stop_token_ids:
                     self._accept(matcher, token)
                     out.append(token)
                     if lookup is not None:
