@@ -97,15 +97,23 @@ class OpenAIBackend(Backend):
         except openai.APIError as err:
             raise BackendError(f"{self.base_url}/models failed: {err}",
                                hint="pass the served model name with --model-path") from None
+        except (ValueError, TypeError, AttributeError, KeyError) as err:  # not JSON, wrong shape
+            raise BackendError(f"{self.base_url}/models did not answer a model list: "
+                               f"{type(err).__name__}",
+                               hint="pass the served model name with --model-path") from None
         out: dict[str, int | None] = {}
         self._adapters, self._parents = [], {}
         for m in models:
-            extra = getattr(m, "model_extra", None) or {}
-            length = extra.get("max_model_len")
-            out[m.id] = int(length) if isinstance(length, int) and length > 0 else None
-            if extra.get("parent"):  # a LoRA module: its window is its base model's
-                self._adapters.append(m.id)
-                self._parents[m.id] = str(extra["parent"])
+            name = getattr(m, "id", None)
+            if not isinstance(name, str) or not name:
+                continue  # an entry without a usable name cannot be asked for
+            extra = getattr(m, "model_extra", None)
+            extra = extra if isinstance(extra, dict) else {}
+            out[name] = _positive_int(extra.get("max_model_len"))
+            parent = extra.get("parent")
+            if isinstance(parent, str) and parent:  # a LoRA module: its window is its base's
+                self._adapters.append(name)
+                self._parents[name] = parent
         return out
 
     def _default_served_model(self) -> str:
@@ -151,22 +159,38 @@ class OpenAIBackend(Backend):
             return _failed(f"server answered HTTP {err.status_code}: {_message(err)}", start)
         except openai.APIResponseValidationError as err:
             return _failed(f"the server's reply is not an OpenAI chat completion: {err}", start)
+        except (ValueError, TypeError, AttributeError, KeyError) as err:  # not JSON, wrong shape
+            return _failed("the server's reply is not an OpenAI chat completion: "
+                           f"{type(err).__name__}", start)
         return _to_completion(response, request.json_schema, start)
 
 
 def _to_completion(response: Any, schema: dict[str, Any] | None, start: float) -> Completion:
     latency = time.perf_counter() - start
     choices = getattr(response, "choices", None)
-    if not choices:
+    if not isinstance(choices, list) or not choices:
         return _failed("the server's reply has no choices", start)
-    choice = choices[0]
-    text = (choice.message.content if choice.message is not None else None) or ""
+    message = getattr(choices[0], "message", None)
+    text = getattr(message, "content", None)
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        return _failed(f"the server's answer is a {type(text).__name__}, not text", start)
     usage = getattr(response, "usage", None)
-    prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-    completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-    reason, error = classify_finish(choice.finish_reason, text, schema, "the server")
+    prompt_tokens = _positive_int(getattr(usage, "prompt_tokens", 0)) or 0
+    completion_tokens = _positive_int(getattr(usage, "completion_tokens", 0)) or 0
+    finish = getattr(choices[0], "finish_reason", None)
+    reason, error = classify_finish(finish if isinstance(finish, str) else None, text, schema,
+                                    "the server")
     return Completion(text=text, finish_reason=reason, prompt_tokens=prompt_tokens,
                       completion_tokens=completion_tokens, latency_s=latency, error=error)
+
+
+def _positive_int(value: Any) -> int | None:
+    """``value`` when the server sent a sane count (an int in 1..2**31), else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+        return None
+    return value
 
 
 def _failed(message: str, start: float) -> Completion:
