@@ -48,3 +48,40 @@ class BackendError(SllmboError):
 
 class ModelNotFoundError(BackendError):
     """No local model folder where one is needed."""
+
+
+#: What SQLite and the OS say when a file cannot be written, and what to tell the user.
+_WRITE_FAILURES = (
+    ("readonly database", "the storage is read-only", "make the file (and its folder) "
+     "writable, or point --storage/--out at a writable place"),
+    ("read-only file system", "the file system is read-only", "point --storage/--out at a "
+     "writable place"),
+    ("disk is full", "the disk is full", "free space, or point --storage/--out elsewhere; "
+     "the run resumes where it stopped"),
+    ("no space left on device", "the disk is full", "free space, or point --storage/--out "
+     "elsewhere; the run resumes where it stopped"),
+    ("unable to open database file", "the storage file cannot be opened", "check that its "
+     "folder exists and is writable"),
+    ("permission denied", "permission denied", "make the file (and its folder) writable"),
+)
+
+
+def environment_failure(err: BaseException) -> SllmboError | None:
+    """A ``StorageError`` for a write the machine refused (read-only file or file system, full
+    disk, no permission), from SQLite's, SQLAlchemy's or the OS's exception; None for anything
+    else (a bug keeps its traceback)."""
+    import errno
+
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES,
+                                                  errno.EDQUOT):
+        text = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk is full",
+                errno.EROFS: "read-only file system"}.get(err.errno, "permission denied")
+        where = f" ({err.filename})" if err.filename else ""
+    elif type(err).__name__ == "OperationalError":  # sqlite3's or SQLAlchemy's wrapper
+        text, where = str(err).lower(), ""
+    else:
+        return None
+    for needle, what, hint in _WRITE_FAILURES:
+        if needle in text:
+            return StorageError(f"cannot write: {what}{where}", hint=hint)
+    return None

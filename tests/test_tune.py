@@ -212,3 +212,35 @@ def test_only_the_creator_of_a_study_keeps_the_plain_seed_and_initializes(tmp_pa
                                                      "pid": 2**22 + 12345, "time": 0})
     assert initializer_owner(open_study(storage, "d", card), wait_s=60)
     assert optuna.load_study(study_name="s", storage=storage).user_attrs["sllmbo:task_card"]
+
+
+def test_a_read_only_storage_is_one_message_and_exit_2(tmp_path, capsys):
+    from sllmbo.cli import main
+
+    db = tmp_path / "ro.db"
+    with pytest.raises(SystemExit):
+        main(["tune", "--task", "diabetes", "--n-trials", "1", "--n-folds", "2", "--quiet",
+              "--storage", f"sqlite:///{db}", "--study", "a"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--task", "diabetes", "--n-trials", "3", "--n-folds", "2", "--quiet",
+              "--storage", f"sqlite:///file:{db}?mode=ro&uri=true", "--study", "a"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("error: cannot write: the storage is read-only")
+    assert "Traceback" not in err
+
+
+def test_a_full_database_is_recognized_as_a_full_disk(tmp_path):
+    import sqlite3
+
+    from sllmbo.errors import StorageError, environment_failure
+
+    connection = sqlite3.connect(tmp_path / "full.db")
+    connection.execute("PRAGMA max_page_count = 2")  # SQLite's own SQLITE_FULL, for real
+    with pytest.raises(sqlite3.OperationalError) as raised:
+        connection.execute("CREATE TABLE t (x TEXT)")
+        connection.executemany("INSERT INTO t VALUES (?)", [("x" * 4000,)] * 10)
+    mapped = environment_failure(raised.value)
+    assert isinstance(mapped, StorageError) and "disk is full" in mapped.message
+    assert environment_failure(ValueError("disk is full")) is None  # only the real errors

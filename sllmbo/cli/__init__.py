@@ -65,6 +65,22 @@ def _interruptible(callback: Any) -> Any:
     return run
 
 
+def _refused_write(err: BaseException) -> Exception | None:
+    """The ``StorageError`` for ``err`` or for what it wraps (Optuna and worker pools re-raise
+    SQLite's and the OS's errors inside their own)."""
+    from sllmbo.errors import environment_failure
+
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        mapped = environment_failure(current)
+        if mapped is not None:
+            return mapped
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``sllmbo`` console script."""
     import logging
@@ -76,7 +92,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     _register()
     try:
-        app(args=argv, prog_name="sllmbo")
+        try:
+            app(args=argv, prog_name="sllmbo")
+        except Exception as raw:  # a write the machine refused is the user's to fix
+            mapped = None if isinstance(raw, SllmboError) else _refused_write(raw)
+            if mapped is None:
+                raise
+            raise mapped from raw
     except SllmboError as err:
         if os.environ.get("SLLMBO_DEBUG"):
             raise
