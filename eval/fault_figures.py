@@ -42,9 +42,10 @@ def completed_numbers(db: Path, study: str) -> set[int]:
 
 
 def kill_and_resume(workdir: Path, kills: int, target: int, seed: int) -> dict[str, Any]:
-    """``kills`` runs of an llm-tpe study killed with SIGKILL at random moments, each resumed
-    by the next; then one run to the target. Lost: trials complete before a kill and not
-    complete after it."""
+    """``kills`` runs of an llm-tpe study killed with SIGKILL, each resumed by the next, then
+    one run to the target. Each kill lands mid-work: after the run has completed 1-3 new
+    trials (so it is past loading and the initializer), plus a random 0-3 s into the next
+    trial. Lost: trials complete before a kill and not complete after it."""
     db = workdir / "killed.db"
     cmd = [*SLLMBO, "tune", *TASK, "--sampler", "llm-tpe", "--n-trials", str(target),
            "--storage", f"sqlite:///{db}", "--study", "killed", "--patience", "0"]
@@ -53,22 +54,31 @@ def kill_and_resume(workdir: Path, kills: int, target: int, seed: int) -> dict[s
     moments = []
     for _ in range(kills):
         before = completed_numbers(db, "killed")
+        wanted = len(before) + rng.randint(1, 3)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        moment = round(rng.uniform(3.0, 30.0), 1)
-        time.sleep(moment)
+        started = time.monotonic()
+        while proc.poll() is None and len(completed_numbers(db, "killed")) < wanted:
+            time.sleep(0.2)
+        extra = round(rng.uniform(0.0, 3.0), 2)
+        time.sleep(extra)
+        at = round(time.monotonic() - started, 1)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        after = completed_numbers(db, "killed")
-        lost += len(before - after)
-        moments.append({"killed_at_s": moment, "complete_before": len(before),
-                        "complete_after_kill": len(after)})
+        at_kill = completed_numbers(db, "killed")
+        lost += len(before - at_kill)
+        moments.append({"killed_at_s": at, "after_new_trial_s": extra,
+                        "complete_before_run": len(before), "complete_at_kill": len(at_kill)})
+    before_final = completed_numbers(db, "killed")
     final = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     done = completed_numbers(db, "killed")
-    return {"case": f"kill -9 at {kills} random moments, each resumed", "kills": moments,
-            "finished_trials_lost": lost, "final_exit": final.returncode,
+    lost += len(before_final - done)
+    gained = sum(m["complete_at_kill"] - m["complete_before_run"] for m in moments)
+    return {"case": f"kill -9 mid-study at {kills} random moments, each resumed",
+            "kills": moments, "finished_trials_lost": lost, "final_exit": final.returncode,
             "final_complete": len(done), "target": target,
-            "outcome": f"{lost} finished trials lost; resumed to {len(done)}/{target} "
-                       f"complete (exit {final.returncode})"}
+            "outcome": f"{lost} finished trials lost; the killed runs completed {gained} "
+                       f"trials between them; resumed to {len(done)}/{target} complete "
+                       f"(exit {final.returncode})"}
 
 
 def free_port() -> int:
@@ -195,6 +205,9 @@ def bad_options() -> list[dict[str, Any]]:
     return rows
 
 
+CASES = ("bad-options", "read-only", "full-disk", "server", "kills")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| fault or input | what happened |", "|---|---|"]
     lines += [f"| {r['case']} | {r['outcome'].replace('|', '/')} |" for r in rows]
@@ -207,17 +220,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=int, default=40, help="trials of the killed study")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("eval/results/fault_figures.json"))
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"comma-separated subset of {', '.join(CASES)}; rows of the "
+                        "others are kept from --out")
     args = parser.parse_args(argv)
+    chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in CASES]
+    if unknown:
+        parser.error(f"unknown cases {unknown}; choose from {', '.join(CASES)}")
+    old = json.loads(args.out.read_text()).get("cases", {}) if args.out.is_file() else {}
     with tempfile.TemporaryDirectory(prefix="sllmbo-faults-") as tmp:
         work = Path(tmp)
-        rows = bad_options()
-        rows.append(read_only(work))
-        rows.append(full_disk(work))
-        rows.append(server_killed(work, target=12, kill_after=4))
-        rows.append(kill_and_resume(work, args.kills, args.target, args.seed))
+        runs = {
+            "bad-options": lambda: bad_options(),
+            "read-only": lambda: [read_only(work)],
+            "full-disk": lambda: [full_disk(work)],
+            "server": lambda: [server_killed(work, target=12, kill_after=4)],
+            "kills": lambda: [kill_and_resume(work, args.kills, args.target, args.seed)],
+        }
+        cases = {name: runs[name]() if name in chosen else old.get(name, []) for name in CASES}
+    rows = [row for name in CASES for row in cases[name]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "machine": {"cpus": os.cpu_count()}},
-                                   indent=1) + "\n")
+    args.out.write_text(json.dumps({"cases": cases, "rows": rows,
+                                    "machine": {"cpus": os.cpu_count()}}, indent=1) + "\n")
     print(table(rows))
     return 0
 
