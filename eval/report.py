@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from sllmbo.eval.runs import RunLog
 
 BASELINES = ("tpe", "tpe-seeded")
+#: What a fine-tuned LLM method must beat besides its base model: no-LLM zero-shot answers.
+RECOMMENDER_BASELINES = ("defaults", "portfolio")
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -239,6 +241,14 @@ def write_report(out: Path, plan: EvalPlan, records: Sequence[dict[str, Any]],
             lines += [f"## Wins / ties / losses against `{baseline}` at equal budget "
                       "(test score, paired over tasks x families x seeds; two-sided Wilcoxon)",
                       "", *comparison_table(records, methods, budgets, baseline), ""]
+    for tuned in ("single-shot", "llm", "llm-tpe"):
+        against = [b for b in (f"{tuned}-base", *RECOMMENDER_BASELINES) if b in methods]
+        if tuned in methods and against:
+            lines += [f"## The fine-tuned model: `{tuned}` against "
+                      + ", ".join(f"`{b}`" for b in against)
+                      + " at equal budget (wins/ties/losses of the test score; Wilcoxon)", ""]
+            for baseline in against:
+                lines += [*comparison_table(records, [tuned], budgets, baseline), ""]
     lines += [f"## Cost per run at {top} trials (median)", "",
               *cost_table(records, methods, top), ""]
     if "tpe" in methods:
