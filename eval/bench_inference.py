@@ -402,12 +402,13 @@ def engines_main(args: argparse.Namespace) -> dict[str, Any]:
     """transformers and vLLM in one process on the same prompts, adapter active."""
     import torch
 
-    # vLLM's worker must not be forked from a process whose OpenMP pool torch has started
-    # (the transformers part): a forked pool ran one thread and stalled here.
-    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    # vLLM first: its engine processes must not start from a process whose OpenMP pool torch
+    # has already started (with transformers first, vLLM's engine stalled for minutes here).
+    import gc
+
     load_avg = os.getloadavg()[0]
     rows: dict[str, Any] = {}
-    for engine in ("transformers", "vllm"):
+    for engine in ("vllm", "transformers"):
         start = time.perf_counter()
         backend = engine_backend(engine, args.model, args.adapter)
         load_s = time.perf_counter() - start
@@ -419,6 +420,8 @@ def engines_main(args: argparse.Namespace) -> dict[str, Any]:
         rows[engine] = {"backend": backend.name, "load_s": load_s, **speed,
                         "valid": rate["valid"], "n": rate["n"], "valid_rate": rate["rate"]}
         backend.close()
+        del backend
+        gc.collect()  # vLLM's engine processes exit with the last reference
     t, v = rows["transformers"], rows["vllm"]
     result = {"adapter": args.adapter, "engines": rows,
               "vllm_over_transformers": {
