@@ -400,12 +400,12 @@ def engine_backend(engine: str, model: str | None, adapter: str) -> Any:
 
 def engines_main(args: argparse.Namespace) -> dict[str, Any]:
     """transformers and vLLM in one process on the same prompts, adapter active."""
+    import gc
+
     import torch
 
     # vLLM first: its engine processes must not start from a process whose OpenMP pool torch
     # has already started (with transformers first, vLLM's engine stalled for minutes here).
-    import gc
-
     load_avg = os.getloadavg()[0]
     rows: dict[str, Any] = {}
     for engine in ("vllm", "transformers"):
