@@ -432,6 +432,7 @@ def engines_main(args: argparse.Namespace) -> dict[str, Any]:
               "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                           "load_avg_1min_at_start": load_avg, "torch": torch.__version__}}
     path = args.output.with_name("bench_engines.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     from rich.console import Console
     from rich.table import Table
