@@ -95,25 +95,22 @@ class TransformersBackend(Backend):
 
             hf_logging.disable_progress_bar()
         merged = self._merged_folder() if not load_in_4bit else None
-        if merged is not None and merged_cache.is_complete(merged):
-            # Saved by an earlier load: base + adapter already folded, no peft needed.
-            model = AutoModelForCausalLM.from_pretrained(merged, **kwargs)
-            model.to(self.device)
-            model.eval()
-            return model
+        # Saved by an earlier load: base + adapter already folded, no peft needed.
+        cached = merged is not None and merged_cache.is_complete(merged)
+        source = merged if cached else self.model_path
         try:
-            model = AutoModelForCausalLM.from_pretrained(self.model_path, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except ValueError as err:
-            raise BackendError(f"{self.model_path} is not a causal language model: "
+            raise BackendError(f"{source} is not a causal language model: "
                                f"{str(err).splitlines()[0]}",
                                hint="pass a decoder-only model folder (Llama, Mistral, ...)"
                                ) from None
         except OSError as err:
-            raise ModelNotFoundError(f"cannot load weights from {self.model_path}: "
+            raise ModelNotFoundError(f"cannot load weights from {source}: "
                                      f"{str(err).splitlines()[0]}") from None
         if not load_in_4bit:
             model.to(self.device)
-        if self.adapter_path is not None:
+        if self.adapter_path is not None and not cached:
             model = self._attach_adapter(model)
             if merged is not None:
                 merged_cache.save(model, merged)

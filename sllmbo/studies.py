@@ -43,6 +43,9 @@ def open_study(storage: Any, name: str, card: TaskCard) -> OpenedStudy:
     except optuna.exceptions.DuplicatedStudyError:
         created = False
     study = optuna.load_study(study_name=name, storage=storage)
+    if created:  # stamped at once: a worker arriving while this one loads its model waits
+        study.set_user_attr(studyinfo.INIT_STARTED, {
+            "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
     if study.direction.name.lower() != direction:
         raise SllmboError(
             f"study '{name}' exists with direction {study.direction.name.lower()}, "
@@ -107,7 +110,7 @@ def enqueue_configs(study: optuna.Study, configs: Sequence[Mapping[str, Any]],
 def initializer_owner(opened: OpenedStudy, wait_s: float = 300.0, poll_s: float = 1.0) -> bool:
     """Whether this process should run the LLM initializer on the study.
 
-    The creator does, and stamps the start (host, PID, time). Another worker that opens a
+    The creator does (``open_study`` stamped it with host, PID and time). Another worker that opens a
     study with no initializer result yet waits for the creator's (so its first trial is one of
     the initial configurations, not a plain sampler's), and takes over only when the creator is
     gone: its process no longer exists on this host, no stamp was left, or ``wait_s`` passed.
@@ -116,8 +119,6 @@ def initializer_owner(opened: OpenedStudy, wait_s: float = 300.0, poll_s: float 
     if studyinfo.INIT in study.user_attrs:
         return False
     if opened.created:
-        study.set_user_attr(studyinfo.INIT_STARTED, {
-            "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
         return True
     deadline = time.monotonic() + wait_s
     while True:

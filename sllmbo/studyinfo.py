@@ -29,7 +29,7 @@ RUN_CONFIG = "sllmbo:run"
 ENQUEUED = "sllmbo:enqueued"
 #: The LLM initializer's ``InitResult`` (without the space).
 INIT = "sllmbo:init"
-#: Host, PID and time at which the study's creator started the initializer.
+#: Host, PID and time of the process that created the study (and so runs the initializer).
 INIT_STARTED = "sllmbo:init_started"
 #: Completed-trial count at which the space was last adapted.
 ADAPTED_AT = "sllmbo:space_adapted_at"
