@@ -8,21 +8,35 @@ Every task is ``train`` or ``heldout`` (:mod:`sllmbo.data.splits`). The trial-lo
 stage: :mod:`~sllmbo.data.trial_logs` reads any Optuna storage, :mod:`~sllmbo.data.collect`
 runs the corpus studies, :mod:`~sllmbo.data.export` is the committed compact form, and
 :mod:`~sllmbo.data.instructions` / :mod:`~sllmbo.data.build` turn logs into instruction data.
+
+The names below are imported on first use, so a light submodule (``splits``, ``facts``)
+does not pull pandas in with it.
 """
 
 from __future__ import annotations
 
-from sllmbo.data.files import load_file_task
-from sllmbo.data.prepare import infer_task_type
-from sllmbo.data.registry import list_tasks, load_task, task_names
-from sllmbo.data.task import Task, TaskInfo
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "Task",
-    "TaskInfo",
-    "infer_task_type",
-    "list_tasks",
-    "load_file_task",
-    "load_task",
-    "task_names",
-]
+if TYPE_CHECKING:
+    from sllmbo.data.files import load_file_task
+    from sllmbo.data.prepare import infer_task_type
+    from sllmbo.data.registry import list_tasks, load_task, task_names
+    from sllmbo.data.task import Task, TaskInfo
+
+_HOMES = {
+    "Task": "task", "TaskInfo": "task", "infer_task_type": "prepare",
+    "list_tasks": "registry", "load_task": "registry", "task_names": "registry",
+    "load_file_task": "files",
+}
+
+__all__ = ["Task", "TaskInfo", "infer_task_type", "list_tasks", "load_file_task", "load_task",
+           "task_names"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value

@@ -30,6 +30,9 @@ class EvalPlan:
     tasks: tuple[TaskRef, ...]
     settings: RunSettings
     skipped_methods: tuple[str, ...] = ()
+    #: Methods the results and report cover (every finished run of them, not only the runs of
+    #: this invocation): ``--methods llm`` adds llm's runs to a report that keeps the others.
+    report_methods: tuple[str, ...] = ()
 
     @property
     def jobs(self) -> list[RunJob]:
@@ -44,6 +47,18 @@ class EvalPlan:
     def methods(self) -> tuple[str, ...]:
         return tuple(m for m in self.suite.methods if m not in self.skipped_methods)
 
+    @property
+    def reported_methods(self) -> tuple[str, ...]:
+        wanted = self.report_methods or self.suite.methods
+        return tuple(m for m in wanted if m not in self.skipped_methods)
+
+    @property
+    def report_jobs(self) -> list[RunJob]:
+        """The runs the results cover: ``jobs`` widened to ``reported_methods``."""
+        return [RunJob(task, family, method, seed)
+                for task in self.tasks for family in self.suite.families
+                for method in self.reported_methods for seed in range(self.suite.seeds)]
+
     def to_dict(self) -> dict[str, Any]:
         return {"suite": asdict(self.suite), "tasks": [asdict(t) for t in self.tasks],
                 "settings": {**asdict(self.settings), "llm": asdict(self.settings.llm)},
@@ -51,11 +66,13 @@ class EvalPlan:
 
 
 def plan_eval(suite: Suite, tasks: Sequence[TaskRef] | None, out_dir: str | Path,
-              llm: Any, adapter: str | None, methods_given: bool) -> EvalPlan:
+              llm: Any, adapter: str | None, methods_given: bool,
+              report_methods: Sequence[str] = ()) -> EvalPlan:
     """Resolve the suite's tasks and methods; refuse what would break held-out discipline.
 
     Adapter methods need an adapter: without one they are left out (said in the report),
-    or, when the user named them with ``--methods``, the evaluation stops.
+    or, when the user named them with ``--methods``, the evaluation stops. The results cover
+    ``report_methods`` (default: the methods run), each with whatever runs of it finished.
     """
     from sllmbo.data.splits import HELDOUT
 
@@ -77,7 +94,9 @@ def plan_eval(suite: Suite, tasks: Sequence[TaskRef] | None, out_dir: str | Path
     settings = RunSettings(out_dir=str(out_dir), max_budget=suite.max_budget,
                            n_folds=suite.n_folds, max_rows=suite.max_rows,
                            protocol=suite.protocol, llm=llm, adapter=adapter)
-    return EvalPlan(suite, refs, settings, tuple(skipped))
+    if adapter is None:
+        report_methods = [m for m in report_methods if m not in ADAPTER_METHODS]
+    return EvalPlan(suite, refs, settings, tuple(skipped), tuple(report_methods))
 
 
 def _resolve_eval_adapter(adapter: str | None, llm: Any) -> str | None:
@@ -135,8 +154,9 @@ def run_eval(plan: EvalPlan, workers: int = 1, progress: bool = True,
     out = Path(plan.settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_plan(out, plan)
-    jobs = plan.jobs
-    logs = _run_jobs(jobs, plan.settings, workers, progress, run=run)
+    logs = _run_jobs(plan.jobs, plan.settings, workers, progress, run=run)
+    if plan.report_jobs != plan.jobs:
+        logs = _run_jobs(plan.report_jobs, plan.settings, workers, progress=False, run=False)
     records = [r for log in logs for r in log.records(plan.suite.budgets)]
     fill_regret(records)
     write_results(out, plan, records, logs)

@@ -207,7 +207,7 @@ def paper_table(records: Sequence[dict[str, Any]], logs: Sequence[RunLog],
 def write_report(out: Path, plan: EvalPlan, records: Sequence[dict[str, Any]],
                  logs: Sequence[RunLog]) -> None:
     suite = plan.suite
-    methods = [m for m in plan.methods if any(r["method"] == m for r in records)]
+    methods = [m for m in plan.reported_methods if any(r["method"] == m for r in records)]
     budgets = list(suite.budgets)
     top = max(budgets)
     tasks = sorted({r["task"] for r in records})
@@ -224,7 +224,7 @@ def write_report(out: Path, plan: EvalPlan, records: Sequence[dict[str, Any]],
         lines += [f"Not run: {', '.join(plan.skipped_methods)} (no adapter given).", ""]
     planned = len(plan.tasks) * len(suite.families) * suite.seeds
     done = {m: len({(r["task"], r["family"], r["seed"]) for r in records if r["method"] == m})
-            for m in plan.methods}
+            for m in plan.reported_methods}
     if any(n < planned for n in done.values()):
         records, methods, coverage = common_cells(records, methods, done)
         if not records:

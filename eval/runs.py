@@ -359,11 +359,13 @@ def _single_shot(job: RunJob, task: Task, family: ModelFamily, settings: RunSett
                  store: EvalStore, protocol: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One batched inference for ``max_budget`` candidates; its answer is stored, so a
     resumed run asks nothing again."""
+    from sllmbo.recommend import DECODES, recommend_with
+
     key = f"{job.key}:answers"
     stored = store.run(key)
-    if stored is not None:
+    # Answers stored before the consensus decode (greedy first) are asked again.
+    if stored is not None and stored.get("decode") == DECODES[0]:
         return stored["configs"], stored["cost"]
-    from sllmbo.recommend import recommend_with
     from sllmbo.resolve import build_card
 
     eval_settings = _eval_settings(settings, job.seed)
@@ -377,8 +379,8 @@ def _single_shot(job: RunJob, task: Task, family: ModelFamily, settings: RunSett
                          max_tokens=settings.llm.max_tokens)
     cost = {"llm_s": rec.latency_s, "llm_calls": rec.requests,
             "llm_tokens": rec.prompt_tokens + rec.completion_tokens,
-            "rejected": rec.rejected}
-    store.put_run(key, {"configs": rec.configs, "cost": cost})
+            "rejected": rec.rejected, "consensus_of": rec.consensus_of}
+    store.put_run(key, {"configs": rec.configs, "cost": cost, "decode": DECODES[0]})
     return rec.configs, cost
 
 

@@ -1,13 +1,24 @@
 """``recommend()``: configurations from ONE batched inference, no trials run.
 
-For ``n`` candidates the backend gets one batch of requests (the first greedy, the others
-sampled with distinct seeds; a few extra to survive duplicates and bad answers). Every answer
-is parsed, clipped into the space (repairs reported) and validated; duplicates are dropped.
-An answer that is still invalid after clipping is reported, never returned.
+The backend gets one batch of requests sampled with distinct seeds (a few extra to survive
+duplicates and bad answers). Every answer is parsed, clipped into the space (repairs
+reported) and validated; duplicates are dropped. An answer that is still invalid after
+clipping is reported, never returned.
+
+The first candidate (the answer of ``n=1``) is, by default, the **consensus** of the first
+``samples`` valid sampled answers: per parameter their median (on a log scale where the space
+is), or the most common choice. Greedy decoding picks numbers digit by digit, and the most
+likely first digits make a small learning rate with few trees: in the default evaluation
+(seed 0, 32 held-out cells) the fine-tuned model's greedy answer had a normalized test regret
+of 0.63 at one trial, the consensus of 8 samples 0.19 (library defaults 0.43).
+``decode="greedy"`` keeps the single greedy answer (one request, the fastest path).
 """
 
 from __future__ import annotations
 
+import math
+import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +29,7 @@ from sllmbo.inference.base import ChatRequest, Completion, SamplingParams
 from sllmbo.prompts import config_schema, recommend_messages
 from sllmbo.samplers.calls import DuplicateError
 from sllmbo.samplers.llm import accept_config
-from sllmbo.space import SearchSpace
+from sllmbo.space import CategoricalParam, IntParam, SearchSpace
 from sllmbo.taskcard import TaskCard
 
 if TYPE_CHECKING:
@@ -34,28 +45,69 @@ class Recommendation:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
+    #: How many sampled answers the first configuration is the consensus of (0: greedy).
+    consensus_of: int = 0
 
 
-def n_requests(n: int) -> int:
-    """Requests in the batch for ``n`` candidates: a margin of about half, at least one."""
-    return 1 if n == 1 else n + max(1, n // 2)
+DECODES = ("consensus", "greedy")
+#: Sampled answers a consensus is formed from (8 measured better than 4 and no worse than 16).
+CONSENSUS_SAMPLES = 8
+
+
+def n_requests(n: int, decode: str = "greedy", samples: int = CONSENSUS_SAMPLES) -> int:
+    """Requests in the batch for ``n`` candidates: a margin of about half, at least one; a
+    consensus needs at least ``samples`` answers besides."""
+    wanted = 1 if n == 1 else n + max(1, n // 2)
+    return max(wanted, samples + max(1, samples // 4)) if decode == "consensus" else wanted
 
 
 def build_requests(card: TaskCard | None, space: SearchSpace, n: int, *, seed: int,
-                   temperature: float, max_tokens: int) -> list[ChatRequest]:
+                   temperature: float, max_tokens: int, decode: str = "greedy",
+                   samples: int = CONSENSUS_SAMPLES) -> list[ChatRequest]:
+    """The batch: request ``i`` sampled with seed ``seed + i``; with ``decode="greedy"`` the
+    first request is greedy instead."""
     messages = recommend_messages(card, space)
     schema = config_schema(space)
+    greedy_first = decode == "greedy"
     return [
         ChatRequest(messages, schema, SamplingParams(
-            max_tokens=max_tokens, temperature=0.0 if i == 0 else temperature, seed=seed + i))
-        for i in range(n_requests(n))
+            max_tokens=max_tokens, temperature=0.0 if i == 0 and greedy_first else temperature,
+            seed=seed + i))
+        for i in range(n_requests(n, decode, samples))
     ]
 
 
-def collect(completions: Sequence[Completion], space: SearchSpace, n: int) -> Recommendation:
-    """Parse, clip, validate and deduplicate answers, keeping the first ``n`` good ones."""
+def consensus_config(configs: Sequence[dict[str, Any]], space: SearchSpace) -> dict[str, Any]:
+    """Per parameter, the median of ``configs`` (geometric on a log-scaled parameter,
+    rounded for integers) or their most common choice (the earliest on a tie)."""
+    if not configs:
+        raise ValueError("a consensus needs at least one configuration")
+    out: dict[str, Any] = {}
+    for param in space:
+        values = [c[param.name] for c in configs]
+        if isinstance(param, CategoricalParam):
+            counts = Counter(map(repr, values))
+            out[param.name] = max(values, key=lambda v: counts[repr(v)])  # first of the top
+            continue
+        if param.log:
+            middle = math.exp(statistics.median(math.log(v) for v in values))
+        else:
+            middle = statistics.median(values)
+        # Four significant digits: what the model writes, and all a hyperparameter needs.
+        out[param.name] = (round(middle) if isinstance(param, IntParam)
+                           else float(f"{middle:.4g}"))
+    fixed, _ = space.clip(out)  # a rounded median can sit a hair outside a bound
+    return space.validate(fixed)
+
+
+def collect(completions: Sequence[Completion], space: SearchSpace, n: int,
+            consensus_samples: int = 0) -> Recommendation:
+    """Parse, clip, validate and deduplicate answers, keeping the first ``n`` good ones; with
+    ``consensus_samples``, the first is the consensus of that many valid answers (all there
+    are, when fewer are valid) and the answers follow it."""
     rec = Recommendation(configs=[], requests=len(completions))
     seen: set[Any] = set()
+    valid: list[dict[str, Any]] = []
     for i, completion in enumerate(completions):
         rec.prompt_tokens += completion.prompt_tokens
         rec.completion_tokens += completion.completion_tokens
@@ -72,21 +124,38 @@ def collect(completions: Sequence[Completion], space: SearchSpace, n: int) -> Re
             rec.rejected.append(f"candidate {i}: invalid after clipping: "
                                 f"{'; '.join(err.problems)}")
             continue
+        valid.append(config)
         if len(rec.configs) < n:
             rec.configs.append(config)
             rec.repairs.append(repairs)
+    if consensus_samples and valid:
+        pool = valid[:consensus_samples]
+        middle = consensus_config(pool, space)
+        rest = [(c, r) for c, r in zip(rec.configs, rec.repairs, strict=True) if c != middle]
+        rec.configs = [middle, *[c for c, _ in rest][:n - 1]]
+        rec.repairs = [[], *[r for _, r in rest][:n - 1]]
+        rec.consensus_of = len(pool)
     return rec
 
 
 def recommend_with(backend: Backend, card: TaskCard | None, space: SearchSpace, n: int = 1,
-                   *, seed: int = 0, temperature: float = 0.8,
-                   max_tokens: int = 256) -> Recommendation:
-    """``n`` configurations of ``space`` for the task of ``card`` from one backend batch."""
+                   *, seed: int = 0, temperature: float = 0.8, max_tokens: int = 256,
+                   decode: str = "consensus",
+                   samples: int = CONSENSUS_SAMPLES) -> Recommendation:
+    """``n`` configurations of ``space`` for the task of ``card`` from one backend batch: the
+    consensus of ``samples`` sampled answers first (``decode="greedy"``: the greedy answer),
+    then the sampled answers."""
     if n < 1:
         raise SllmboError(f"--n must be >= 1, got {n}")
+    if decode not in DECODES:
+        raise SllmboError(f"unknown decode {decode!r}", hint=f"use one of {', '.join(DECODES)}")
+    if decode == "consensus" and (samples < 1 or temperature <= 0):
+        raise SllmboError(f"a consensus needs --samples >= 1 and --temperature > 0, got "
+                          f"{samples} and {temperature}", hint="or use --decode greedy")
     requests = build_requests(card, space, n, seed=seed, temperature=temperature,
-                              max_tokens=max_tokens)
-    return collect(backend.complete(requests), space, n)
+                              max_tokens=max_tokens, decode=decode, samples=samples)
+    return collect(backend.complete(requests), space, n,
+                   consensus_samples=samples if decode == "consensus" else 0)
 
 
 def recommend(
@@ -101,6 +170,8 @@ def recommend(
     seed: int = 0,
     temperature: float = 0.8,
     max_tokens: int = 256,
+    decode: str = "consensus",
+    samples: int = CONSENSUS_SAMPLES,
     backend_kind: str = "transformers",
     model_path: str | None = None,
     adapter: str | None = "default",
@@ -112,7 +183,8 @@ def recommend(
     """
     return recommend_task(task, model, n, backend, data=data, target=target,
                           task_type=task_type, seed=seed, temperature=temperature,
-                          max_tokens=max_tokens, backend_kind=backend_kind,
+                          max_tokens=max_tokens, decode=decode, samples=samples,
+                          backend_kind=backend_kind,
                           model_path=model_path, adapter=adapter, base_url=base_url).configs
 
 
@@ -121,13 +193,19 @@ def recommend_task(task: str | None, model: str, n: int, backend: Backend | None
     """``recommend`` with the details (repairs, rejected candidates, tokens)."""
     from sllmbo.families import get_family
     from sllmbo.objective import EvalSettings
-    from sllmbo.resolve import build_card, resolve_task
+    from sllmbo.resolve import build_card, registered_card, resolve_task
 
-    loaded = resolve_task(task, options.pop("data", None), options.pop("target", None),
-                          options.pop("task_type", None))
     family = get_family(model)
-    card = build_card(loaded, family, EvalSettings(seed=options.get("seed", 0)))
-    space = family.default_space(loaded.task_type)
+    settings = EvalSettings(seed=options.get("seed", 0))
+    data, target = options.pop("data", None), options.pop("target", None)
+    task_type = options.pop("task_type", None)
+    # A registered task's card comes from its shipped facts: no data to read.
+    card = (registered_card(task, family, settings)
+            if isinstance(task, str) and data is None else None)
+    if card is None:
+        loaded = resolve_task(task, data, target, task_type)
+        card = build_card(loaded, family, settings)
+    space = family.default_space(card.task_type)
     kind, model_path = options.pop("backend_kind", "transformers"), options.pop("model_path", None)
     adapter, base_url = options.pop("adapter", "default"), options.pop("base_url", None)
     owned = backend is None

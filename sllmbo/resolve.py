@@ -75,6 +75,22 @@ def build_card(task: Task, family: ModelFamily, settings: EvalSettings,
     )
 
 
+def registered_card(name: str, family: ModelFamily,
+                    settings: EvalSettings) -> TaskCard | None:
+    """The card of the registered task ``name`` from its shipped facts, without reading the
+    data (``sllmbo.data.facts``); None when the name has no facts (then load the task)."""
+    from sllmbo.data.facts import registered_facts, task_key
+
+    facts = registered_facts(name)
+    if facts is None:
+        return None
+    facts = dict(facts)
+    metric = settings.metric or facts["metric"]
+    del facts["metric"]
+    return TaskCard(task=task_key(name), model_family=family.name, metric=metric,
+                    direction=METRICS[metric], **facts)  # type: ignore[arg-type]
+
+
 def task_spaces(task: Task, family: ModelFamily,
             protocol: EvalProtocol | None) -> tuple[SearchSpace, SearchSpace]:
     """(the space tuning starts from, the widest an adapted space may reach). A protocol's

@@ -158,6 +158,19 @@ def test_runs_resume_and_finished_runs_are_not_rerun(tmp_path: Path) -> None:
     assert "**Partial results**" in report and "`random` 0" in report
     assert optuna.get_all_study_summaries(storage).__len__() == len(before)
 
+    # Running one more method reports it beside every method that finished before.
+    one = plan_eval(small_suite(methods=("random",)), None, tmp_path, LLMOptions(), None, True,
+                    report_methods=("defaults", "tpe", "tpe-seeded", "portfolio", "random"))
+    records = run_eval(one, progress=False)
+    assert {r["method"] for r in records} == {"defaults", "tpe", "tpe-seeded", "portfolio",
+                                             "random"}
+    def scores(rs):
+        return sorted((r["task"], r["family"], r["method"], r["budget"], r["seed"],
+                       r["test_score"]) for r in rs if r["method"] != "random")
+
+    assert scores(records) == scores(first)  # read back, not run again
+    assert "| random |" in (tmp_path / "report.md").read_text()
+
 
 def test_a_killed_eval_resumes_with_nothing_lost(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "sllmbo", "eval", "--suite", "smoke", "--task", "auto_mpg",

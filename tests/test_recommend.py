@@ -10,7 +10,7 @@ from loop_helpers import CARD, SPACE
 
 from sllmbo.cli import main
 from sllmbo.inference.base import Backend, Completion
-from sllmbo.recommend import n_requests, recommend, recommend_with
+from sllmbo.recommend import consensus_config, n_requests, recommend, recommend_with
 
 GOOD = {"x": 3.0, "n": 20, "kind": "a"}
 
@@ -25,17 +25,18 @@ class CountingBackend(ScriptedBackend):
         return super().complete(requests)
 
 
-def test_one_candidate_is_one_greedy_request():
+def test_greedy_decode_is_one_greedy_request():
     backend = CountingBackend([json.dumps(GOOD)])
-    rec = recommend_with(backend, CARD, SPACE, 1)
+    rec = recommend_with(backend, CARD, SPACE, 1, decode="greedy")
     assert rec.configs == [GOOD] and backend.batches == 1 and len(backend.requests) == 1
     assert backend.requests[0].sampling.temperature == 0.0
     assert backend.requests[0].json_schema == SPACE.to_json_schema()
+    assert rec.consensus_of == 0
 
 
 def test_k_candidates_come_from_one_batch_with_distinct_seeds():
     backend = CountingBackend([VALID])
-    rec = recommend_with(backend, CARD, SPACE, 4, seed=7)
+    rec = recommend_with(backend, CARD, SPACE, 4, seed=7, decode="greedy")
     assert backend.batches == 1 and len(backend.requests) == n_requests(4) == 6
     assert [r.sampling.seed for r in backend.requests] == list(range(7, 13))
     assert len(rec.configs) == 4
@@ -43,10 +44,56 @@ def test_k_candidates_come_from_one_batch_with_distinct_seeds():
     assert all(SPACE.contains(c) for c in rec.configs)
 
 
+def _answer(x: float, n: int, kind: str) -> str:
+    return json.dumps({"x": x, "n": n, "kind": kind})
+
+
+def test_the_default_answer_is_the_consensus_of_sampled_answers():
+    # x: median 4.0; n (log scale): geometric median of 1..100 -> 10; kind: most common "b".
+    steps = [_answer(1.0, 1, "a"), _answer(4.0, 100, "b"), _answer(9.0, 10, "b"),
+             _answer(2.0, 10, "b"), _answer(6.0, 100, "a")]
+    backend = CountingBackend(steps)
+    rec = recommend_with(backend, CARD, SPACE, 1, samples=5, seed=3)
+    assert backend.batches == 1 and len(backend.requests) == n_requests(1, "consensus", 5) == 6
+    assert all(r.sampling.temperature > 0 for r in backend.requests)
+    assert [r.sampling.seed for r in backend.requests] == list(range(3, 9))
+    assert rec.configs == [{"x": 4.0, "n": 10, "kind": "b"}] and rec.consensus_of == 5
+
+
+def test_consensus_comes_first_then_the_sampled_answers_without_repeating_it():
+    steps = [_answer(1.0, 10, "a"), _answer(3.0, 10, "a"), _answer(5.0, 10, "a"), "junk"]
+    rec = recommend_with(ScriptedBackend(steps), CARD, SPACE, 3, samples=3)
+    # the consensus (3.0, 10, "a") is also the second answer: it is not listed twice
+    assert rec.configs == [{"x": 3.0, "n": 10, "kind": "a"}, {"x": 1.0, "n": 10, "kind": "a"},
+                           {"x": 5.0, "n": 10, "kind": "a"}]
+    assert rec.consensus_of == 3 and any("not valid JSON" in r for r in rec.rejected)
+
+
+def test_consensus_of_what_is_valid_when_few_answers_are():
+    rec = recommend_with(ScriptedBackend([_answer(7.0, 5, "b"), "junk"]), CARD, SPACE, 1)
+    assert rec.configs == [{"x": 7.0, "n": 5, "kind": "b"}] and rec.consensus_of == 1
+
+
+def test_consensus_config_rounds_integers_and_keeps_four_digits():
+    configs = [{"x": 1.0, "n": 2, "kind": "a"}, {"x": 2.0, "n": 3, "kind": "b"}]
+    assert consensus_config(configs, SPACE) == {"x": 1.5, "n": 2, "kind": "a"}  # tie: first
+    third = [{"x": 1 / 3, "n": 7, "kind": "a"}]
+    assert consensus_config(third, SPACE)["x"] == 0.3333
+
+
+def test_consensus_needs_sampling():
+    from sllmbo.errors import SllmboError
+
+    with pytest.raises(SllmboError, match="consensus needs"):
+        recommend_with(ScriptedBackend(), CARD, SPACE, 1, temperature=0.0)
+    with pytest.raises(SllmboError, match="unknown decode"):
+        recommend_with(ScriptedBackend(), CARD, SPACE, 1, decode="beam")
+
+
 def test_bad_candidates_are_reported_never_returned():
     steps = [json.dumps(GOOD), json.dumps(GOOD), "not json", json.dumps({"x": 1.0}),
              json.dumps({"x": 99, "n": 0, "kind": "B"}), json.dumps({**GOOD, "kind": "zzz"})]
-    rec = recommend_with(ScriptedBackend(steps), CARD, SPACE, 4)
+    rec = recommend_with(ScriptedBackend(steps), CARD, SPACE, 4, decode="greedy")
     assert rec.configs == [GOOD, {"x": 10.0, "n": 1, "kind": "b"}]
     assert rec.repairs[1] and len(rec.repairs[1]) == 3
     reasons = "\n".join(rec.rejected)

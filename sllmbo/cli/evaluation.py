@@ -106,7 +106,8 @@ def eval_command(
         max_tokens=max_tokens or int(chosen.llm.get("max_tokens", 256)),
     )
     plan = plan_eval(chosen, refs or None, out or Path("runs/eval") / chosen.name, llm,
-                     adapter, methods_given=methods is not None)
+                     adapter, methods_given=methods is not None,
+                     report_methods=get_suite(suite).methods if methods else ())
     for method in plan.skipped_methods:
         typer.echo(f"note: {method} not run: it needs --adapter (the fine-tuned model)",
                    err=True)

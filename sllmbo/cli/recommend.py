@@ -16,9 +16,13 @@ Examples:
 
   sllmbo recommend --data sales.csv --target units --model xgboost --n 5
 
+  sllmbo recommend --task diabetes --decode greedy    # one greedy answer: fastest
+
   sllmbo recommend --task diabetes --backend openai --base-url http://127.0.0.1:8000/v1
 
 Prints one JSON object (or a list with --n > 1); notes on rejected candidates go to stderr.
+The first configuration is the consensus of --samples sampled answers (per parameter their
+median, or the most common choice), the others are sampled answers.
 """
 
 
@@ -36,7 +40,12 @@ def recommend_command(
     model: str = options.MODEL,
     n: int = typer.Option(1, "--n", help="Number of diverse candidates."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampled candidates."),
-    temperature: float = typer.Option(0.8, "--temperature", help="Sampling temperature (n > 1)."),
+    temperature: float = typer.Option(0.8, "--temperature",
+                                      help="Sampling temperature of the sampled answers."),
+    decode: str = typer.Option("consensus", "--decode",
+                               help="consensus (of --samples sampled answers) or greedy."),
+    samples: int = typer.Option(8, "--samples",
+                                help="Sampled answers the consensus is formed from."),
     backend: str = options.BACKEND,
     model_path: str | None = options.MODEL_PATH,
     adapter: str | None = options.ADAPTER,
@@ -48,7 +57,8 @@ def recommend_command(
 
     rec = recommend_task(
         task, model, n, None, data=data, target=target, task_type=task_type, seed=seed,
-        temperature=temperature, max_tokens=256, backend_kind=backend, model_path=model_path,
+        temperature=temperature, max_tokens=256, decode=decode, samples=samples,
+        backend_kind=backend, model_path=model_path,
         adapter=adapter, base_url=base_url,
     )
     for note in rec.rejected:
