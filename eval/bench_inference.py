@@ -337,8 +337,8 @@ def warm_server() -> Iterator[str]:
     import socket
     import subprocess
     import sys
-
-    import httpx
+    import urllib.error
+    import urllib.request
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -353,9 +353,10 @@ def warm_server() -> Iterator[str]:
             if server.poll() is not None:
                 raise RuntimeError(f"sllmbo serve exited with {server.returncode}")
             try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
+                with urllib.request.urlopen(f"{url}/models", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("sllmbo serve did not come up in 300 s")
@@ -369,13 +370,15 @@ def warm_server() -> Iterator[str]:
 def llm_tpe_overhead(model: str | None, adapter: str, *, n_trials: int,
                      task: str = "bike_sharing") -> dict[str, Any]:
     """Seconds a trial spends outside model fitting (sampling, LLM, bookkeeping) under TPE and
-    under ``llm-tpe`` (p = 0.5, the default adapter, the fast path), on one real task."""
+    under ``llm-tpe`` (p = 0.5, the default adapter, the fast path), on one real task: the mean
+    over the trials the sampler chose; the initializer's one call is ``setup_llm_s``."""
     import tempfile
 
     import optuna
 
-    from sllmbo.eval.runs import trial_rows
+    from sllmbo.eval.runs import setup_cost, trial_rows
     from sllmbo.inference.factory import create_backend
+    from sllmbo.samplers.attrs import SOURCE
     from sllmbo.tune import tune
 
     backend = create_backend("transformers", model=model, adapter=adapter, device="cpu")
@@ -388,12 +391,17 @@ def llm_tpe_overhead(model: str | None, adapter: str, *, n_trials: int,
                      storage=storage, study_name=sampler, n_folds=3, max_rows=1000,
                      score_test=False, progress=False,
                      backend=backend if sampler != "tpe" else None)
-                rows = trial_rows(optuna.load_study(study_name=sampler, storage=storage))
+                study = optuna.load_study(study_name=sampler, storage=storage)
+                source = {t.number: t.user_attrs.get(SOURCE) for t in study.trials}
+                # The trials the sampler chose (not the initializer's enqueued ones).
+                rows = [r for r in trial_rows(study) if source[r.number] != "initial"]
                 overhead = [r.llm_s + r.other_s for r in rows]
                 out[sampler] = {"mean_overhead_s": statistics.mean(overhead),
                                 "median_overhead_s": statistics.median(overhead),
                                 "mean_fit_s": statistics.mean(r.fit_s for r in rows),
-                                "llm_trials": sum(r.llm_calls > 0 for r in rows)}
+                                "sampled_trials": len(rows),
+                                "llm_trials": sum(r.llm_calls > 0 for r in rows),
+                                "setup_llm_s": setup_cost(study)["llm_s"]}
     finally:
         backend.close()
     out["extra_per_trial_s"] = (out["llm-tpe"]["mean_overhead_s"]
@@ -583,10 +591,12 @@ def _print_fast_path(fast: dict[str, Any], path: Path) -> None:
         console.print(f"{label}: `{command['command']}`: {command['median_s']:.2f} s "
                       f"(median of {len(command['runs_s'])})")
     o = fast["llm_tpe_overhead"]
-    console.print(f"outside fitting, per trial ({o['n_trials']} trials of {o['task']}): "
-                  f"tpe {o['tpe']['mean_overhead_s']:.2f} s, llm-tpe "
-                  f"{o['llm-tpe']['mean_overhead_s']:.2f} s ({o['llm-tpe']['llm_trials']} "
-                  f"LLM trials); extra {o['extra_per_trial_s']:.2f} s; written to {path}")
+    console.print(f"outside fitting, per sampled trial ({o['n_trials']} trials of {o['task']}):"
+                  f" tpe {o['tpe']['mean_overhead_s']:.2f} s, llm-tpe "
+                  f"{o['llm-tpe']['mean_overhead_s']:.2f} s ({o['llm-tpe']['llm_trials']} of "
+                  f"{o['llm-tpe']['sampled_trials']} by the LLM; initializer "
+                  f"{o['llm-tpe']['setup_llm_s']:.1f} s once); extra "
+                  f"{o['extra_per_trial_s']:.2f} s; written to {path}")
 
 
 def _print(result: dict[str, Any], path: Path) -> None:

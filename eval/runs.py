@@ -268,7 +268,7 @@ def _run_study(job: RunJob, task: Task, family: ModelFamily, settings: RunSettin
     if method.startswith("single-shot") and trials:
         trials[0] = _with_llm_cost(trials[0], cost)
     elif result.llm is not None and trials:
-        trials[0] = _with_llm_cost(trials[0], _setup_cost(study))
+        trials[0] = _with_llm_cost(trials[0], setup_cost(study))
     log = RunLog(job.key, job.task.label, family.name, method, job.seed, result.metric,
                  result.direction, trials, notes=notes)
     eval_settings = _eval_settings(settings, job.seed)
@@ -384,7 +384,7 @@ def _single_shot(job: RunJob, task: Task, family: ModelFamily, settings: RunSett
     return rec.configs, cost
 
 
-def _setup_cost(study: optuna.Study) -> dict[str, Any]:
+def setup_cost(study: optuna.Study) -> dict[str, Any]:
     """LLM work done outside trials: the initializer and space adaptations."""
     from sllmbo import studyinfo
 
