@@ -139,6 +139,17 @@ def collect(completions: Sequence[Completion], space: SearchSpace, n: int,
     return rec
 
 
+def check_options(n: int, decode: str, samples: int, temperature: float) -> None:
+    """One clear error for options that cannot work, before any model is loaded."""
+    if n < 1:
+        raise SllmboError(f"--n must be >= 1, got {n}")
+    if decode not in DECODES:
+        raise SllmboError(f"unknown decode {decode!r}", hint=f"use one of {', '.join(DECODES)}")
+    if decode == "consensus" and (samples < 1 or not temperature > 0):
+        raise SllmboError(f"a consensus needs --samples >= 1 and --temperature > 0, got "
+                          f"{samples} and {temperature}", hint="or use --decode greedy")
+
+
 def recommend_with(backend: Backend, card: TaskCard | None, space: SearchSpace, n: int = 1,
                    *, seed: int = 0, temperature: float = 0.8, max_tokens: int = 256,
                    decode: str = "consensus",
@@ -146,13 +157,7 @@ def recommend_with(backend: Backend, card: TaskCard | None, space: SearchSpace, 
     """``n`` configurations of ``space`` for the task of ``card`` from one backend batch: the
     consensus of ``samples`` sampled answers first (``decode="greedy"``: the greedy answer),
     then the sampled answers."""
-    if n < 1:
-        raise SllmboError(f"--n must be >= 1, got {n}")
-    if decode not in DECODES:
-        raise SllmboError(f"unknown decode {decode!r}", hint=f"use one of {', '.join(DECODES)}")
-    if decode == "consensus" and (samples < 1 or temperature <= 0):
-        raise SllmboError(f"a consensus needs --samples >= 1 and --temperature > 0, got "
-                          f"{samples} and {temperature}", hint="or use --decode greedy")
+    check_options(n, decode, samples, temperature)
     requests = build_requests(card, space, n, seed=seed, temperature=temperature,
                               max_tokens=max_tokens, decode=decode, samples=samples)
     return collect(backend.complete(requests), space, n,
@@ -196,6 +201,8 @@ def recommend_task(task: str | None, model: str, n: int, backend: Backend | None
     from sllmbo.objective import EvalSettings
     from sllmbo.resolve import build_card, registered_card, resolve_task
 
+    check_options(n, options.get("decode", "consensus"),
+                  options.get("samples", CONSENSUS_SAMPLES), options.get("temperature", 0.8))
     family = get_family(model)
     settings = EvalSettings(seed=options.get("seed", 0))
     data, target = options.pop("data", None), options.pop("target", None)

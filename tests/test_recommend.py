@@ -136,3 +136,20 @@ def test_recommend_task_takes_only_the_options_it_is_given():
 
     rec = recommend_task("diabetes", "lightgbm", 2, ScriptedBackend([VALID]))
     assert len(rec.configs) == 2
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--decode", "beam"], "unknown decode 'beam'"),
+    (["--samples", "0"], "a consensus needs --samples >= 1"),
+    (["--temperature", "0"], "a consensus needs --samples >= 1 and --temperature > 0"),
+])
+def test_bad_decode_options_exit_2_before_a_model_loads(argv, message, capsys, monkeypatch):
+    import sllmbo.inference.factory as factory
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(factory, "create_backend", no_model)
+    with pytest.raises(SystemExit) as info:
+        main(["recommend", "--task", "diabetes", *argv])
+    assert info.value.code == 2 and message in capsys.readouterr().err
