@@ -7,6 +7,7 @@ from functools import cache
 
 from sllmbo.data.classification_tasks import CLASSIFICATION_TASKS
 from sllmbo.data.entry import CatalogEntry
+from sllmbo.data.facts import task_key
 from sllmbo.data.prepare import build_task
 from sllmbo.data.rdatasets_tasks import RDATASETS_TASKS
 from sllmbo.data.regression_tasks import REGRESSION_TASKS
@@ -36,7 +37,7 @@ def task_names(split: str | None = None) -> list[str]:
 
 def load_task(name: str) -> Task:
     """The registered task ``name`` (``-`` and case are forgiven), loaded once per process."""
-    key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
+    key = task_key(name) if isinstance(name, str) else name
     if key not in _ENTRIES:
         close = difflib.get_close_matches(str(key), _ENTRIES, n=3, cutoff=0.5)
         suggestion = f"did you mean {', '.join(close)}? " if close else ""
