@@ -37,11 +37,29 @@ def test_greedy_decode_is_one_greedy_request():
 def test_k_candidates_come_from_one_batch_with_distinct_seeds():
     backend = CountingBackend([VALID])
     rec = recommend_with(backend, CARD, SPACE, 4, seed=7, decode="greedy")
-    assert backend.batches == 1 and len(backend.requests) == n_requests(4) == 6
-    assert [r.sampling.seed for r in backend.requests] == list(range(7, 13))
+    assert backend.batches == 1 and len(backend.requests) == n_requests(4) == 5
+    assert [r.sampling.seed for r in backend.requests] == list(range(7, 12))
     assert len(rec.configs) == 4
     assert len({json.dumps(c, sort_keys=True) for c in rec.configs}) == 4
     assert all(SPACE.contains(c) for c in rec.configs)
+
+
+def test_a_shortfall_is_asked_again_with_new_seeds():
+    # 30 candidates: a first batch of 33, of which 9 repeat an earlier answer.
+    distinct = [_answer(float(i % 10) + 1.0, 1 + i, "a") for i in range(60)]
+    steps = distinct[:24] + [distinct[0]] * 9 + distinct[24:]
+    backend = CountingBackend(steps)
+    rec = recommend_with(backend, CARD, SPACE, 30, seed=5, decode="greedy")
+    assert n_requests(30) == 33 and backend.batches == 2 and len(rec.configs) == 30
+    assert [r.sampling.seed for r in backend.requests] == list(range(5, 5 + 33 + 6 + 3))
+    assert sum("duplicate" in r for r in rec.rejected) == 9
+
+
+def test_top_ups_end_when_the_backend_keeps_failing():
+    backend = CountingBackend(["junk"])
+    rec = recommend_with(backend, CARD, SPACE, 4, decode="greedy")
+    assert rec.configs == [] and backend.batches == 1 + 2  # TOP_UP_ROUNDS
+    assert len(rec.rejected) == len(backend.requests)
 
 
 def _answer(x: float, n: int, kind: str) -> str:
