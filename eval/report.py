@@ -124,7 +124,9 @@ def comparison_table(records: Sequence[dict[str, Any]], methods: Sequence[str],
 
 def cost_table(records: Sequence[dict[str, Any]], methods: Sequence[str],
                budget: int) -> list[str]:
-    """Median seconds (wall, model fitting, LLM), LLM calls and tokens per run at ``budget``."""
+    """Median seconds (wall, model fitting, LLM), LLM calls and tokens per run at ``budget``,
+    and the wall minutes of all those runs summed: the compute the method took in the suite
+    (elapsed time is about that over ``--workers``)."""
     rows = []
     for m in methods:
         rs = [r for r in records if r["method"] == m and r["budget"] == budget]
@@ -134,8 +136,10 @@ def cost_table(records: Sequence[dict[str, Any]], methods: Sequence[str],
             return float(statistics.median(r[key] for r in rs))
 
         rows.append([m, _fmt(med("wall_s"), 1), _fmt(med("fit_s"), 1), _fmt(med("llm_s"), 1),
-                     _fmt(med("llm_calls"), 0), _fmt(med("llm_tokens"), 0)])
-    return _table(["method", "wall s", "fit s", "LLM s", "LLM calls", "LLM tokens"], rows)
+                     _fmt(med("llm_calls"), 0), _fmt(med("llm_tokens"), 0), str(len(rs)),
+                     _fmt(sum(r["wall_s"] for r in rs) / 60, 1)])
+    return _table(["method", "wall s", "fit s", "LLM s", "LLM calls", "LLM tokens", "runs",
+                   "summed wall min"], rows)
 
 
 def time_to_tpe(logs: Sequence[RunLog], methods: Sequence[str],

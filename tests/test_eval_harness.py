@@ -236,3 +236,17 @@ def test_smoke_suite_end_to_end_on_the_embedded_model(embedded_model: Path,
         assert cvs == sorted(cvs, reverse=runs[0]["direction"] == "minimize")
     report = (tmp_path / "report.md").read_text()
     assert "Wins / ties / losses against `tpe`" in report and "single-shot-base" in report
+
+
+def test_cost_table_sums_the_wall_time_of_the_runs_at_a_budget() -> None:
+    from sllmbo.eval.report import cost_table
+
+    def record(method: str, budget: int, wall: float) -> dict:
+        return {"method": method, "budget": budget, "wall_s": wall, "fit_s": wall / 2,
+                "llm_s": 0.0, "llm_calls": 0, "llm_tokens": 0}
+
+    records = [record("tpe", 30, 60.0), record("tpe", 30, 120.0), record("tpe", 30, 300.0),
+               record("tpe", 5, 999.0)]
+    header, _, row = cost_table(records, ["tpe"], 30)
+    assert header.endswith("| runs | summed wall min |")
+    assert row == "| tpe | 120.0 | 60.0 | 0.0 | 0 | 0 | 3 | 8.0 |"
