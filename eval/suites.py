@@ -89,6 +89,7 @@ SUITES: dict[str, Suite] = {
         seeds=5,
         n_folds=5,
         protocol="sllmbo-paper",
+        llm={"init": "initializer"},  # the paper's loop starts from its initializer
     ),
 }
 #: The default suite with Code Llama 7B Instruct behind vLLM (``--model-path`` its folder).

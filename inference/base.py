@@ -95,6 +95,10 @@ class Backend(ABC):
     name: str = "backend"
     #: Context window in tokens; prompts (history summaries) are budgeted against it.
     context_length: int = 2048
+    #: Whether answers come through a LoRA adapter. sllmbo's adapters learn the recommend
+    #: and optimizer prompts, not the initializer's, so ``--init auto`` starts such a model
+    #: from its recommendation (``sllmbo.initializer.init_source``).
+    fine_tuned: bool = False
 
     @abstractmethod
     def complete(self, requests: Sequence[ChatRequest]) -> list[Completion]:

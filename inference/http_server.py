@@ -157,10 +157,12 @@ def _handler_for(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             if self.path == "/health":
                 self._send(HTTPStatus.OK, {"status": "ok"})
             elif self.path.rstrip("/") == "/v1/models":
-                self._send(HTTPStatus.OK, {"object": "list", "data": [
-                    {"id": server.model_name, "object": "model", "created": 0,
-                     "owned_by": "sllmbo",
-                     "max_model_len": int(server.backend.context_length)}]})
+                entry = {"id": server.model_name, "object": "model", "created": 0,
+                         "owned_by": "sllmbo",
+                         "max_model_len": int(server.backend.context_length)}
+                if server.backend.fine_tuned:  # listed as vLLM lists a LoRA module
+                    entry["parent"] = server.backend.name
+                self._send(HTTPStatus.OK, {"object": "list", "data": [entry]})
             else:
                 self._error(HTTPStatus.NOT_FOUND, f"no route {self.path}")
 

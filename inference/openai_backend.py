@@ -76,6 +76,14 @@ class OpenAIBackend(Backend):
         return self._model
 
     @property
+    def fine_tuned(self) -> bool:  # type: ignore[override]
+        """Whether the model asked is a served LoRA module (vLLM lists it with a parent)."""
+        model = self.model
+        if not self._parents:
+            self._served_models()
+        return model in self._parents
+
+    @property
     def context_length(self) -> int:  # type: ignore[override]
         """The served model's window: as given, else as the server reports it (asked once)."""
         if self._context_length is None:

@@ -55,6 +55,7 @@ class TransformersBackend(Backend):
 
         self.model_path = Path(model_path)
         self.adapter_path = Path(adapter_path) if adapter_path is not None else None
+        self.fine_tuned = self.adapter_path is not None
         self.constrained = constrained
         self.merge_adapter = merge_adapter and not load_in_4bit
         self.max_batch_size = max(1, max_batch_size)

@@ -81,6 +81,7 @@ class VLLMBackend(Backend):
 
         self.model_path = Path(model_path)
         self.adapter_path = Path(adapter_path) if adapter_path is not None else None
+        self.fine_tuned = self.adapter_path is not None
         self.constrained = constrained
         config_file = self.model_path / "config.json"
         if not config_file.is_file():

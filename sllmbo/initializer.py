@@ -5,21 +5,28 @@ validated and intersected with the family's hard limits; any failure (backend do
 answer after one retry) falls back to the family's default space with the reason recorded.
 Initial configurations are clipped into the resulting space (repairs counted), duplicates and
 unrepairable ones dropped (counted); ``tune`` enqueues them with ``sllmbo:source="initial"``.
+
+``start`` picks where the initial configurations come from (``init_source``): this prompt, or
+``sllmbo.recommend`` (the consensus of sampled answers first), the prompt a fine-tuned adapter
+learned.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from sllmbo.errors import ConfigError, SpaceError
+from sllmbo.errors import BackendError, ConfigError, SpaceError
 from sllmbo.inference.base import Backend, SamplingParams
 from sllmbo.prompts import initializer_messages, initializer_schema
 from sllmbo.samplers.calls import DuplicateError, ask_json
 from sllmbo.samplers.llm import accept_config
 from sllmbo.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace
 from sllmbo.taskcard import TaskCard
+
+#: ``--init``: where a study's initial configurations come from.
+INIT_MODES = ("auto", "initializer", "recommender")
 
 
 @dataclass
@@ -37,6 +44,8 @@ class InitResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
+    #: Who proposed ``configs``: "initializer" (this module's prompt) or "recommender".
+    configs_source: str = "initializer"
 
     def to_user_attr(self) -> dict[str, Any]:
         data = asdict(self)
@@ -159,3 +168,74 @@ def initialize(
         reason = "default search space (--space default)"
     return InitResult(space, configs, "llm" if llm_space else "default", reason,
                       repairs, dropped, **stats)
+
+
+def init_source(mode: str, backend: Backend) -> str:
+    """``mode`` with ``auto`` resolved: the recommender for a fine-tuned backend, else the
+    paper's initializer.
+
+    sllmbo's adapters learn the recommend prompt, not the initializer's. In the default
+    evaluation (seed 0, 32 held-out cells) the first trial's mean normalized regret was 0.805
+    from the fine-tuned model's initializer answer and 0.218 from its recommend consensus;
+    for the base model 0.359 and 0.483: each is best on the prompt it does well on.
+    """
+    if mode not in INIT_MODES:
+        raise ValueError(f"init must be one of {INIT_MODES}, got {mode!r}")
+    if mode != "auto":
+        return mode
+    try:
+        return "recommender" if backend.fine_tuned else "initializer"
+    except BackendError:  # a server that cannot list its models: the initializer's call says
+        return "initializer"
+
+
+def start(*, mode: str, backend: Backend, card: TaskCard | None, limits: SearchSpace,
+          default_space: SearchSpace, n_configs: int, llm_space: bool, seed: int | None,
+          timeout: float | None) -> InitResult:
+    """A study's start: its space (the initializer's with ``llm_space``, else the default)
+    and ``n_configs`` initial configurations from the source ``init_source`` picks."""
+    source = init_source(mode, backend)
+    if source == "initializer":
+        return initialize(backend=backend, card=card, limits=limits,
+                          default_space=default_space, n_configs=n_configs,
+                          llm_space=llm_space, seed=seed, timeout=timeout)
+    if llm_space:  # the initializer decides the space; its configurations go unused
+        base = replace(initialize(backend=backend, card=card, limits=limits,
+                                  default_space=default_space, n_configs=1, llm_space=True,
+                                  seed=seed, timeout=timeout),
+                       configs=[], repairs=[], dropped=[])
+    else:
+        base = InitResult(default_space.restricted_to(limits), [], "default",
+                          "default search space (--space default)")
+    return recommended_start(base, backend=backend, card=card, n_configs=n_configs,
+                             seed=seed, timeout=timeout)
+
+
+def recommended_start(base: InitResult, *, backend: Backend, card: TaskCard | None,
+                      n_configs: int, seed: int | None, timeout: float | None) -> InitResult:
+    """``base`` with ``n_configs`` configurations of its space from ``sllmbo.recommend``
+    (one batch; its consensus first) and their cost added; a failed backend leaves none."""
+    from sllmbo.recommend import recommend_with
+    from sllmbo.samplers.calls import TimedBackend
+
+    if n_configs < 1:
+        return replace(base, configs_source="recommender")
+    try:
+        rec = recommend_with(TimedBackend(backend, timeout), card, base.space, n_configs,
+                             seed=seed or 0)
+    except (BackendError, TimeoutError) as err:
+        message = err.message if isinstance(err, BackendError) else str(err)
+        return replace(base, configs=[], configs_source="recommender",
+                       reason=f"{base.reason}; no initial configurations: the recommender "
+                       f"failed ({message})")
+    return replace(
+        base, configs=rec.configs, configs_source="recommender",
+        repairs=[*base.repairs, *(f"config {i}: {r}" for i, fixes in enumerate(rec.repairs)
+                                  for r in fixes)],
+        dropped=[*base.dropped, *rec.rejected],
+        reason=f"{base.reason}; initial configurations from the recommender (the consensus "
+        f"of {rec.consensus_of} sampled answers first)",
+        calls=base.calls + rec.requests,
+        prompt_tokens=base.prompt_tokens + rec.prompt_tokens,
+        completion_tokens=base.completion_tokens + rec.completion_tokens,
+        latency_s=round(base.latency_s + rec.latency_s, 3))

@@ -139,7 +139,9 @@ def collect(completions: Sequence[Completion], space: SearchSpace, n: int,
     if consensus_samples and valid:
         pool = valid[:consensus_samples]
         middle = consensus_config(pool, space)
-        rest = [(c, r) for c, r in zip(rec.configs, rec.repairs, strict=True) if c != middle]
+        # An answer that rounds to the consensus is the consensus: not tried twice.
+        rest = [(c, r) for c, r in zip(rec.configs, rec.repairs, strict=True)
+                if consensus_config([c], space) != middle]
         rec.configs = [middle, *[c for c, _ in rest][:n - 1]]
         rec.repairs = [[], *[r for _, r in rest][:n - 1]]
         rec.consensus_of = len(pool)

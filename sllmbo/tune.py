@@ -87,7 +87,9 @@ class LLMOptions:
     ``patience``: completed trials without improvement before stopping; None picks the
     paper's default for the LLM samplers (15 llm, 5 llm-tpe) and no stopping for tpe/random;
     0 turns stopping off. ``adapt_every``: completed trials between LLM space adaptations
-    (0: off). ``n_initial``: initializer configurations enqueued on a fresh study.
+    (0: off). ``n_initial``: initial configurations enqueued on a fresh study; ``init``
+    where they come from (``sllmbo.initializer.init_source``: auto picks the recommender for
+    a fine-tuned backend, the paper's initializer otherwise).
     """
 
     backend: str = "transformers"
@@ -96,6 +98,7 @@ class LLMOptions:
     base_url: str | None = None
     space: str = "default"
     n_initial: int = 5
+    init: str = "auto"
     patience: int | None = None
     min_delta: float = 0.0
     adapt_every: int = 0
@@ -108,6 +111,11 @@ class LLMOptions:
     def __post_init__(self) -> None:
         if self.space not in SPACE_MODES:
             raise SllmboError(f"--space must be one of {SPACE_MODES}, got '{self.space}'")
+        from sllmbo.initializer import INIT_MODES
+
+        if self.init not in INIT_MODES:
+            raise SllmboError(f"--init must be one of {', '.join(INIT_MODES)}, got "
+                              f"'{self.init}'")
         for name in ("n_initial", "adapt_every"):
             if getattr(self, name) < 0:
                 raise SllmboError(f"--{name.replace('_', '-')} must be >= 0, "
@@ -145,7 +153,7 @@ def _initialize(opened: OpenedStudy, backend: Backend, card: TaskCard, limits: S
                 default_space: SearchSpace, sampler: str, options: LLMOptions, seed: int) -> None:
     """On a fresh study: the LLM initializer's space and enqueued configurations, asked by one
     worker only (``studies.initializer_owner``)."""
-    from sllmbo.initializer import initialize
+    from sllmbo.initializer import start
 
     study = opened.study
     n_configs = options.n_initial if sampler in LLM_SAMPLERS else 0
@@ -153,10 +161,9 @@ def _initialize(opened: OpenedStudy, backend: Backend, card: TaskCard, limits: S
         return
     if not initializer_owner(opened, wait_s=max(300.0, 4 * (options.timeout or 0.0))):
         return
-    init = initialize(
-        backend=backend, card=card, limits=limits, default_space=default_space, n_configs=n_configs, llm_space=options.space == "llm",
-        seed=seed, timeout=options.timeout,
-    )
+    init = start(mode=options.init, backend=backend, card=card, limits=limits,
+                 default_space=default_space, n_configs=n_configs,
+                 llm_space=options.space == "llm", seed=seed, timeout=options.timeout)
     if studyinfo.INIT in study.user_attrs:
         return  # a worker that took over from a creator presumed dead got there first
     for config in init.configs:  # before INIT: a worker waiting on it finds them enqueued

@@ -56,3 +56,20 @@ def test_short_tune_on_the_embedded_model(embedded_model, tmp_path):
         assert space.contains(t.params)
         if t.user_attrs[A.SOURCE] == "fallback":
             assert t.user_attrs[A.FALLBACK_CAUSE] == "duplicate"
+
+
+@pytest.mark.slow
+def test_the_shipped_adapter_starts_from_its_recommendation(embedded_model, tmp_path):
+    from sllmbo.studyinfo import INIT
+    from sllmbo.tune import LLMOptions, tune
+
+    url = f"sqlite:///{tmp_path / 'init.db'}"
+    result = tune("diabetes", sampler="llm-tpe", n_trials=2, n_folds=2, storage=url,
+                  study_name="init", progress=False, seed=0,
+                  llm=LLMOptions(n_initial=2, patience=0))
+    study = optuna.load_study(study_name="init", storage=url)
+    init = study.user_attrs[INIT]
+    assert init["configs_source"] == "recommender" and init["calls"] == 8  # one consensus
+    assert len(init["configs"]) == 2 and result.n_complete == 2
+    assert [t.user_attrs[A.SOURCE] for t in study.trials] == ["initial", "initial"]
+    assert [t.params for t in study.trials] == init["configs"]

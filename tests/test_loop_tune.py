@@ -96,7 +96,8 @@ def test_plain_samplers_label_their_trials():
 @pytest.mark.parametrize(
     "options, message",
     [({"space": "auto"}, "--space"), ({"patience": -1}, "--patience"),
-     ({"p_llm": 2.0}, "--p-llm"), ({"adapt_every": -2}, "--adapt-every")],
+     ({"p_llm": 2.0}, "--p-llm"), ({"adapt_every": -2}, "--adapt-every"),
+     ({"init": "zero-shot"}, "--init must be one of auto, initializer, recommender")],
 )
 def test_bad_llm_options_are_refused(options, message):
     from sllmbo.errors import SllmboError

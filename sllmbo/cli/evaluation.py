@@ -64,6 +64,9 @@ def eval_command(
     adapter: str | None = options.ADAPTER,
     base_url: str | None = options.BASE_URL,
     n_initial: int = options.N_INITIAL,
+    init: str | None = typer.Option(
+        None, "--init", help="Initial configurations of the LLM methods: initializer | "
+        "recommender | auto (default: the suite's; auto but for sllmbo-paper's initializer)."),
     p_llm: float = options.P_LLM,
     llm_timeout: float | None = options.LLM_TIMEOUT,
     temperature: float = options.TEMPERATURE,
@@ -101,7 +104,8 @@ def eval_command(
     )
     llm = LLMOptions(
         backend=chosen.backend, model_path=chosen.model_path, base_url=base_url,
-        n_initial=n_initial, patience=patience, p_llm=p_llm, timeout=llm_timeout,
+        n_initial=n_initial, init=init or str(chosen.llm.get("init", "auto")),
+        patience=patience, p_llm=p_llm, timeout=llm_timeout,
         temperature=temperature,
         max_tokens=max_tokens or int(chosen.llm.get("max_tokens", 256)),
     )

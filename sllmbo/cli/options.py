@@ -32,6 +32,12 @@ BASE_URL = typer.Option(
 N_INITIAL = typer.Option(
     5, "--n-initial", help="LLM initializer configurations enqueued (llm samplers)."
 )
+INIT = typer.Option(
+    "auto", "--init",
+    help="Where the initial configurations come from: initializer (the paper's prompt) | "
+    "recommender (`sllmbo recommend`, its consensus first) | auto: the recommender for a "
+    "fine-tuned adapter, else the initializer.",
+)
 P_LLM = typer.Option(0.5, "--p-llm", help="LLM share of trials for llm-tpe.")
 LLM_TIMEOUT = typer.Option(
     None, "--llm-timeout", help="Seconds to wait for one LLM answer before using TPE."

@@ -72,6 +72,7 @@ def tune_command(
         "hard limits).",
     ),
     n_initial: int = options.N_INITIAL,
+    init: str = options.INIT,
     patience: int | None = typer.Option(
         None, "--patience",
         help="Stop after this many completed trials without improvement (default: 15 for "
@@ -95,7 +96,7 @@ def tune_command(
 
     llm = LLMOptions(
         backend=backend, model_path=model_path, adapter=adapter, base_url=base_url,
-        space=space, n_initial=n_initial, patience=patience, min_delta=min_delta,
+        space=space, n_initial=n_initial, init=init, patience=patience, min_delta=min_delta,
         adapt_every=adapt_every, p_llm=p_llm, adaptive_p=adaptive_p, timeout=llm_timeout,
         temperature=temperature, max_tokens=max_tokens,
     )

@@ -12,7 +12,7 @@ import dataclasses
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -66,9 +66,15 @@ def backend_lock(backend: Backend) -> threading.Lock:
 
 
 def complete_one(backend: Backend, request: ChatRequest, timeout: float | None) -> Completion:
-    """One completion; ``TimeoutError`` when ``timeout`` seconds pass first.
+    """One completion; ``TimeoutError`` when ``timeout`` seconds pass first (``complete_all``)."""
+    return _first(complete_all(backend, [request], timeout))
 
-    Calls on one backend are serialized. With a timeout, the request carries it as
+
+def complete_all(backend: Backend, requests: Sequence[ChatRequest],
+                 timeout: float | None) -> list[Completion]:
+    """One batch; ``TimeoutError`` when ``timeout`` seconds pass first.
+
+    Calls on one backend are serialized. With a timeout, each request carries it as
     ``max_time_s`` so an in-process backend stops generating by itself; the waiting thread is
     abandoned (daemon) and a call still waiting for the backend gives up at the deadline
     instead of starting late work.
@@ -76,9 +82,10 @@ def complete_one(backend: Backend, request: ChatRequest, timeout: float | None) 
     lock = backend_lock(backend)
     if timeout is None:
         with lock:
-            return _first(backend.complete([request]))
-    request = dataclasses.replace(
-        request, sampling=dataclasses.replace(request.sampling, max_time_s=timeout))
+            return backend.complete(requests)
+    requests = [dataclasses.replace(r, sampling=dataclasses.replace(r.sampling,
+                                                                    max_time_s=timeout))
+                for r in requests]
     deadline = time.monotonic() + timeout
     box: dict[str, Any] = {}
 
@@ -89,7 +96,7 @@ def complete_one(backend: Backend, request: ChatRequest, timeout: float | None) 
             return
         try:
             if time.monotonic() < deadline:
-                box["result"] = backend.complete([request])
+                box["result"] = backend.complete(requests)
         except Exception as err:  # re-raised in the caller's thread below
             box["error"] = err
         finally:
@@ -102,7 +109,26 @@ def complete_one(backend: Backend, request: ChatRequest, timeout: float | None) 
         raise box["error"]
     if worker.is_alive() or "result" not in box:
         raise TimeoutError(f"the backend gave no answer within {timeout:g} s")
-    return _first(box["result"])
+    return list(box["result"])
+
+
+class TimedBackend(Backend):
+    """``backend`` behind its lock and a deadline per batch (``complete_all``): for callers
+    that take a ``Backend``, such as ``recommend_with``."""
+
+    def __init__(self, backend: Backend, timeout: float | None) -> None:
+        self.backend, self.timeout = backend, timeout
+        self.name = backend.name
+
+    @property
+    def context_length(self) -> int:  # type: ignore[override]
+        return self.backend.context_length
+
+    def complete(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        return complete_all(self.backend, requests, self.timeout)
+
+    def count_tokens(self, text: str) -> int:
+        return self.backend.count_tokens(text)
 
 
 def _first(completions: list[Completion]) -> Completion:
