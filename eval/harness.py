@@ -146,14 +146,18 @@ def check_adapter_heldout(adapter: str | Path, tasks: Sequence[str]) -> None:
 
 
 def run_eval(plan: EvalPlan, workers: int = 1, progress: bool = True,
-             run: bool = True) -> list[dict[str, Any]]:
+             run: bool = True, rerun: bool = False) -> list[dict[str, Any]]:
     """Run every unfinished job, then write the results; returns the result records.
 
     ``run=False`` runs nothing: the results and report cover the runs finished so far (a
-    long evaluation reported while it is still under way, or after a kill)."""
+    long evaluation reported while it is still under way, or after a kill). ``rerun=True``
+    first forgets the plan's finished runs, their stored LLM answers and their studies, so
+    they run again: after a change to how a method runs."""
     out = Path(plan.settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_plan(out, plan)
+    if rerun and run:
+        forget_runs(plan)
     logs = _run_jobs(plan.jobs, plan.settings, workers, progress, run=run)
     if plan.report_jobs != plan.jobs:
         logs = _run_jobs(plan.report_jobs, plan.settings, workers, progress=False, run=False)
@@ -161,6 +165,25 @@ def run_eval(plan: EvalPlan, workers: int = 1, progress: bool = True,
     fill_regret(records)
     write_results(out, plan, records, logs)
     return records
+
+
+def forget_runs(plan: EvalPlan) -> int:
+    """Forget the plan's jobs: run records, stored answers and Optuna studies (scores of
+    configurations stay cached: they do not depend on the method)."""
+    import optuna
+
+    from sllmbo.eval.store import EvalStore
+    from sllmbo.storage import open_storage
+
+    keys = [job.key for job in plan.jobs]
+    forgotten = EvalStore(plan.settings.store_path).forget_runs(
+        keys + [f"{k}:answers" for k in keys])
+    storage = open_storage(plan.settings.storage)
+    existing = {s.study_name for s in storage.get_all_studies()}
+    for key in keys:
+        if key in existing:
+            optuna.delete_study(study_name=key, storage=storage)
+    return forgotten
 
 
 def _write_plan(out: Path, plan: EvalPlan) -> None:

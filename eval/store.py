@@ -60,6 +60,11 @@ class EvalStore:
     def put_run(self, key: str, value: Any) -> None:
         self._put("runs", key, value)
 
+    def forget_runs(self, keys: list[str]) -> int:
+        """Drop these finished runs (and stored answers); returns how many there were."""
+        with self._connect() as db:
+            return sum(db.execute("DELETE FROM runs WHERE key = ?", (k,)).rowcount for k in keys)
+
     def run_keys(self) -> set[str]:
         with self._connect() as db:
             return {row[0] for row in db.execute("SELECT key FROM runs")}

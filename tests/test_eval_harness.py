@@ -120,6 +120,8 @@ def test_an_adapter_trained_on_an_evaluated_task_is_refused(tmp_path: Path) -> N
     (["--budgets", "0,5"], "--budgets"),
     (["--methods", "tpe,gpt4"], "unknown gpt4"),
     (["--data", "x.csv"], "--target"),
+    (["--rerun"], "--rerun needs --methods"),
+    (["--rerun", "--methods", "tpe", "--report-only"], "--rerun needs --methods"),
 ])
 def test_bad_eval_options_exit_2(argv: list[str], message: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "sllmbo", "eval", *argv, "--out",
@@ -170,6 +172,18 @@ def test_runs_resume_and_finished_runs_are_not_rerun(tmp_path: Path) -> None:
 
     assert scores(records) == scores(first)  # read back, not run again
     assert "| random |" in (tmp_path / "report.md").read_text()
+
+    # --rerun forgets a method's runs and studies, then runs them again (same seed: same
+    # scores, from a new study).
+    tpe_key = "eval:auto_mpg:lightgbm:tpe:s0"
+    started = optuna.load_study(study_name=tpe_key, storage=storage).trials[0].datetime_start
+    only_tpe = plan_eval(small_suite(methods=("tpe",)), None, tmp_path, LLMOptions(), None, True,
+                         report_methods=("defaults", "tpe", "tpe-seeded", "portfolio", "random"))
+    rerun = run_eval(only_tpe, progress=False, rerun=True)
+    study = optuna.load_study(study_name=tpe_key, storage=storage)
+    assert len(study.trials) == 3 and study.trials[0].datetime_start > started
+    assert sorted(r["test_score"] for r in rerun if r["method"] == "tpe") == \
+        sorted(r["test_score"] for r in first if r["method"] == "tpe")
 
 
 def test_a_killed_eval_resumes_with_nothing_lost(tmp_path: Path) -> None:

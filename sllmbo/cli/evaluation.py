@@ -57,6 +57,10 @@ def eval_command(
     report_only: bool = typer.Option(False, "--report-only",
                                      help="Run nothing: write results.json and the report "
                                      "from the runs finished so far."),
+    rerun: bool = typer.Option(False, "--rerun",
+                               help="Forget the finished runs of the given --methods (their "
+                               "studies and stored answers) and run them again: after "
+                               "changing how a method runs."),
     backend: str | None = typer.Option(None, "--backend",
                                        help="LLM backend: transformers | vllm | openai "
                                        "(default: the suite's)."),
@@ -87,6 +91,8 @@ def eval_command(
         raise SllmboError("give one --target for each --data")
     if workers < 1:
         raise SllmboError(f"--workers must be >= 1, got {workers}")
+    if rerun and (methods is None or report_only):
+        raise SllmboError("--rerun needs --methods (the runs to forget) and no --report-only")
     if seeds is not None and seeds < 1:
         raise SllmboError(f"--seeds must be >= 1, got {seeds}")
     if n_folds is not None and n_folds < 2:
@@ -115,7 +121,7 @@ def eval_command(
     for method in plan.skipped_methods:
         typer.echo(f"note: {method} not run: it needs --adapter (the fine-tuned model)",
                    err=True)
-    run_eval(plan, workers=workers, progress=not quiet, run=not report_only)
+    run_eval(plan, workers=workers, progress=not quiet, run=not report_only, rerun=rerun)
     typer.echo(f"results: {plan.settings.out_dir}/results.json, report.md, *.png")
 
 
