@@ -114,8 +114,9 @@ def summarize_study(study: Any) -> LoopSummary:
                        f"sampled by the TPE fallback ({causes})")
     elif fallbacks:
         s.notes.append(f"{sum(fallbacks.values())} of {asked} LLM trials fell back to TPE")
-    if init is not None and str(init.get("reason", "")).startswith("LLM initializer failed"):
-        s.notes.append(f"initializer: {init.get('reason')}")
+    reason = str((init or {}).get("reason", ""))
+    if reason.startswith("LLM initializer failed") or "the recommender failed" in reason:
+        s.notes.append(f"initializer: {reason}")
     return s
 
 
@@ -136,7 +137,8 @@ def summary_table(s: LoopSummary) -> Any:
                   ", ".join(f"{k} {v}" for k, v in sorted(s.fallbacks.items())) or "none")
     if s.initializer is not None:
         table.add_row("initializer", f"{s.initializer.get('space_source')} space, "
-                      f"{len(s.initializer.get('configs', []))} initial configurations")
+                      f"{len(s.initializer.get('configs', []))} initial configurations from "
+                      f"the {s.initializer.get('configs_source', 'initializer')}")
     for change in s.space_changes:
         table.add_row(f"space change (trial {change['trial']})", str(change["reason"]))
     if s.space_adapt_failures:

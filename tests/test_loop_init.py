@@ -85,6 +85,18 @@ def test_a_failed_recommender_leaves_the_default_space_and_no_configs():
     assert "the recommender failed (connection refused)" in init.reason
 
 
+@pytest.mark.slow
+def test_tune_summary_says_where_the_start_came_from_and_why_it_failed():
+    from sllmbo.tune import LLMOptions, tune
+
+    backend = scripted([BackendError("connection refused")], fine_tuned=True)
+    result = tune("diabetes", sampler="llm-tpe", n_trials=2, n_folds=2, progress=False,
+                  backend=backend, llm=LLMOptions(patience=0, n_initial=3))
+    assert result.n_complete == 2 and result.llm["initializer"]["configs_source"] == \
+        "recommender"
+    assert any("the recommender failed" in n for n in result.llm["notes"])
+
+
 class Unreachable(ScriptedBackend):
     @property
     def fine_tuned(self) -> bool:
