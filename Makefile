@@ -11,7 +11,7 @@ TORCH_PIN ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup model demo test test-services vllm-env lint bench bench-inference bench-engines bench-faults bench-families bench-samplers corpus corpus-export instructions clean
+.PHONY: setup model demo test test-services vllm-env lint bench bench-inference bench-engines bench-faults bench-families bench-samplers eval-default eval-paper corpus corpus-export instructions clean
 
 setup: $(STAMP)
 
@@ -77,6 +77,15 @@ bench-inference: setup model
 bench-engines: vllm-env model
 	$(PY) -m sllmbo.eval.bench_inference --write-prompts runs/bench_prompts.json
 	.venv-vllm/bin/python -m sllmbo.eval.bench_inference --engines-only --prompts runs/bench_prompts.json
+
+# The evaluation suites of `sllmbo eval`, into the committed results. Resumable: run again and
+# only unfinished runs run (cheap methods first). The default suite takes 8-10 h on 2 cores.
+EVAL_ARGS ?= --workers 2
+eval-default: setup model
+	$(SLLMBO) eval --suite default --out eval/results/default $(EVAL_ARGS)
+
+eval-paper: setup model
+	$(SLLMBO) eval --suite sllmbo-paper --out eval/results/sllmbo-paper $(EVAL_ARGS)
 
 # Kill -9 and resume, a dead model server, read-only storage, a full disk, bad options.
 bench-faults: setup model
