@@ -62,6 +62,7 @@ class OpenAIBackend(Backend):
         self._context_length = context_length
         self._adapters: list[str] = []
         self._parents: dict[str, str] = {}
+        self._listed: dict[str, int | None] | None = None  # /v1/models, asked at most once
         self._client = openai.OpenAI(base_url=self.base_url,
                                      api_key=os.environ.get(api_key_env) or "EMPTY",
                                      timeout=timeout_s, max_retries=max_retries)
@@ -79,8 +80,7 @@ class OpenAIBackend(Backend):
     def fine_tuned(self) -> bool:  # type: ignore[override]
         """Whether the model asked is a served LoRA module (vLLM lists it with a parent)."""
         model = self.model
-        if not self._parents:
-            self._served_models()
+        self._served_models()
         return model in self._parents
 
     @property
@@ -94,9 +94,12 @@ class OpenAIBackend(Backend):
 
     def _served_models(self) -> dict[str, int | None]:
         """Served model names -> ``max_model_len`` where the server reports it (LoRA modules,
-        which vLLM lists with a ``parent``, are remembered in ``_adapters``)."""
+        which vLLM lists with a ``parent``, are remembered in ``_adapters``). The server is
+        asked once; later calls answer from that listing."""
         import openai
 
+        if self._listed is not None:
+            return self._listed
         try:
             models = list(self._client.models.list())
         except (openai.APIConnectionError, openai.APITimeoutError) as err:
@@ -122,6 +125,7 @@ class OpenAIBackend(Backend):
             if isinstance(parent, str) and parent:  # a LoRA module: its window is its base's
                 self._adapters.append(name)
                 self._parents[name] = parent
+        self._listed = out
         return out
 
     def _default_served_model(self) -> str:

@@ -28,6 +28,9 @@ from sllmbo.taskcard import TaskCard
 #: ``--init``: where a study's initial configurations come from.
 INIT_MODES = ("auto", "initializer", "recommender")
 
+#: The reason an ``InitResult`` gives for keeping the default space.
+DEFAULT_SPACE_REASON = "default search space (--space default)"
+
 
 @dataclass
 class InitResult:
@@ -165,7 +168,7 @@ def initialize(
     if llm_space:
         reason = "search space proposed by the LLM, intersected with the hard limits"
     else:
-        reason = "default search space (--space default)"
+        reason = DEFAULT_SPACE_REASON
     return InitResult(space, configs, "llm" if llm_space else "default", reason,
                       repairs, dropped, **stats)
 
@@ -199,40 +202,39 @@ def start(*, mode: str, backend: Backend, card: TaskCard | None, limits: SearchS
         return initialize(backend=backend, card=card, limits=limits,
                           default_space=default_space, n_configs=n_configs,
                           llm_space=llm_space, seed=seed, timeout=timeout)
-    if llm_space:  # the initializer decides the space; its configurations go unused
-        base = replace(initialize(backend=backend, card=card, limits=limits,
-                                  default_space=default_space, n_configs=1, llm_space=True,
-                                  seed=seed, timeout=timeout),
-                       configs=[], repairs=[], dropped=[])
+    if llm_space:  # the initializer decides the space; recommended_start replaces its configs
+        base = initialize(backend=backend, card=card, limits=limits,
+                          default_space=default_space, n_configs=1, llm_space=True,
+                          seed=seed, timeout=timeout)
     else:
         base = InitResult(default_space.restricted_to(limits), [], "default",
-                          "default search space (--space default)")
+                          DEFAULT_SPACE_REASON)
     return recommended_start(base, backend=backend, card=card, n_configs=n_configs,
                              seed=seed, timeout=timeout)
 
 
 def recommended_start(base: InitResult, *, backend: Backend, card: TaskCard | None,
                       n_configs: int, seed: int | None, timeout: float | None) -> InitResult:
-    """``base`` with ``n_configs`` configurations of its space from ``sllmbo.recommend``
-    (one batch; its consensus first) and their cost added; a failed backend leaves none."""
+    """``base`` with its configurations replaced by ``n_configs`` of its space from
+    ``sllmbo.recommend`` (its consensus first) and their cost added; a failed backend leaves
+    none. ``base``'s own repairs and drops describe the configurations replaced, so they go."""
     from sllmbo.recommend import recommend_with
     from sllmbo.samplers.calls import TimedBackend
 
     if n_configs < 1:
-        return replace(base, configs_source="recommender")
+        return replace(base, configs=[], repairs=[], dropped=[], configs_source="recommender")
     try:
         rec = recommend_with(TimedBackend(backend, timeout), card, base.space, n_configs,
                              seed=seed or 0)
     except (BackendError, TimeoutError) as err:
         message = err.message if isinstance(err, BackendError) else str(err)
-        return replace(base, configs=[], configs_source="recommender",
+        return replace(base, configs=[], repairs=[], dropped=[], configs_source="recommender",
                        reason=f"{base.reason}; no initial configurations: the recommender "
                        f"failed ({message})")
     return replace(
         base, configs=rec.configs, configs_source="recommender",
-        repairs=[*base.repairs, *(f"config {i}: {r}" for i, fixes in enumerate(rec.repairs)
-                                  for r in fixes)],
-        dropped=[*base.dropped, *rec.rejected],
+        repairs=[f"config {i}: {r}" for i, fixes in enumerate(rec.repairs) for r in fixes],
+        dropped=list(rec.rejected),
         reason=f"{base.reason}; initial configurations from the recommender (the consensus "
         f"of {rec.consensus_of} sampled answers first)",
         calls=base.calls + rec.requests,

@@ -12,7 +12,7 @@ from test_loop_tune import lgbm_space_answer
 
 from sllmbo.errors import BackendError
 from sllmbo.families import get_family
-from sllmbo.initializer import init_source, start
+from sllmbo.initializer import InitResult, init_source, recommended_start, start
 from sllmbo.prompts import config_schema
 
 FAMILY = get_family("lightgbm")
@@ -72,6 +72,17 @@ def test_the_recommender_fills_the_space_the_initializer_proposed():
     assert init.calls == 1 + 8 and init.dropped == []  # the initializer's configs go unused
 
 
+def test_the_recommender_drops_the_repairs_of_the_configurations_it_replaces():
+    base = InitResult(SPACE, [{"num_leaves": 31}], "default", "kept",
+                      repairs=["config 0: clipped"], dropped=["config 1: duplicate"])
+    init = recommended_start(base, backend=scripted([VALID], fine_tuned=True), card=None,
+                             n_configs=3, seed=0, timeout=None)
+    assert len(init.configs) == 3 and init.repairs == [] and init.dropped == []
+    failed = recommended_start(base, backend=scripted([BackendError("down")], fine_tuned=True),
+                               card=None, n_configs=3, seed=0, timeout=None)
+    assert (failed.configs, failed.repairs, failed.dropped) == ([], [], [])
+
+
 def test_the_initializer_can_be_forced_on_a_fine_tuned_model():
     backend = scripted([lgbm_space_answer], fine_tuned=True)
     assert begin(backend, mode="initializer", n=2).configs_source == "initializer"
@@ -117,4 +128,9 @@ def test_a_served_adapter_is_listed_with_its_parent_and_read_as_fine_tuned():
         served = scripted([json.dumps({"x": 1})], fine_tuned=fine_tuned)
         with ChatServer(served, model_name="hpo", port=0) as server:
             client = OpenAIBackend(server.url)
+            listing, asked = client._client.models.list, []
+            client._client.models.list = lambda listing=listing, asked=asked: (
+                asked.append(1) or listing())
             assert client.model == "hpo" and client.fine_tuned is fine_tuned
+            assert client.fine_tuned is fine_tuned and client.context_length > 0
+            assert asked == [1]  # /v1/models is asked once, whatever the answer
