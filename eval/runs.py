@@ -408,16 +408,23 @@ def _with_llm_cost(trial: TrialRow, cost: Mapping[str, Any]) -> TrialRow:
 
 
 def trial_rows(study: optuna.Study) -> list[TrialRow]:
-    """Completed trials in order, each carrying the time of failed trials before it."""
+    """Completed trials in order, each carrying the time of failed trials before it.
+
+    A trial whose worker died (killed, or the session ended) is failed by Optuna's heartbeat
+    when the run resumes, and its span then covers the time nothing ran, hours perhaps: only
+    the LLM time it recorded is carried. Optuna's retry of it names it in ``failed_trial``.
+    """
     from optuna.trial import TrialState
 
     from sllmbo import studyinfo
     from sllmbo.samplers import attrs
     from sllmbo.studyinfo import CACHE_HIT
 
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    lost = {t.system_attrs.get("failed_trial") for t in trials}
     rows: list[TrialRow] = []
     carried = 0.0
-    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+    for t in trials:
         ua = t.user_attrs
         duration = 0.0
         if t.datetime_start is not None and t.datetime_complete is not None:
@@ -427,7 +434,7 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
         fitted_now = 0.0 if ua.get(CACHE_HIT) else fit_s
         other = max(0.0, duration - fitted_now - llm_s)
         if t.state != TrialState.COMPLETE or t.value is None or not math.isfinite(t.value):
-            carried += duration
+            carried += llm_s if t.number in lost else duration
             continue
         rows.append(TrialRow(
             number=t.number, cv_score=float(t.value), params=dict(t.params),

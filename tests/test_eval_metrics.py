@@ -84,3 +84,39 @@ def test_time_to_reach_counts_wall_time_until_the_target() -> None:
     assert time_to_reach(trials, 3.0, "minimize") == pytest.approx(3.0)
     assert time_to_reach(trials, 5.0, "minimize") == pytest.approx(1.25)
     assert time_to_reach(trials, 1.0, "minimize") is None
+
+
+def test_a_trial_lost_with_its_worker_carries_its_llm_time_not_the_hours_it_lay_dead() -> None:
+    from datetime import datetime, timedelta
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import FrozenTrial, TrialState
+
+    from sllmbo import studyinfo
+    from sllmbo.eval.runs import trial_rows
+    from sllmbo.samplers import attrs
+
+    t0 = datetime(2026, 11, 24, 15, 0, 0)
+
+    def trial(number: int, state: TrialState, start_s: float, end_s: float,
+              system_attrs: dict | None = None) -> FrozenTrial:
+        done = state == TrialState.COMPLETE
+        return FrozenTrial(
+            number=number, state=state, value=1.0 + number if done else None,
+            datetime_start=t0 + timedelta(seconds=start_s),
+            datetime_complete=t0 + timedelta(seconds=end_s),
+            params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+            user_attrs={attrs.LATENCY_S: 2.0, **({studyinfo.FIT_SECONDS: 1.0} if done else {})},
+            system_attrs=system_attrs or {}, intermediate_values={}, trial_id=number)
+
+    study = optuna.create_study()
+    for t in (trial(0, TrialState.COMPLETE, 0, 3.5),
+              trial(1, TrialState.FAIL, 4, 4 + 7200),          # failed by the heartbeat on resume
+              trial(2, TrialState.COMPLETE, 7210, 7214, {"failed_trial": 1}),
+              trial(3, TrialState.FAIL, 7215, 7220),           # raised: its 5 s were spent
+              trial(4, TrialState.COMPLETE, 7220, 7223)):
+        study.add_trial(t)
+    got = trial_rows(study)
+    assert [r.number for r in got] == [0, 2, 4]
+    assert [r.wall_s for r in got] == pytest.approx([3.5, 4.0 + 2.0, 3.0 + 5.0])
