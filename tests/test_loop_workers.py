@@ -34,8 +34,10 @@ def check_shared_study(url: str, study_name: str, target: int) -> None:
     assert target <= states[TrialState.COMPLETE] <= target + 1  # each worker may overshoot once
     assert states[TrialState.FAIL] == 0
     sources = Counter(t.user_attrs.get(A.SOURCE) for t in study.trials)
-    assert None not in sources and sources["initial"] == 2  # one initializer, not one each
-    assert len(study.user_attrs["sllmbo:init"]["configs"]) == 2
+    # One initializer, not one each: its configurations (2 asked; the scripted answer, seeded
+    # per process, can clip two into one) are enqueued once.
+    n_init = len(study.user_attrs["sllmbo:init"]["configs"])
+    assert None not in sources and sources["initial"] == n_init and 1 <= n_init <= 2
     assert sources["llm"] + sources["tpe"] >= target - sources["initial"] - 1
     assert study.user_attrs["sllmbo:task_card"]["task"] == "diabetes"
 
