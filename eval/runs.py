@@ -407,12 +407,25 @@ def _with_llm_cost(trial: TrialRow, cost: Mapping[str, Any]) -> TrialRow:
                    llm_tokens=trial.llm_tokens + int(cost.get("llm_tokens", 0)))
 
 
+def _lost_trial_numbers(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
+    """Trials whose worker died: Optuna's heartbeat retried them, and each retry lists the
+    trials it stands for in its retry history."""
+    import warnings
+
+    import optuna
+    from optuna.storages import RetryFailedTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return {n for t in trials for n in RetryFailedTrialCallback.retry_history(t)}
+
+
 def trial_rows(study: optuna.Study) -> list[TrialRow]:
     """Completed trials in order, each carrying the time of failed trials before it.
 
     A trial whose worker died (killed, or the session ended) is failed by Optuna's heartbeat
     when the run resumes, and its span then covers the time nothing ran, hours perhaps: only
-    the LLM time it recorded is carried. Optuna's retry of it names it in ``failed_trial``.
+    the LLM time it recorded is carried.
     """
     from optuna.trial import TrialState
 
@@ -421,7 +434,7 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
     from sllmbo.studyinfo import CACHE_HIT
 
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    lost = {t.system_attrs.get("failed_trial") for t in trials}
+    lost = _lost_trial_numbers(trials)
     rows: list[TrialRow] = []
     carried = 0.0
     for t in trials:

@@ -113,7 +113,8 @@ def test_a_trial_lost_with_its_worker_carries_its_llm_time_not_the_hours_it_lay_
     study = optuna.create_study()
     for t in (trial(0, TrialState.COMPLETE, 0, 3.5),
               trial(1, TrialState.FAIL, 4, 4 + 7200),          # failed by the heartbeat on resume
-              trial(2, TrialState.COMPLETE, 7210, 7214, {"failed_trial": 1}),
+              trial(2, TrialState.COMPLETE, 7210, 7214,
+                    {"failed_trial": 1, "retry_history": [1]}),  # as Optuna writes a retry
               trial(3, TrialState.FAIL, 7215, 7220),           # raised: its 5 s were spent
               trial(4, TrialState.COMPLETE, 7220, 7223)):
         study.add_trial(t)
