@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,6 +47,9 @@ class ChatRequest:
     messages: list[dict[str, str]]
     json_schema: dict[str, Any] | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    #: Polled while an in-process backend generates; True stops the request early (its
+    #: client went away, ``http_server``), answered as an error. None: never cancelled.
+    cancelled: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,11 @@ class Backend(ABC):
     def count_tokens(self, text: str) -> int:
         """Token count of ``text``; backends with a tokenizer override this estimate."""
         return max(1, len(text) // 3)
+
+    def count_prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        """Tokens the chat prompt of ``messages`` takes; backends with a chat template
+        override this estimate (contents plus a few tokens of framing per message)."""
+        return sum(self.count_tokens(m.get("content", "")) + 4 for m in messages)
 
     def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
         """Release resources (GPU memory, HTTP sessions, server processes)."""

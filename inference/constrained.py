@@ -14,6 +14,7 @@ applies temperature and top-p itself, per row, with rows that carry no schema le
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -78,20 +79,29 @@ def classify_finish(engine_reason: str | None, text: str, schema: dict[str, Any]
 
 
 class GrammarCache:
-    """Compiles JSON Schemas for one tokenizer, once per distinct schema."""
+    """Compiles JSON Schemas for one tokenizer, once per distinct schema.
 
-    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int]) -> None:
+    Holds the ``max_entries`` most recently used grammars (a study uses a handful; a server
+    fed ever-new schemas must not grow without bound), and turns xgrammar's own unbounded
+    cache off so this one is the only one.
+    """
+
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int],
+                 max_entries: int = 64) -> None:
         import xgrammar as xgr
 
         info = xgr.TokenizerInfo.from_huggingface(
             tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_token_ids))
         self.vocab_size = vocab_size
-        self._compiler = xgr.GrammarCompiler(info, max_threads=2)
-        self._compiled: dict[str, xgr.CompiledGrammar] = {}
+        self.max_entries = max(1, max_entries)
+        self._compiler = xgr.GrammarCompiler(info, max_threads=2, cache_enabled=False)
+        self._compiled: OrderedDict[str, xgr.CompiledGrammar] = OrderedDict()
 
     def get(self, schema: dict[str, Any]) -> xgr.CompiledGrammar:
         key = json.dumps(schema, sort_keys=True)
-        if key not in self._compiled:
+        if key in self._compiled:
+            self._compiled.move_to_end(key)
+        else:
             check_schema(schema)
             try:
                 # No free whitespace: a weak model otherwise pads with spaces until max_tokens.
@@ -107,6 +117,8 @@ class GrammarCache:
                     f"the constrained decoder cannot compile this JSON Schema: {reason}",
                     hint="use plain types, enums, minimum/maximum and local $refs",
                 ) from None
+            while len(self._compiled) > self.max_entries:
+                self._compiled.popitem(last=False)
         return self._compiled[key]
 
 

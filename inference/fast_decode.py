@@ -32,7 +32,7 @@ to a backend (``samplers.calls.backend_lock``, the server's lock).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,7 @@ class DecodeResult:
 
     tokens: list[int]
     stopped: bool  # a stop token was chosen (or was the only one left)
-    timed_out: bool
+    timed_out: bool  # stopped by max_time_s or should_stop before the answer ended
     forward_passes: int
     prefilled: int  # prompt tokens that were not found in the cache
 
@@ -161,8 +161,10 @@ class FastDecoder:
 
     def decode(self, prompt: list[int], grammar: xgr.CompiledGrammar | None, *,
                max_tokens: int, temperature: float, top_p: float, seed: int | None,
-               max_time_s: float | None) -> DecodeResult:
-        """Decode one answer to ``prompt`` (token ids, chat template applied)."""
+               max_time_s: float | None,
+               should_stop: Callable[[], bool] | None = None) -> DecodeResult:
+        """Decode one answer to ``prompt`` (token ids, chat template applied); ``should_stop``
+        is polled after every forward pass (a server's "the client went away")."""
         import torch
         import xgrammar as xgr
 
@@ -222,7 +224,8 @@ class FastDecoder:
                 break
             if len(out) >= max_tokens:
                 break
-            if max_time_s is not None and time.perf_counter() - start >= max_time_s:
+            if ((max_time_s is not None and time.perf_counter() - start >= max_time_s)
+                    or (should_stop is not None and should_stop())):
                 timed_out = True
                 break
             room = max_tokens - len(out)

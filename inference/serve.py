@@ -3,12 +3,16 @@
 Two engines: ``vllm`` runs ``vllm serve`` as a child process (GPU; the production path: one
 server answers every ``sllmbo tune`` worker), ``transformers`` runs ``http_server.ChatServer``
 in this process (CPU users, tests). Both listen on loopback by default and print the
-``--base-url`` to hand to ``--backend openai``.
+``--base-url`` to hand to ``--backend openai``. Both take an API key (vLLM's convention:
+``Authorization: Bearer KEY`` on ``/v1/*``) and refuse a non-loopback address without one
+unless ``allow_unauthenticated``.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from sllmbo.errors import BackendError
 
+from .http_server import ServerLimits, check_exposure
 from .vllm_backend import GPU_HINT
 
 ENGINES = ("vllm", "transformers")
@@ -84,8 +89,13 @@ def wait_for_health(root_url: str, timeout_s: float,
 
 def serve_vllm(model: Path, *, adapter: Path | None, lora_name: str, host: str, port: int,
                startup_timeout_s: float, on_ready: Callable[[str, list[str]], None],
-               extra: Sequence[str] = ()) -> int:
-    """Run ``vllm serve`` until it exits or Ctrl-C; returns its exit code."""
+               extra: Sequence[str] = (), api_key: str | None = None,
+               allow_unauthenticated: bool = False) -> int:
+    """Run ``vllm serve`` until it exits or Ctrl-C; returns its exit code.
+
+    ``api_key`` reaches vLLM as ``$VLLM_API_KEY``, not on its command line, where any user
+    of the machine could read it (``ps``)."""
+    check_exposure(host, api_key, allow_unauthenticated)
     if importlib.util.find_spec("vllm") is None:
         raise BackendError("--engine vllm needs vLLM, which is not installed", hint=GPU_HINT)
     from .vllm_backend import default_memory_share
@@ -93,7 +103,11 @@ def serve_vllm(model: Path, *, adapter: Path | None, lora_name: str, host: str, 
     cmd = vllm_serve_command(model, host=host, port=port, served_name=model.name,
                              adapter=adapter, lora_name=lora_name,
                              memory_share=default_memory_share(), extra=extra)
-    proc = subprocess.Popen(cmd)
+    env = dict(os.environ)
+    env.pop("VLLM_API_KEY", None)
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
+    proc = subprocess.Popen(cmd, env=env)
     try:
         wait_for_health(f"http://{host}:{port}", startup_timeout_s,
                         alive=lambda: proc.poll() is None)
@@ -111,24 +125,43 @@ def serve_vllm(model: Path, *, adapter: Path | None, lora_name: str, host: str, 
 
 def serve_transformers(model: Path, *, adapter: Path | None, lora_name: str | None,
                        host: str, port: int, device: str,
-                       on_ready: Callable[[str, list[str]], None]) -> int:
+                       on_ready: Callable[[str, list[str]], None], api_key: str | None = None,
+                       allow_unauthenticated: bool = False,
+                       limits: ServerLimits | None = None) -> int:
     """Serve a ``TransformersBackend`` in this process until Ctrl-C.
 
     One model name is served: ``lora_name`` (default: the adapter folder's name) when an
-    adapter is given, else the model folder's name.
+    adapter is given, else the model folder's name. The port is bound before the model
+    loads, so a busy one is reported at once.
     """
     from .http_server import ChatServer
     from .transformers_backend import TransformersBackend
 
-    backend = TransformersBackend(model, adapter_path=adapter, device=device)
     name = (lora_name or adapter.name) if adapter is not None else model.name
-    server = ChatServer(backend, model_name=name, host=host, port=port)
-    on_ready(server.url, [name])
+    server = ChatServer(None, model_name=name, host=host, port=port, api_key=api_key,
+                        allow_unauthenticated=allow_unauthenticated, limits=limits)
+    backend = None
     try:
+        backend = TransformersBackend(model, adapter_path=adapter, device=device)
+        server.backend = backend
+        _log_to_stderr()
+        on_ready(server.url, [name])
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.shutdown()
-        backend.close()
+        if backend is not None:
+            backend.close()
     return 0
+
+
+def _log_to_stderr() -> None:
+    """The server's one-line notes (a client went away, a request failed) on stderr."""
+    logger = logging.getLogger("sllmbo.server")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False

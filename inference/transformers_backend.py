@@ -151,6 +151,9 @@ class TransformersBackend(Backend):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def count_prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        return self.count_tokens(self._render(list(messages)))
+
     def complete(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         """Answer in order; requests with equal sampling settings share ``generate`` calls."""
         results: list[Completion | None] = [None] * len(requests)
@@ -178,7 +181,7 @@ class TransformersBackend(Backend):
 
     def _generate(self, batch: list[ChatRequest]) -> list[Completion]:
         import torch
-        from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         if self.model is None:
             raise BackendError("this backend was closed", hint="create a new backend")
@@ -201,17 +204,20 @@ class TransformersBackend(Backend):
         processor = SchemaLogitsProcessor(grammars, vocab_size=self._grammars.vocab_size,
                                           temperature=sampling.temperature,
                                           top_p=sampling.top_p)
+        cancel = _BatchCancelled([r.cancelled for r in batch], torch)
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(
                 **enc, max_new_tokens=sampling.max_tokens, **flags,
                 max_time=sampling.max_time_s,  # a timed-out request stops its own work
                 logits_processor=LogitsProcessorList([processor]),
+                stopping_criteria=StoppingCriteriaList([cancel] if cancel.active else []),
                 pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_token_ids)
         latency = time.perf_counter() - start
         prompt_len = enc["input_ids"].shape[1]
         prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
-        timed_out = sampling.max_time_s is not None and latency >= sampling.max_time_s
+        timed_out = ((sampling.max_time_s is not None and latency >= sampling.max_time_s)
+                     or cancel.fired)
         return [self._finish(out[row, prompt_len:].tolist(), int(prompt_tokens[row]), latency,
                              schemas[row], sampling.max_tokens, timed_out)
                 for row in range(len(batch))]
@@ -228,7 +234,8 @@ class TransformersBackend(Backend):
         with torch.inference_mode():
             result = self.fast_decoder.decode(
                 prompt, grammar, max_tokens=s.max_tokens, temperature=s.temperature,
-                top_p=s.top_p, seed=s.seed, max_time_s=s.max_time_s)
+                top_p=s.top_p, seed=s.seed, max_time_s=s.max_time_s,
+                should_stop=request.cancelled)
         return self._finish(result.tokens, len(prompt), time.perf_counter() - start, schema,
                             s.max_tokens, result.timed_out)
 
@@ -249,7 +256,8 @@ class TransformersBackend(Backend):
         text = self.tokenizer.decode(body, skip_special_tokens=True)
         if timed_out and stop is None:
             return Completion(text, "error", prompt_tokens, len(body), latency,
-                              error=f"generation stopped after {latency:.1f} s (max_time_s)")
+                              error=f"generation stopped after {latency:.1f} s "
+                              "(max_time_s, or the request was cancelled)")
         reason: FinishReason = "stop" if stop is not None else "length"
         error = None
         if reason == "length" and len(body) < max_tokens:
@@ -261,6 +269,22 @@ class TransformersBackend(Backend):
         return Completion(text=text, finish_reason=reason, prompt_tokens=prompt_tokens,
                           completion_tokens=len(body) + (stop is not None),
                           latency_s=latency, error=error)
+
+
+class _BatchCancelled:
+    """A ``generate`` stopping criterion: stop once every request of the batch is cancelled
+    (``ChatRequest.cancelled``), so a gone client does not keep the model busy."""
+
+    def __init__(self, checks: list[Any], torch: Any) -> None:
+        self._checks = [c for c in checks if c is not None]
+        self.active = len(self._checks) == len(checks) and bool(checks)
+        self.fired = False
+        self._torch = torch
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        self.fired = self.fired or all(check() for check in self._checks)
+        return self._torch.full((input_ids.shape[0],), self.fired, dtype=self._torch.bool,
+                                device=input_ids.device)
 
 
 def _resolve_device(device: str, torch: Any) -> Any:

@@ -13,9 +13,15 @@ every tuning worker. --engine transformers serves in-process with transformers (
 Both honour response_format json_schema; point clients at the printed URL with
 `--backend openai --base-url URL --model-path NAME`.
 
+With an API key (--api-key or $SLLMBO_API_KEY) every /v1 request needs
+`Authorization: Bearer KEY`, as with `vllm serve --api-key`; sllmbo clients send
+$SLLMBO_API_KEY. An address other than loopback needs a key, or --allow-unauthenticated.
+
 Examples:
 
   sllmbo serve --engine transformers --port 8000
+
+  SLLMBO_API_KEY=$(openssl rand -hex 16) sllmbo serve --engine transformers --host 0.0.0.0
 
   sllmbo serve --engine vllm --model ~/models/CodeLlama-7b-Instruct-hf \\
       --adapter ~/.cache/sllmbo/adapters/hpo-codellama --lora-name hpo
@@ -42,8 +48,19 @@ def serve_command(
     startup_timeout: float = typer.Option(
         600.0, "--startup-timeout", min=1.0, help="Seconds to wait for vLLM to be healthy."),
     device: str = typer.Option("auto", "--device", help="transformers engine: auto, cpu, cuda."),
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar="SLLMBO_API_KEY", show_envvar=True,
+        help="Key clients must send as 'Authorization: Bearer KEY' (prefer the environment "
+        "variable: a command line is visible to every user of the machine)."),
+    allow_unauthenticated: bool = typer.Option(
+        False, "--allow-unauthenticated",
+        help="Serve a non-loopback --host without an API key (a trusted network only)."),
+    request_timeout: float = typer.Option(
+        300.0, "--request-timeout", min=1.0,
+        help="transformers engine: seconds a request may wait and generate before 504."),
 ) -> None:
     from sllmbo.errors import BackendError
+    from sllmbo.inference.http_server import ServerLimits, check_exposure
     from sllmbo.inference.models import (
         DEFAULT_ADAPTER_NAME,
         resolve_adapter,
@@ -54,6 +71,8 @@ def serve_command(
 
     if engine not in ENGINES:
         raise BackendError(f"unknown engine {engine!r}", hint=f"use one of {', '.join(ENGINES)}")
+    api_key = api_key or None  # an empty $SLLMBO_API_KEY is no key
+    check_exposure(host, api_key, allow_unauthenticated)  # before any model is resolved
     model_path = resolve_model(model)
     adapter_path = resolve_adapter(adapter, model_path=model_path)
     if lora_name is None and adapter_path == shipped_adapter_path():
@@ -63,14 +82,19 @@ def serve_command(
 
     def on_ready(url: str, names: list[str]) -> None:
         typer.echo(f"serving {', '.join(names)} at {url}  (Ctrl-C stops)")
+        if api_key:
+            typer.echo("clients need the API key: set SLLMBO_API_KEY where they run")
         typer.echo(f"use: --backend openai --base-url {url} --model-path {names[-1]}")
 
     if engine == "vllm":
         code = serve_vllm(model_path, adapter=adapter_path,
                           lora_name=lora_name or (adapter_path.name if adapter_path else "hpo"),
                           host=host, port=port, startup_timeout_s=startup_timeout,
-                          on_ready=on_ready)
+                          on_ready=on_ready, api_key=api_key,
+                          allow_unauthenticated=allow_unauthenticated)
     else:
         code = serve_transformers(model_path, adapter=adapter_path, lora_name=lora_name,
-                                  host=host, port=port, device=device, on_ready=on_ready)
+                                  host=host, port=port, device=device, on_ready=on_ready,
+                                  api_key=api_key, allow_unauthenticated=allow_unauthenticated,
+                                  limits=ServerLimits(request_timeout_s=request_timeout))
     raise typer.Exit(code)
