@@ -36,7 +36,16 @@ def task_names(split: str | None = None) -> list[str]:
 
 
 def load_task(name: str) -> Task:
-    """The registered task ``name`` (``-`` and case are forgiven), loaded once per process."""
+    """The registered task ``name`` (``-`` and case are forgiven), loaded once per process.
+
+    ``<task>@<rows>`` is the task's variant fitted on ``rows`` training rows
+    (:mod:`sllmbo.data.variants`); its rows must be a rung of the task's ladder.
+    """
+    from sllmbo.data.variants import parse_variant
+
+    variant = parse_variant(name) if isinstance(name, str) else None
+    if variant is not None:
+        return _load_variant(*variant)
     key = task_key(name) if isinstance(name, str) else name
     if key not in _ENTRIES:
         close = difflib.get_close_matches(str(key), _ENTRIES, n=3, cutoff=0.5)
@@ -47,6 +56,13 @@ def load_task(name: str) -> Task:
             "for your own CSV or Parquet file use --data PATH --target COLUMN",
         )
     return _load_cached(key)
+
+
+@cache
+def _load_variant(dataset: str, rows: int) -> Task:
+    from sllmbo.data.variants import subsample_variant
+
+    return subsample_variant(load_task(dataset), rows)
 
 
 @cache

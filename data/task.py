@@ -74,8 +74,8 @@ class Task:
             raise ValueError(f"max_rows must be >= 20, got {max_rows}")
         if len(self.X_train) <= max_rows:
             return self
-        X_train, y_train = _sample(self.X_train, self.y_train, max_rows, seed, self.task_type)
-        X_test, y_test = _sample(self.X_test, self.y_test, max(max_rows // 4, 20), seed,
+        X_train, y_train = sample_rows(self.X_train, self.y_train, max_rows, seed, self.task_type)
+        X_test, y_test = sample_rows(self.X_test, self.y_test, max(max_rows // 4, 20), seed,
                                  self.task_type)
         return replace(self, X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
                        full_train_rows=len(self.X_train))
@@ -127,7 +127,7 @@ class Task:
         return features
 
 
-def _sample(
+def sample_rows(
     X: pd.DataFrame, y: pd.Series, n: int, seed: int, task_type: str
 ) -> tuple[pd.DataFrame, pd.Series]:
     if len(X) <= n:

@@ -303,56 +303,13 @@ def seeded_configs(task: Task, family: ModelFamily, protocol: Any) -> list[dict[
 
 
 def library_defaults(task: Task, family: ModelFamily, protocol: Any) -> dict[str, Any]:
-    """The estimator's own default value of every tuned parameter, read from the library
-    (``get_params``; XGBoost leaves them None there, so they come from a fitted booster's
-    config), never typed in. ``tune`` clips each value into the tuned space."""
-    from sllmbo.families import BuildContext
-    from sllmbo.space import CategoricalParam
+    """The library's defaults of every parameter tuned for ``task`` (the protocol's space if
+    it has one); ``sllmbo.families.library_defaults`` reads them."""
+    from sllmbo.families import library_defaults as read_defaults
 
     space = protocol.space if protocol is not None and protocol.space is not None \
         else family.default_space(task.task_type)
-    ctx = BuildContext(task_type=task.task_type, categorical_columns=(), numeric_columns=(),
-                       n_classes=None, seed=0)
-    estimator = family.build({}, ctx)
-    params = {k.rsplit("__", 1)[-1]: v for k, v in estimator.get_params(deep=True).items()}
-    if family.name == "xgboost":
-        params.update({k: v for k, v in _xgboost_defaults().items() if params.get(k) is None})
-    if family.name == "mlp":  # the family tunes (width, depth) for hidden_layer_sizes
-        sizes = params.get("hidden_layer_sizes") or (100,)
-        params.update(hidden_layer_size=sizes[0], n_layers=len(sizes))
-    out: dict[str, Any] = {}
-    for p in space:
-        value = params.get(p.name)
-        if isinstance(p, CategoricalParam):
-            if value in p.choices:
-                out[p.name] = value
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            out[p.name] = value  # None ("no limit"), -1 (LightGBM's "no limit"), "sqrt": left out
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def _xgboost_defaults() -> dict[str, float]:
-    """XGBoost's effective defaults: the training parameters of a booster fitted on a few
-    random rows with nothing set, and its number of boosting rounds."""
-    import json
-
-    import numpy as np
-    import xgboost as xgb
-
-    rng = np.random.default_rng(0)
-    model = xgb.XGBRegressor(n_jobs=1).fit(rng.random((32, 2)), rng.random(32))
-    booster = model.get_booster()
-    config = json.loads(booster.save_config())["learner"]["gradient_booster"]
-    out: dict[str, float] = {"n_estimators": booster.num_boosted_rounds()}
-    for name, value in config["tree_train_param"].items():
-        try:
-            out[name] = float(value)
-        except ValueError:
-            continue
-    if "max_depth" in out:
-        out["max_depth"] = int(out["max_depth"])
-    return out
+    return read_defaults(family, space)
 
 
 def _single_shot(job: RunJob, task: Task, family: ModelFamily, settings: RunSettings,

@@ -334,3 +334,53 @@ def get_family(name: str) -> ModelFamily:
             hint=f"choose one of: {', '.join(FAMILIES)}",
         )
     return FAMILIES[key]
+
+
+def library_defaults(family: ModelFamily, space: SearchSpace | None = None) -> dict[str, Any]:
+    """The estimator's own default value of every parameter of ``space`` (the family's default
+    space), read from the library (``get_params``; XGBoost leaves them None there, so they come
+    from a fitted booster's config), never typed in. Values the library leaves open (None,
+    LightGBM's -1, "sqrt") are left out; a caller clips the rest into its space."""
+    space = space or family.default
+    ctx = BuildContext(task_type="regression", categorical_columns=(), numeric_columns=(),
+                       n_classes=None, seed=0)
+    estimator = family.build({}, ctx)
+    params = {k.rsplit("__", 1)[-1]: v for k, v in estimator.get_params(deep=True).items()}
+    if family.name == "xgboost":
+        params.update({k: v for k, v in _xgboost_defaults().items() if params.get(k) is None})
+    if family.name == "mlp":  # the family tunes (width, depth) for hidden_layer_sizes
+        sizes = params.get("hidden_layer_sizes") or (100,)
+        params.update(hidden_layer_size=sizes[0], n_layers=len(sizes))
+    out: dict[str, Any] = {}
+    for p in space:
+        value = params.get(p.name)
+        if isinstance(p, CategoricalParam):
+            if value in p.choices:
+                out[p.name] = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            out[p.name] = value
+    return out
+
+
+@functools.cache
+def _xgboost_defaults() -> dict[str, float]:
+    """XGBoost's effective defaults: the training parameters of a booster fitted on a few
+    random rows with nothing set, and its number of boosting rounds."""
+    import json
+
+    import numpy as np
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    model = xgb.XGBRegressor(n_jobs=1).fit(rng.random((32, 2)), rng.random(32))
+    booster = model.get_booster()
+    config = json.loads(booster.save_config())["learner"]["gradient_booster"]
+    out: dict[str, float] = {"n_estimators": booster.num_boosted_rounds()}
+    for name, value in config["tree_train_param"].items():
+        try:
+            out[name] = float(value)
+        except ValueError:
+            continue
+    if "max_depth" in out:
+        out["max_depth"] = int(out["max_depth"])
+    return out

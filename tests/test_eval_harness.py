@@ -78,11 +78,13 @@ def test_library_defaults_are_read_from_the_libraries() -> None:
     assert xgb["n_estimators"] == 100 and xgb["reg_lambda"] == 1.0
 
 
-def test_default_suite_has_every_heldout_task_and_all_methods() -> None:
+def test_default_suite_keeps_its_16_heldout_tasks_and_all_methods() -> None:
     from sllmbo.data.splits import HELDOUT
+    from sllmbo.eval.suites import DEFAULT_SUITE_TASKS
 
     plan = plan_eval(SUITES["default"], None, "/tmp/unused", LLMOptions(), None, False)
-    assert {t.name for t in plan.tasks} == set(HELDOUT)
+    assert {t.name for t in plan.tasks} == set(DEFAULT_SUITE_TASKS) < set(HELDOUT)
+    assert len(DEFAULT_SUITE_TASKS) == 16
     # Without an adapter the fine-tuned methods are left out, and said so.
     assert set(plan.skipped_methods) == {"single-shot", "llm", "llm-tpe"}
     assert "llm-tpe-base" in plan.methods and "portfolio" in plan.methods
