@@ -20,7 +20,15 @@ from typing import Any
 
 from sllmbo.errors import SllmboError
 from sllmbo.eval.metrics import normalized_regret, score_range
-from sllmbo.eval.runs import RunJob, RunLog, RunSettings, TaskRef, close_backends, execute
+from sllmbo.eval.runs import (
+    RunJob,
+    RunLog,
+    RunSettings,
+    TaskRef,
+    close_backends,
+    execute,
+    load_eval_task,
+)
 from sllmbo.eval.suites import ADAPTER_METHODS, LLM_METHODS, Suite
 
 
@@ -154,6 +162,8 @@ def run_eval(plan: EvalPlan, workers: int = 1, progress: bool = True,
     first forgets the plan's finished runs, their stored LLM answers and their studies, so
     they run again: after a change to how a method runs."""
     out = Path(plan.settings.out_dir)
+    if run:
+        check_user_data(plan)
     out.mkdir(parents=True, exist_ok=True)
     _write_plan(out, plan)
     if rerun and run:
@@ -165,6 +175,15 @@ def run_eval(plan: EvalPlan, workers: int = 1, progress: bool = True,
     fill_regret(records)
     write_results(out, plan, records, logs)
     return records
+
+
+def check_user_data(plan: EvalPlan) -> None:
+    """Load every user file the plan scores before anything is written, so a bad file is
+    one message and the corrected rerun finds its ``--out`` untouched. (Registered tasks are
+    known by name; their loads stay in the runs.)"""
+    for ref in plan.tasks:
+        if ref.data is not None:
+            load_eval_task(ref, plan.settings.max_rows, plan.settings.protocol)
 
 
 def forget_runs(plan: EvalPlan) -> int:
