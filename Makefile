@@ -11,7 +11,7 @@ TORCH_PIN ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup model demo test test-services vllm-env lint bench bench-inference bench-engines bench-faults bench-families bench-samplers eval-default eval-paper corpus corpus-export instructions clean
+.PHONY: matrix matrix-heldout setup model demo test test-services vllm-env lint bench bench-inference bench-engines bench-faults bench-families bench-samplers eval-default eval-paper corpus corpus-export instructions clean
 
 setup: $(STAMP)
 
@@ -144,3 +144,12 @@ adapter: instructions
 # recommend's answers on every held-out task x family, base model and default adapter.
 recommend-validity: setup model
 	$(PY) -m sllmbo.eval.recommend_validity
+
+# [9/12] the cross-evaluated matrix: every pool configuration on every training variant
+# (data/matrix/train.csv.gz) and on every held-out dataset (eval/matrix/heldout.csv.gz, read
+# by the evaluation only). Resumable: the same command continues; about 24 core-hours in all.
+matrix: setup
+	$(SLLMBO) data matrix --storage sqlite:///runs/matrix-train.db --workers 2
+
+matrix-heldout: setup
+	$(PY) -m sllmbo.eval.heldout_matrix --storage sqlite:///runs/matrix-heldout.db --workers 2

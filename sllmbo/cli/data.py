@@ -19,6 +19,17 @@ Run the same command again to resume: finished studies are skipped, partial ones
 Held-out tasks (`sllmbo tasks --split heldout`) are refused.
 """
 
+MATRIX_EXAMPLES = """
+
+Examples:
+
+  sllmbo data matrix --storage sqlite:///runs/matrix-train.db --workers 2
+
+  sllmbo data matrix --storage postgresql://host/matrix --workers 2   # on every machine
+
+Run the same command again to resume; cells that finished are kept.
+"""
+
 
 def register(app: typer.Typer) -> None:
     group = typer.Typer(
@@ -29,6 +40,11 @@ def register(app: typer.Typer) -> None:
                   "tasks x model families into one storage; resumable." + COLLECT_EXAMPLES)(
         collect_command
     )
+    group.command("matrix", help="Cross-evaluate the candidate pool on every training "
+                  "variant into one storage; resumable, parallel, several machines may share "
+                  "one PostgreSQL storage." + MATRIX_EXAMPLES)(matrix_command)
+    group.command("pool", help="Rebuild the candidate pool (data/matrix/pool.json) from the "
+                  "corpus: defaults, space-filling study bests and Sobol points.")(pool_command)
     from sllmbo.cli import data_build
 
     data_build.register(group)
@@ -101,3 +117,48 @@ def collect_command(
         typer.echo(f"failed: {study}: {error}", err=True)
     if report.errors:
         raise typer.Exit(1)
+
+
+def matrix_command(
+    storage: str = typer.Option("sqlite:///runs/matrix-train.db", "--storage",
+                                help="Optuna storage URL shared by the workers."),
+    out: Path = typer.Option(Path("data/matrix/train.csv.gz"), "--out",
+                             help="The matrix export (.csv.gz), rewritten as cells finish."),
+    datasets: str | None = typer.Option(None, "--datasets", help="Comma-separated training "
+                                        "datasets (default: all of the training split)."),
+    families: str | None = typer.Option(None, "--families", help="Comma-separated families "
+                                        "of the pool (default: every family in it)."),
+    workers: int = typer.Option(2, "--workers", help="Worker processes on this machine."),
+    export_every: float = typer.Option(10.0, "--export-every", help="Minutes between exports."),
+) -> None:
+    from sllmbo.data.matrix import collect_matrix, training_spec
+    from sllmbo.errors import SllmboError
+
+    if workers < 1:
+        raise SllmboError(f"--workers must be >= 1, got {workers}")
+    if export_every <= 0:
+        raise SllmboError(f"--export-every must be > 0 minutes, got {export_every}")
+    if not out.name.endswith(".csv.gz") or out.is_dir():
+        raise SllmboError(f"--out must be a .csv.gz file, got {out}")
+    spec = training_spec(_split_list(families), _split_list(datasets))
+    if storage.startswith("sqlite:///"):
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"{spec.study_name}: {len(spec.variants)} variants x "
+               f"{sum(len(p) for p in spec.pools)} configurations = {spec.n_cells} cells")
+    state = collect_matrix(spec, storage, out, workers=workers,
+                           export_every_s=60 * export_every)
+    typer.echo(f"cells by state: {state}; wrote {out}")
+
+
+def pool_command(
+    corpus: Path = typer.Option(Path("data/corpus/trials.jsonl.gz"), "--corpus",
+                                help="The trial-log export the study bests come from."),
+    out: Path = typer.Option(Path("data/matrix/pool.json"), "--out", help="The pool file."),
+) -> None:
+    from sllmbo.data.export import read_export
+    from sllmbo.data.pool import POOL_FAMILIES, build_pool, write_pools
+
+    studies = read_export(corpus).studies
+    pools = [build_pool(f, studies) for f in POOL_FAMILIES]
+    write_pools(pools, out)
+    typer.echo(f"wrote {out}: " + ", ".join(f"{p.family} {len(p)} ({p.hash})" for p in pools))

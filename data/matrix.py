@@ -1,0 +1,340 @@
+"""The cross-evaluated matrix: every pool configuration scored on every task variant.
+
+The scheduler is Optuna's own storage: one study per split holds one enqueued trial per cell
+(``family``, ``variant``, ``config`` indices as fixed parameters, in the order cells should
+run: variants smallest first, then family, then configuration). Workers in any number of
+processes, on any number of machines sharing one RDB storage (PostgreSQL), pop waiting trials
+with ``study.optimize``; a worker killed mid-cell leaves a running trial whose heartbeat stops,
+and Optuna's ``RetryFailedTrialCallback`` enqueues it again. The same command resumes.
+
+Training variants are scored by repeated K-fold CV on their training rows (3 x 3-fold below
+``REPEAT_BELOW_ROWS`` rows, 1 x 3-fold above), so that a small dataset's ranking is not one
+noisy split. Held-out variants are scored by the evaluation stage (refit on the
+whole training split, scored on the test split) into a file under ``eval/`` that nothing in
+``data/`` or ``training/`` reads: :func:`read_matrix` refuses it here.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sllmbo.data.pool import Pool, read_pools
+from sllmbo.data.variants import Variant, plan_variants
+from sllmbo.errors import SllmboError
+
+MATRIX_FORMAT = "sllmbo-matrix/1"
+POOL_FILE = Path(__file__).parent / "matrix" / "pool.json"
+TRAIN_MATRIX = Path(__file__).parent / "matrix" / "train.csv.gz"
+N_FOLDS = 3
+REPEAT_BELOW_ROWS = 2_000
+N_REPEATS_SMALL = 3
+#: Columns of a matrix file, one row per cell that ran.
+COLUMNS = ("variant", "family", "config_id", "status", "score", "score_std", "n_fits",
+           "fit_seconds", "error")
+
+Scorer = Callable[[Any, Any, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    """What one matrix holds: its split, its variants (rows) and the pools (columns)."""
+
+    split: str
+    variants: tuple[Variant, ...]
+    pools: tuple[Pool, ...]
+
+    @property
+    def study_name(self) -> str:
+        return f"matrix:{self.split}:" + "+".join(f"{p.family}-{p.hash}" for p in self.pools)
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.variants) * sum(len(p) for p in self.pools)
+
+    def header(self) -> dict[str, Any]:
+        return {"format": MATRIX_FORMAT, "split": self.split,
+                "pools": {p.family: p.hash for p in self.pools},
+                "variants": [v.name for v in self.variants]}
+
+    def cells(self) -> list[tuple[int, int, int]]:
+        """(family, variant, config) indices in run order."""
+        return [(f, v, c) for v in range(len(self.variants))
+                for f, pool in enumerate(self.pools) for c in range(len(pool))]
+
+
+def training_spec(families: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
+                  pool_file: str | Path = POOL_FILE) -> MatrixSpec:
+    """The training matrix: every variant of the training split (or of ``datasets``, which
+    must all be training datasets) x the committed pools."""
+    from sllmbo.data.splits import refuse_heldout
+
+    for name in datasets or ():
+        refuse_heldout(name, "cross-evaluate")
+    pools = read_pools(pool_file)
+    chosen = [pools[f] for f in (families or pools)]
+    return MatrixSpec("train", tuple(plan_variants("train", list(datasets) if datasets else None)),
+                      tuple(chosen))
+
+
+def cv_scorer(task: Any, family: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """Repeated 3-fold CV on the variant's training rows (3 repeats below 2,000 rows)."""
+    from sllmbo.objective import EvalSettings, cross_validate
+
+    repeats = N_REPEATS_SMALL if len(task.X_train) < REPEAT_BELOW_ROWS else 1
+    scores, seconds = [], 0.0
+    for seed in range(repeats):
+        result = cross_validate(task, family, config, EvalSettings(n_folds=N_FOLDS, seed=seed))
+        scores += result.fold_scores
+        seconds += result.seconds
+    mean = sum(scores) / len(scores)
+    std = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+    return {"score": mean, "score_std": std, "n_fits": len(scores), "fit_seconds": seconds}
+
+
+# ------------------------------------------------------------------------ the queue
+
+def _storage(url: str) -> Any:
+    import warnings
+
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():  # the heartbeat API is marked experimental
+        warnings.simplefilter("ignore")
+        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(2))
+
+
+def prepare_study(spec: MatrixSpec, storage_url: str) -> Any:
+    """The spec's study, created with every cell enqueued, or loaded and checked; cells not
+    enqueued yet (none after the first call) are added in run order."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = _storage(storage_url)
+    study = optuna.create_study(study_name=spec.study_name, storage=storage, load_if_exists=True,
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    header = study.user_attrs.get("sllmbo:matrix")
+    if header is None:
+        study.set_user_attr("sllmbo:matrix", spec.header())
+    elif header != spec.header():
+        raise SllmboError(
+            f"study {spec.study_name} in this storage was planned with other variants",
+            hint="use another --storage, or the task list it was planned with")
+    from optuna.trial import create_trial
+
+    present = {(t.params["family"], t.params["variant"], t.params["config"])
+               for t in study.get_trials(deepcopy=False) if "config" in t.params}
+    dists = _distributions(spec)
+    missing = [cell for cell in spec.cells() if cell not in present]
+    waiting = optuna.trial.TrialState.WAITING
+    batch = [create_trial(state=waiting, params=dict(zip(("family", "variant", "config"), cell,
+                                                         strict=True)),
+                          distributions=dists) for cell in missing]
+    for start in range(0, len(batch), 2000):
+        study.add_trials(batch[start:start + 2000])
+    return study
+
+
+def _distributions(spec: MatrixSpec) -> dict[str, Any]:
+    from optuna.distributions import IntDistribution
+
+    return {"family": IntDistribution(0, len(spec.pools) - 1),
+            "variant": IntDistribution(0, len(spec.variants) - 1),
+            "config": IntDistribution(0, max(len(p) for p in spec.pools) - 1)}
+
+
+def run_worker(spec: MatrixSpec, storage_url: str, scorer: Scorer = cv_scorer) -> int:
+    """Pop and score waiting cells until none is left; returns the cells this worker ran."""
+    import optuna
+
+    from sllmbo.data.registry import load_task
+    from sllmbo.families import get_family
+    from sllmbo.objective import _fit_errors
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=spec.study_name, storage=_storage(storage_url),
+                              sampler=optuna.samplers.RandomSampler())
+    fit_errors = (*_fit_errors(), MemoryError)
+    dists = _distributions(spec)
+    loaded: dict[str, Any] = {}
+    ran = 0
+
+    def objective(trial: optuna.Trial) -> float:
+        nonlocal ran
+        f, v, c = (trial.suggest_int(name, dists[name].low, dists[name].high)
+                   for name in ("family", "variant", "config"))
+        pool, variant = spec.pools[f], spec.variants[v]
+        if c >= len(pool):  # a random fill-in trial past a shorter pool's end
+            raise optuna.TrialPruned()
+        if variant.name not in loaded:
+            loaded.clear()  # cells run variant by variant: keep one task in memory
+            loaded[variant.name] = load_task(variant.name)
+            key = f"card:{variant.name}"
+            if key not in study.user_attrs:
+                study.set_user_attr(key, loaded[variant.name].meta_features())
+        task = loaded[variant.name]
+        trial.set_user_attr("cell", [variant.name, pool.family, pool.configs[c].id])
+        ran += 1
+        try:
+            result = scorer(task, get_family(pool.family), pool.configs[c].config)
+        except fit_errors as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:300])
+            return float("nan")
+        for key in ("score_std", "n_fits", "fit_seconds"):
+            trial.set_user_attr(key, result[key])
+        return float(result["score"])
+
+    def stop_when_drained(study: optuna.Study, _trial: Any) -> None:
+        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            study.stop()
+
+    if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        study.optimize(objective, callbacks=[stop_when_drained], gc_after_trial=False)
+    return ran
+
+
+# ------------------------------------------------------------------------ progress, export
+
+def counts(study: Any) -> dict[str, int]:
+    from collections import Counter
+
+    return dict(Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False)))
+
+
+def cell_rows(spec: MatrixSpec, study: Any) -> list[dict[str, Any]]:
+    """One row per cell that finished (complete, or failed with a fit error): the first
+    complete trial of a cell wins over failures and duplicates."""
+    best: dict[tuple[int, int, int], dict[str, Any]] = {}
+    for t in study.get_trials(deepcopy=False):
+        if "config" not in t.params or t.state.name not in ("COMPLETE", "FAIL"):
+            continue
+        if t.state.name == "FAIL" and "error" not in t.user_attrs:
+            continue  # a lost worker's trial: retried, not a result
+        cell = (t.params["family"], t.params["variant"], t.params["config"])
+        if cell in best and best[cell]["status"] == "ok":
+            continue
+        pool, variant = spec.pools[cell[0]], spec.variants[cell[1]]
+        if cell[2] >= len(pool):
+            continue
+        ok = t.state.name == "COMPLETE"
+        best[cell] = {"variant": variant.name, "family": pool.family,
+                      "config_id": pool.configs[cell[2]].id, "status": "ok" if ok else "failed",
+                      "score": t.value if ok else None,
+                      "score_std": t.user_attrs.get("score_std"),
+                      "n_fits": t.user_attrs.get("n_fits"),
+                      "fit_seconds": t.user_attrs.get("fit_seconds"),
+                      "error": t.user_attrs.get("error")}
+    return [best[c] for c in sorted(best, key=lambda c: (c[1], c[0], c[2]))]
+
+
+def export_matrix(spec: MatrixSpec, study: Any, out: str | Path) -> Path:
+    """Write the finished cells to ``out`` (gzip CSV) and the header beside it
+    (``<out>.json``: format, split, pool hashes, variants and their cards), atomically."""
+    import pandas as pd
+
+    out = Path(out)
+    rows = cell_rows(spec, study)
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:
+        gz.write(frame.to_csv(index=False, float_format="%.6g").encode())
+    cards = {v.name: study.user_attrs.get(f"card:{v.name}") for v in spec.variants}
+    header = {**spec.header(), "n_rows": len(frame), "n_cells": spec.n_cells,
+              "cards": {k: c for k, c in cards.items() if c is not None}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, data in ((out, buffer.getvalue()),
+                       (_header_path(out), (json.dumps(header, indent=1) + "\n").encode())):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return out
+
+
+def _header_path(out: Path) -> Path:
+    return out.with_name(out.name.removesuffix(".csv.gz") + ".json")
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A matrix read back: its header and a long table of cells (pandas)."""
+
+    header: dict[str, Any]
+    cells: Any
+
+    def scores(self, family: str) -> Any:
+        """variants x config ids of ``family``'s scores (NaN: not run or failed)."""
+        sub = self.cells[self.cells["family"] == family]
+        return sub.pivot(index="variant", columns="config_id", values="score")
+
+
+def read_matrix(path: str | Path = TRAIN_MATRIX, pools: dict[str, Pool] | None = None,
+                split: str = "train") -> Matrix:
+    """Read a matrix file, refusing a truncated file, one built from another pool than
+    ``pools`` (default: the committed pools), and one of another split than ``split``."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        header = json.loads(_header_path(path).read_text())
+        cells = pd.read_csv(path)
+    except (OSError, ValueError, EOFError, gzip.BadGzipFile) as err:
+        raise SllmboError(f"cannot read the matrix {path}: {err}",
+                          hint="rebuild or resume it: make matrix") from None
+    if header.get("format") != MATRIX_FORMAT:
+        raise SllmboError(f"{path} is not a matrix file (format {MATRIX_FORMAT})")
+    if header.get("split") != split:
+        raise SllmboError(f"{path} holds the {header.get('split')} matrix, not the {split} one")
+    if len(cells) != header.get("n_rows") or list(cells.columns) != list(COLUMNS):
+        raise SllmboError(f"{path} is truncated or altered: {len(cells)} rows, its header "
+                          f"says {header.get('n_rows')}", hint="re-export it: make matrix")
+    pools = pools if pools is not None else read_pools(POOL_FILE)
+    foreign = {f: h for f, h in header["pools"].items() if f not in pools or pools[f].hash != h}
+    if foreign:
+        raise SllmboError(f"{path} was built from another pool ({foreign}) than "
+                          f"{POOL_FILE.name}'s", hint="rebuild the matrix for this pool")
+    return Matrix(header, cells)
+
+
+# ------------------------------------------------------------------------ the command
+
+def collect_matrix(spec: MatrixSpec, storage_url: str, out: str | Path, workers: int = 2,
+                   export_every_s: float = 600.0, scorer: Scorer = cv_scorer,
+                   poll_s: float = 20.0) -> dict[str, int]:
+    """Enqueue the spec's cells, score them in ``workers`` processes with a progress bar and
+    ETA, and export the finished cells every ``export_every_s`` seconds and at the end."""
+    from concurrent.futures import ProcessPoolExecutor, wait
+
+    from tqdm import tqdm
+
+    study = prepare_study(spec, storage_url)
+    start = counts(study)
+    done0 = start.get("complete", 0) + start.get("fail", 0)
+    bar = tqdm(total=spec.n_cells, initial=min(done0, spec.n_cells), unit="cell",
+               desc=f"matrix {spec.split}", smoothing=0.05, mininterval=poll_s)
+    last_export = time.monotonic()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run_worker, spec, storage_url, scorer) for _ in range(workers)]
+        while True:
+            finished, _ = wait(futures, timeout=poll_s)
+            now = counts(study)
+            done = now.get("complete", 0) + now.get("fail", 0)
+            bar.update(max(0, min(done, spec.n_cells) - bar.n))
+            if time.monotonic() - last_export >= export_every_s:
+                export_matrix(spec, study, out)
+                last_export = time.monotonic()
+            if len(finished) == len(futures):
+                break
+        for future in futures:
+            future.result()
+    bar.close()
+    export_matrix(spec, study, out)
+    return counts(study)

@@ -1,0 +1,138 @@
+"""The meta-dataset of [9/12]: variants, the pool, the cross-evaluated matrix and its guards."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from sllmbo.data.matrix import MatrixSpec, collect_matrix, read_matrix, training_spec
+from sllmbo.data.pool import Pool, read_pools, write_pools
+from sllmbo.data.splits import HELDOUT
+from sllmbo.data.variants import MIN_VARIANT_ROWS, VARIANT_CAP, ladder, plan_variants
+from sllmbo.errors import SllmboError, TaskError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_variant_cards_state_the_rows_they_are_fitted_on() -> None:
+    from sllmbo.data import load_task
+
+    task = load_task("bike_sharing@1729")
+    card = task.meta_features()
+    assert task.name == "bike_sharing@1729" and card["n_rows"] == len(task.X_train) == 1729
+    assert task.full_train_rows == len(load_task("bike_sharing").X_train)
+    with pytest.raises(TaskError, match="not a variant"):
+        load_task("bike_sharing@1000")
+
+
+def test_ladder_spans_two_orders_of_magnitude_in_both_splits() -> None:
+    assert ladder(100_000) == [VARIANT_CAP, 5000, 1250, 312]
+    assert ladder(300) == [300] and min(ladder(1001)) >= MIN_VARIANT_ROWS
+    for split in ("train", "heldout"):
+        rows = [v.rows for v in plan_variants(split)]
+        assert max(rows) / min(rows) >= 50 if split == "heldout" else max(rows) / min(rows) >= 70
+
+
+def test_at_least_30_heldout_datasets_and_their_variants_are_held_out() -> None:
+    from sllmbo.data.splits import heldout_match
+
+    assert len(HELDOUT) >= 30
+    assert heldout_match("imdb_movie_rating@5000") == "imdb_movie_rating"
+    assert all(heldout_match(v.name) is None for v in plan_variants("train"))
+
+
+def test_training_spec_refuses_a_heldout_dataset() -> None:
+    with pytest.raises(TaskError, match="held-out"):
+        training_spec(datasets=["diamond_prices"])
+
+
+def test_committed_pool_is_in_its_families_spaces_and_rejects_edits(tmp_path: Path) -> None:
+    pools = read_pools(ROOT / "data" / "matrix" / "pool.json")
+    assert set(pools) == {"lightgbm", "xgboost"}
+    assert all(50 <= len(p) <= 100 for p in pools.values())
+    assert pools["lightgbm"].configs[0].source == "defaults"
+    record = json.loads((ROOT / "data" / "matrix" / "pool.json").read_text())
+    record["families"]["lightgbm"]["configs"][1]["config"]["num_leaves"] = 100_000
+    bad = tmp_path / "pool.json"
+    bad.write_text(json.dumps(record))
+    with pytest.raises(SllmboError, match="outside the lightgbm space"):
+        read_pools(bad)
+
+
+def _tiny_spec() -> MatrixSpec:
+    spec = training_spec(families=["lightgbm"], datasets=["professor_salaries"])
+    return MatrixSpec("train", spec.variants, (Pool("lightgbm", spec.pools[0].configs[:2]),))
+
+
+def test_matrix_collects_resumes_and_its_reader_rejects_a_foreign_pool(tmp_path: Path) -> None:
+    spec = _tiny_spec()
+    url, out = f"sqlite:///{tmp_path}/m.db", tmp_path / "train.csv.gz"
+    state = collect_matrix(spec, url, out, workers=1, poll_s=0.5)
+    assert state == {"complete": 2}
+    pools = {"lightgbm": spec.pools[0]}
+    matrix = read_matrix(out, pools=pools)
+    assert list(matrix.cells["config_id"]) == ["lightgbm-000", "lightgbm-001"]
+    assert (matrix.cells["n_fits"] == 9).all()  # 3 x 3-fold below 2,000 rows
+    assert collect_matrix(spec, url, out, workers=1, poll_s=0.5) == {"complete": 2}  # resumed
+    other = {"lightgbm": Pool("lightgbm", spec.pools[0].configs[:1])}
+    with pytest.raises(SllmboError, match="another pool"):
+        read_matrix(out, pools=other)
+    with pytest.raises(SllmboError, match="not the heldout one"):
+        read_matrix(out, pools=pools, split="heldout")
+    header = out.with_name("train.json")
+    record = json.loads(header.read_text())
+    header.write_text(json.dumps({**record, "n_rows": 3}))
+    with pytest.raises(SllmboError, match="truncated"):
+        read_matrix(out, pools=pools)
+
+
+def test_no_code_under_data_or_training_reads_the_heldout_matrix() -> None:
+    pattern = re.compile(r"heldout\.csv|heldout_matrix|HELDOUT_MATRIX|split=[\"']heldout")
+    offenders = [str(p.relative_to(ROOT)) for folder in ("data", "training")
+                 for p in (ROOT / folder).rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []
+
+
+def test_write_pools_round_trips(tmp_path: Path) -> None:
+    pools = read_pools(ROOT / "data" / "matrix" / "pool.json")
+    path = write_pools(list(pools.values()), tmp_path / "pool.json")
+    assert {f: p.hash for f, p in read_pools(path).items()} == {f: p.hash for f, p in pools.items()}
+
+
+def _hand_made() -> tuple[dict, "object"]:
+    import pandas as pd
+
+    def card(rows: int, classes: int | None = None) -> dict:
+        return {"n_rows": rows, "n_features": 10, "n_numeric": 10, "n_classes": classes}
+
+    cards = {"small@300": card(300), "big@20000": card(20000), "mid@2000": card(2000),
+             "cls@20000": card(20000, 2)}
+    scores = pd.DataFrame({"c0": [1.0, 5.0, 3.0, 0.1], "c1": [2.0, 1.0, 1.0, 0.9],
+                           "c2": [3.0, 3.0, 2.0, 0.5]},
+                          index=["small@300", "big@20000", "mid@2000", "cls@20000"])
+    return cards, scores
+
+
+def test_knn_takes_the_nearest_variants_best_configurations_in_order() -> None:
+    from sllmbo.eval.zeroshot_baselines import knn
+
+    cards, scores = _hand_made()
+    query = {"n_rows": 15000, "n_features": 10, "n_numeric": 10, "n_classes": None}
+    # nearest regression variant is big@20000 (best c1), then mid@2000 (c1 again), small (c0)
+    assert knn(query, cards, scores, budget=1) == ["c1"]
+    assert knn(query, cards, scores, budget=2) == ["c1", "c0"]
+    assert knn(query, cards, scores, budget=2, exclude_dataset="big") == ["c1", "c0"]
+    small = {**query, "n_rows": 250}
+    assert knn(small, cards, scores, budget=1) == ["c0"]
+
+
+def test_oracle_pool_is_the_best_entry_of_the_heldout_row() -> None:
+    from sllmbo.eval.zeroshot_baselines import oracle_pool, portfolio
+
+    cards, scores = _hand_made()
+    for variant in scores.index:
+        assert scores.loc[variant, oracle_pool(scores, variant)] == scores.loc[variant].min()
+    assert portfolio(cards, scores, "regression", 2)[0] in {"c1", "c2"}
