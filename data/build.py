@@ -34,7 +34,8 @@ from sllmbo.data.instructions import (
 )
 from sllmbo.data.splits import heldout_match
 from sllmbo.data.trial_logs import ReadResult, read_trial_logs
-from sllmbo.errors import SllmboError
+from sllmbo.errors import SllmboError, check_output_folder
+from sllmbo.storage import mask_url
 
 CARD_FILE = "data_card.json"
 
@@ -68,6 +69,7 @@ def build_dataset(
         datasets.disable_progress_bars()
 
     out = Path(out)
+    check_output_folder(out, "--out")
     if out.exists() and not overwrite:
         raise SllmboError(f"output folder {out} exists", hint="pass --overwrite to replace it")
     if not storages:
@@ -78,6 +80,8 @@ def build_dataset(
     for location in storages:
         read.extend(read_trial_logs(location, study_filter))
     selection = select_studies(read.studies, rules)
+    if not selection.usable:  # known before the tokenizer loads
+        _no_examples(read, selection, 0, options.max_tokens)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(None)
 
     def count_text(text: str) -> int:
@@ -88,6 +92,8 @@ def build_dataset(
         rows += sequential_examples(study, options, count_text)
     rows = dedupe(rows)
     kept, too_long = _measure(rows, tokenizer, options.max_tokens)
+    if not kept:  # before anything is written: an empty dataset trains nothing
+        _no_examples(read, selection, too_long, options.max_tokens)
     leaked = sorted({r["task"] for r in kept if heldout_match(r["task"])})
     if leaked:  # select_studies refuses them; this guards the guard
         raise AssertionError(f"held-out tasks reached the data: {leaked}")
@@ -117,6 +123,27 @@ def build_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
     card["card_sha256"] = hashlib.sha256((out / CARD_FILE).read_bytes()).hexdigest()
     return card
+
+
+def _no_examples(read: ReadResult, selection: Any, too_long: int, max_tokens: int) -> None:
+    """Stop a build that would write 0 examples, saying what was read and what was skipped."""
+    raise SllmboError(no_examples_message(read, selection, too_long, max_tokens),
+                      hint="check --storage and --study; studies without a task card need a "
+                      "--cards entry")
+
+
+def no_examples_message(read: ReadResult, selection: Any, too_long: int,
+                        max_tokens: int) -> str:
+    """Why a build produced 0 examples: what was read and why each study was left out."""
+    why = [f"{study}: {reason}" for study, reason in read.skipped + selection.skipped][:3]
+    more = len(read.skipped) + len(selection.skipped) - len(why)
+    parts = [f"0 instruction examples from {len(read.studies)} studies read "
+             f"({len(selection.usable)} usable)"]
+    if too_long:
+        parts.append(f"{too_long} examples are longer than --max-tokens {max_tokens}")
+    if why:
+        parts.append("skipped " + "; ".join(why) + (f"; and {more} more" if more else ""))
+    return ": ".join(parts[:1]) + ("; " + "; ".join(parts[1:]) if parts[1:] else "")
 
 
 def _progress(items: list[Any], enabled: bool) -> Any:
@@ -190,7 +217,7 @@ def _source(location: str) -> dict[str, Any]:
     path = Path(location)
     if "://" not in location and path.is_file():
         return {"location": location, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    return {"location": location}
+    return {"location": mask_url(location)}
 
 
 def card_lists_heldout(card_path: str | Path) -> list[str]:

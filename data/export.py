@@ -138,6 +138,25 @@ def _frozen(study: StudyLog, states: dict[str, Any]) -> list[Any]:
     return out
 
 
+def _readable_export(path: str | Path) -> list[StudyLog]:
+    """The export's studies, or ``StorageError`` when a line is damaged or there are none:
+    an import writes nothing from an export that is not known good."""
+    if not Path(path).is_file():
+        raise StorageError(f"export {path} does not exist",
+                           hint="write one with `sllmbo data export --out FILE.jsonl.gz`")
+    read = read_export(path)
+    if read.skipped:
+        where, why = read.skipped[0]
+        raise StorageError(
+            f"{where}: {why}" + (f" (and {len(read.skipped) - 1} more)"
+                                 if len(read.skipped) > 1 else "") + "; nothing imported",
+            hint=f"`sllmbo data export --storage {path} --out fixed.jsonl.gz` keeps the "
+            "readable studies; import that")
+    if not read.studies:
+        raise StorageError(f"export {path} holds no studies; nothing imported")
+    return read.studies
+
+
 def import_export(path: str | Path, storage_url: str) -> tuple[int, int]:
     """Write the export's studies that ``storage_url`` lacks into it, trial numbers kept
     (unfinished trials become FAIL placeholders that a resumed collection re-runs).
@@ -149,11 +168,12 @@ def import_export(path: str | Path, storage_url: str) -> tuple[int, int]:
 
     states = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL,
               "pruned": TrialState.PRUNED}
+    studies = _readable_export(path)  # before the storage is opened (and maybe created)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url)
     present = {s.study_name for s in optuna.get_all_study_summaries(storage, False)}
     imported = 0
-    for study in read_export(path).studies:
+    for study in studies:
         if study.name in present:
             continue
         target = optuna.create_study(storage=storage, study_name=study.name,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sllmbo.errors import StorageError
+from sllmbo.storage import mask_url, redact
 
 STATES = {"COMPLETE": "complete", "FAIL": "failed", "PRUNED": "pruned", "RUNNING": "running",
           "WAITING": "waiting"}
@@ -86,7 +87,7 @@ def read_trial_logs(location: str | Path, study_filter: str | None = None) -> Re
     None: all). Raises ``StorageError`` when the location does not open at all."""
     text = str(location)
     if "://" in text:
-        return _read_rdb(_read_only_url(text), text, study_filter)
+        return _read_rdb(_read_only_url(text), mask_url(text) or text, study_filter)
     path = Path(text)
     if path.is_dir():
         result = ReadResult()
@@ -139,12 +140,24 @@ def _read_rdb(url: str, shown: str, study_filter: str | None) -> ReadResult:
             url, skip_table_creation=True, skip_compatibility_check=True
         )
         summaries = storage.get_all_studies()
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise StorageError(f"storage '{shown}' does not open: {first}",
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+            ValueError, ImportError) as err:
+        raise StorageError(f"storage '{shown}' does not open: {_first_line(err, url)}",
                            hint="check the URL, credentials and that it is an Optuna storage"
                            ) from None
     return _read_studies(storage, summaries, shown, study_filter, rdb=True)
+
+
+def _first_line(err: BaseException, url: str) -> str:
+    """The first line of what went wrong, credentials masked: Optuna wraps SQLAlchemy's error
+    (a missing table, a file that is not a database) in a StorageInternalError that only says
+    "an exception is raised during the commit"."""
+    import optuna
+
+    if isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ is not None:
+        err = err.__cause__
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return redact(first, url)
 
 
 def _read_journal(path: Path, study_filter: str | None) -> ReadResult:
@@ -157,13 +170,22 @@ def _read_journal(path: Path, study_filter: str | None) -> ReadResult:
     try:
         storage = JournalStorage(JournalFileBackend(str(path)))
         summaries = storage.get_all_studies()
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, TypeError,
+            AssertionError) as err:  # Optuna asserts on an operation code it does not know
+        what = (f"{type(err).__name__}: {str(err)[:200]}" if not isinstance(err, AssertionError)
+                else "a line holds an operation Optuna does not know")
         raise StorageError(
-            f"{path} is neither a SQLite file nor a readable Optuna journal: "
-            f"{type(err).__name__}: {str(err)[:200]}",
+            f"{path} is neither a SQLite file nor a readable Optuna journal: {what}",
             hint="a journal cut off mid-write loses only its last line; restore the file "
             "from a backup or remove the damaged line",
         ) from None
+    if not summaries:  # Optuna reads a file of junk (or nothing) as a journal of no studies
+        raise StorageError(
+            f"{path} holds no Optuna study: it is empty, or neither a SQLite file nor an "
+            "Optuna journal",
+            hint="give a SQLite file, a journal written by Optuna's JournalStorage or an "
+            "export (*.jsonl.gz)",
+        )
     return _read_studies(storage, summaries, str(path), study_filter, rdb=False)
 
 

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sllmbo.errors import BackendError
+from sllmbo.storage import mask_url, redact
 
 from .base import Backend, ChatRequest, Completion
 from .constrained import classify_finish
@@ -51,11 +52,14 @@ class OpenAIBackend(Backend):
         import openai
 
         if not base_url.startswith(("http://", "https://")):
-            raise BackendError(f"base_url must start with http:// or https://, got {base_url!r}",
+            raise BackendError(f"base_url must start with http:// or https://, got "
+                               f"{mask_url(base_url)!r}",
                                hint="e.g. --base-url http://127.0.0.1:8000/v1")
         if timeout_s <= 0:
             raise BackendError(f"timeout_s must be > 0, got {timeout_s}")
         self.base_url = base_url.rstrip("/")
+        #: What messages, names and stored attributes show: the URL with its password masked.
+        self.shown_url = mask_url(self.base_url) or self.base_url
         self._model = model
         self.constrained = constrained
         self.max_concurrency = max(1, max_concurrency)
@@ -66,14 +70,14 @@ class OpenAIBackend(Backend):
         self._client = openai.OpenAI(base_url=self.base_url,
                                      api_key=os.environ.get(api_key_env) or "EMPTY",
                                      timeout=timeout_s, max_retries=max_retries)
-        self.name = f"openai:{model or '?'}@{self.base_url}"
+        self.name = f"openai:{model or '?'}@{self.shown_url}"
 
     @property
     def model(self) -> str:
         """The served model name (asked of the server once when not given)."""
         if self._model is None:
             self._model = self._default_served_model()
-            self.name = f"openai:{self._model}@{self.base_url}"
+            self.name = f"openai:{self._model}@{self.shown_url}"
         return self._model
 
     @property
@@ -103,13 +107,13 @@ class OpenAIBackend(Backend):
         try:
             models = list(self._client.models.list())
         except (openai.APIConnectionError, openai.APITimeoutError) as err:
-            raise BackendError(f"cannot reach the model server at {self.base_url}: {err}",
+            raise BackendError(f"cannot reach the model server at {self.shown_url}: {self._redact(err)}",
                                hint=_SERVE_HINT) from None
         except openai.APIError as err:
-            raise BackendError(f"{self.base_url}/models failed: {err}",
+            raise BackendError(f"{self.shown_url}/models failed: {self._redact(err)}",
                                hint="pass the served model name with --model-path") from None
         except (ValueError, TypeError, AttributeError, KeyError) as err:  # not JSON, wrong shape
-            raise BackendError(f"{self.base_url}/models did not answer a model list: "
+            raise BackendError(f"{self.shown_url}/models did not answer a model list: "
                                f"{type(err).__name__}",
                                hint="pass the served model name with --model-path") from None
         out: dict[str, int | None] = {}
@@ -133,8 +137,12 @@ class OpenAIBackend(Backend):
         serving one), else the first served model."""
         served = list(self._served_models())
         if not served:
-            raise BackendError(f"the server at {self.base_url} serves no model", hint=_SERVE_HINT)
+            raise BackendError(f"the server at {self.shown_url} serves no model", hint=_SERVE_HINT)
         return self._adapters[0] if self._adapters else served[0]
+
+    def _redact(self, err: BaseException) -> str:
+        """The client's error text with the URL's credentials masked (httpx may quote it)."""
+        return redact(str(err), self.base_url)
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         if not requests:
@@ -165,12 +173,14 @@ class OpenAIBackend(Backend):
         try:
             response = self._client.chat.completions.create(**kwargs)
         except (openai.APIConnectionError, openai.APITimeoutError) as err:
-            raise BackendError(f"cannot reach the model server at {self.base_url}: {err}",
+            raise BackendError(f"cannot reach the model server at {self.shown_url}: {self._redact(err)}",
                                hint=_SERVE_HINT) from None
         except openai.APIStatusError as err:
-            return _failed(f"server answered HTTP {err.status_code}: {_message(err)}", start)
+            return _failed(f"server answered HTTP {err.status_code}: "
+                           f"{redact(_message(err), self.base_url)}", start)
         except openai.APIResponseValidationError as err:
-            return _failed(f"the server's reply is not an OpenAI chat completion: {err}", start)
+            return _failed("the server's reply is not an OpenAI chat completion: "
+                           f"{self._redact(err)}", start)
         except (ValueError, TypeError, AttributeError, KeyError) as err:  # not JSON, wrong shape
             return _failed("the server's reply is not an OpenAI chat completion: "
                            f"{type(err).__name__}", start)

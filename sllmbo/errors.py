@@ -7,6 +7,8 @@ traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class SllmboError(Exception):
     """Base class for errors the user can fix; ``hint`` says the next step."""
@@ -85,3 +87,31 @@ def environment_failure(err: BaseException) -> SllmboError | None:
         if needle in text:
             return StorageError(f"cannot write: {what}{where}", hint=hint)
     return None
+
+
+def check_output_file(path: str | Path, flag: str) -> None:
+    """Refuse, before any work, a file path a command could not write at the end: a folder
+    in its place, or a file where a parent folder should be."""
+    path = Path(path)
+    if path.is_dir():
+        raise SllmboError(f"{flag} {path} is a folder; it must be a file path",
+                          hint=f"e.g. {flag} {path / 'result.json'}")
+    _check_parents(path, flag)
+
+
+def check_output_folder(path: str | Path, flag: str) -> None:
+    """Refuse, before any work, a folder path with a file in its place (or in a parent's)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SllmboError(f"{flag} {path} is a file; it must be a folder",
+                          hint=f"remove the file or choose another {flag}")
+    _check_parents(path, flag)
+
+
+def _check_parents(path: Path, flag: str) -> None:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SllmboError(f"{flag} {path}: {parent} is a file, not a folder",
+                                  hint=f"choose another {flag}")
+            return

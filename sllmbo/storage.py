@@ -8,12 +8,73 @@ from __future__ import annotations
 import time
 import warnings
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from sllmbo.errors import StorageError
 
 #: Seconds between heartbeats of a running trial; a trial silent for GRACE_S is failed.
 HEARTBEAT_S = 20
 GRACE_S = 60
+
+MASK = "***"
+#: Query parameters that carry a credential (libpq takes ``?password=``, some servers a token).
+SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "token", "secret", "api_key", "apikey")
+
+
+def mask_url(url: str | None) -> str | None:
+    """``url`` as it may be shown or stored: its password (and any credential in the query)
+    replaced by ``***``. RDB URLs go through SQLAlchemy's own renderer
+    (``render_as_string(hide_password=True)``); others (an HTTP base URL, a URL SQLAlchemy
+    cannot parse) through urllib. A URL without credentials comes back unchanged."""
+    if url is None or "://" not in url or not _secrets(url):
+        return url
+    if not url.startswith(("http://", "https://")):
+        import sqlalchemy.exc
+        from sqlalchemy.engine import make_url
+
+        try:
+            parsed = make_url(url)
+        except (sqlalchemy.exc.ArgumentError, ValueError):
+            pass
+        else:
+            query = {k: MASK if _secret_key(k) else v for k, v in parsed.query.items()}
+            shown = parsed.update_query_dict(query).render_as_string(hide_password=True)
+            return shown.replace("%2A%2A%2A", MASK)
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else netloc
+    query = urlencode([(k, MASK if _secret_key(k) else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def redact(text: str, url: str | None) -> str:
+    """``text`` (an error message from a library, say) with ``url`` and its secrets masked."""
+    if url is None:
+        return text
+    text = text.replace(url, mask_url(url) or url)
+    for secret in _secrets(url):
+        if len(secret) >= 3:  # a one-letter password would blank out ordinary words
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _secret_key(key: str) -> bool:
+    return key.lower() in SECRET_QUERY_KEYS
+
+
+def _secrets(url: str) -> list[str]:
+    """The credentials in ``url``, raw and %-decoded: its password, secret query values."""
+    parts = urlsplit(url)
+    found: list[str] = []
+    userinfo = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
+    if ":" in userinfo:
+        found.append(userinfo.split(":", 1)[1])
+    found += [v for k, v in parse_qsl(parts.query, keep_blank_values=False) if _secret_key(k)]
+    return [s for raw in found if raw for s in dict.fromkeys((raw, unquote(raw)))]
 
 
 def open_storage(url: str | None) -> Any:
@@ -51,7 +112,7 @@ def open_storage(url: str | None) -> Any:
                 continue
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise StorageError(
-                f"storage '{url}' does not open: {first_line}",
+                f"storage '{mask_url(url)}' does not open: {redact(first_line, url)}",
                 hint="use e.g. sqlite:///runs.db (the folder must exist) or "
                 "postgresql://user:pass@host/db",
             ) from None

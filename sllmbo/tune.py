@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sllmbo import studyinfo
-from sllmbo.errors import SllmboError
+from sllmbo.errors import SllmboError, check_output_file
 from sllmbo.families import ModelFamily, get_family
 from sllmbo.objective import (
     EvalSettings,
@@ -30,7 +30,7 @@ from sllmbo.objective import (
 )
 from sllmbo.resolve import build_card, load_space_file, resolve_task, task_spaces
 from sllmbo.space import SearchSpace
-from sllmbo.storage import open_storage
+from sllmbo.storage import mask_url, open_storage
 from sllmbo.studies import (
     OpenedStudy,
     count_states,
@@ -302,6 +302,8 @@ def tune(
 
     if n_trials < 1:
         raise SllmboError(f"--n-trials must be >= 1, got {n_trials}")
+    if output is not None:
+        check_output_file(output, "--output")
     from sllmbo.samplers import build_sampler, check_kind
 
     check_kind(sampler)  # before any data is loaded
@@ -446,7 +448,7 @@ def summarize(
         model=family.name,
         sampler=sampler,
         study=study.study_name,
-        storage=storage,
+        storage=mask_url(storage),
         metric=card.metric,
         direction=card.direction,
         n_trials_target=n_trials,

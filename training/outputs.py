@@ -99,7 +99,7 @@ def write_beside_adapter(out: Path, *, base: Path, data: Any, recipe: dict[str, 
     (out / RECIPE_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     shutil.copyfile(base / "config.json", out / BASE_CONFIG_FILE)
-    shutil.copyfile(data.path / CARD_FILE, out / CARD_FILE)
+    copy_card(data.path / CARD_FILE, out / CARD_FILE)
     info = {
         "format": "sllmbo-adapter/1",
         "base_model": base_identity(base),
@@ -110,6 +110,22 @@ def write_beside_adapter(out: Path, *, base: Path, data: Any, recipe: dict[str, 
     (out / TRAINING_FILE).write_text(json.dumps(info, indent=2) + "\n")
     plot_losses(metrics, out / PLOT_FILE, title=str(recipe.get("name", out.name)))
     write_model_card(out)
+
+
+def copy_card(source: Path, target: Path) -> None:
+    """Copy the data card beside the adapter byte for byte (its SHA-256 names the data), but
+    with any credential in a source URL masked: a card written before ``data build`` masked
+    them must not carry a database password into a folder that gets shared."""
+    from sllmbo.storage import mask_url
+
+    card = json.loads(source.read_text())
+    sources = card.get("sources", [])
+    masked = [{**s, "location": mask_url(s.get("location"))} if isinstance(s, dict) else s
+              for s in sources]
+    if masked == sources:
+        shutil.copyfile(source, target)
+        return
+    target.write_text(json.dumps({**card, "sources": masked}, indent=2) + "\n")
 
 
 def write_model_card(out: Path) -> None:

@@ -54,7 +54,7 @@ def build_command(
 ) -> None:
     from sllmbo.data.build import build_dataset, load_tokenizer
     from sllmbo.data.instructions import BuildOptions
-    from sllmbo.errors import SllmboError
+    from sllmbo.errors import SllmboError, check_output_folder
 
     try:
         options = BuildOptions(top_k=top_k, max_sequential_per_study=max_sequential,
@@ -62,11 +62,14 @@ def build_command(
                                seed=seed)
     except ValueError as err:
         raise SllmboError(f"bad build option: {err}") from None
+    check_output_folder(out, "--out")
     if out.exists() and not overwrite:
         raise SllmboError(f"output folder {out} exists", hint="pass --overwrite to replace it")
+    # The embedded tokenizer loads only once the trial logs are read (a bad --storage fails
+    # fast); a --tokenizer folder is checked first.
     card = build_dataset(storage, out, cards=cards, study_filter=study, options=options,
-                         tokenizer=load_tokenizer(tokenizer), overwrite=overwrite,
-                         progress=not quiet)
+                         tokenizer=None if tokenizer is None else load_tokenizer(tokenizer),
+                         overwrite=overwrite, progress=not quiet)
     n, kinds = card["n_examples"], card["by_kind"]
     typer.echo(f"wrote {out}: {n['train']} train / {n['validation']} validation examples "
                f"from {card['n_tasks']['train']} + {card['n_tasks']['validation']} tasks "
@@ -93,13 +96,18 @@ def export_command(
 ) -> None:
     from sllmbo.data.export import write_export
     from sllmbo.data.trial_logs import ReadResult, read_trial_logs
-    from sllmbo.errors import SllmboError
+    from sllmbo.errors import SllmboError, check_output_file
 
     if not out.name.endswith(".jsonl.gz"):
         raise SllmboError(f"--out must end with .jsonl.gz, got {out.name}")
+    check_output_file(out, "--out")
     read = ReadResult()
     for location in storage:
         read.extend(read_trial_logs(location, study))
+    if not read.studies:  # an empty export would only hide the mistake until `data build`
+        shown = "; ".join(f"{s}: {r}" for s, r in read.skipped[:3])
+        raise SllmboError("no study to export" + (f" (skipped {shown})" if shown else ""),
+                          hint="check --storage and --study")
     n = write_export(read.studies, out)
     trials = sum(len(s.complete) for s in read.studies)
     size = out.stat().st_size / 1e6
@@ -111,6 +119,8 @@ def import_command(
     storage: str = typer.Option(..., "--storage", help="Optuna storage URL to write into."),
 ) -> None:
     from sllmbo.data.export import import_export
+    from sllmbo.storage import mask_url
 
     imported, present = import_export(export, storage)
-    typer.echo(f"imported {imported} studies into {storage} ({present} were there already)")
+    typer.echo(f"imported {imported} studies into {mask_url(storage)} ({present} were there "
+               "already)")

@@ -80,7 +80,7 @@ def eval_command(
         0, "--patience", help="Early stopping of the LLM methods (default 0: off, so every "
         "method gets the same budget)."),
 ) -> None:
-    from sllmbo.errors import SllmboError
+    from sllmbo.errors import SllmboError, check_output_folder
     from sllmbo.eval.harness import plan_eval, run_eval
     from sllmbo.eval.runs import TaskRef
     from sllmbo.eval.suites import ALL_FAMILIES, METHODS, get_suite, parse_budgets, parse_names
@@ -99,6 +99,8 @@ def eval_command(
         raise SllmboError(f"--n-folds must be >= 2, got {n_folds}")
     if max_rows is not None and max_rows < 20:
         raise SllmboError(f"--max-rows must be >= 20, got {max_rows}")
+    out = out or Path("runs/eval") / chosen.name
+    check_output_folder(out, "--out")
     refs = [TaskRef(name=_known_task(name)) for name in task]
     refs += [TaskRef(data=str(d), target=t) for d, t in zip(data, target, strict=True)]
     chosen = chosen.override(
@@ -115,7 +117,7 @@ def eval_command(
         temperature=temperature,
         max_tokens=max_tokens or int(chosen.llm.get("max_tokens", 256)),
     )
-    plan = plan_eval(chosen, refs or None, out or Path("runs/eval") / chosen.name, llm,
+    plan = plan_eval(chosen, refs or None, out, llm,
                      adapter, methods_given=methods is not None,
                      report_methods=get_suite(suite).methods if methods else ())
     for method in plan.skipped_methods:

@@ -1,0 +1,124 @@
+"""Credentials in URLs (a storage's password, a server's user:password) are masked wherever a
+URL is shown or stored: messages, ``--output`` JSON, study attributes, data cards, adapters."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sllmbo.cli import main
+from sllmbo.storage import mask_url, redact
+
+PASSWORD = "Hunter2Secret"
+
+
+class WordTokenizer:
+    """Counts words: measures examples without loading a model."""
+
+    name_or_path = "words"
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": text.split()}
+
+    def apply_chat_template(self, messages, tokenize=True, return_dict=True):
+        return {"input_ids": " ".join(m["content"] for m in messages).split()}
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Exit code and everything the command printed (stdout + stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out + captured.err
+
+
+def _files_holding(root: Path, secret: str) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and secret.encode() in p.read_bytes())
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql+psycopg2://u:PW1234@h:5432/db", "postgresql+psycopg2://u:***@h:5432/db"),
+    ("postgresql://u@h/db?password=PW1234", "postgresql://u@h/db?password=***"),
+    ("mysql://u:PW1234@h:notaport/db", "mysql://u:***@h:notaport/db"),
+    ("http://bob:PW1234@127.0.0.1:8000/v1", "http://bob:***@127.0.0.1:8000/v1"),
+    ("https://host/v1?api_key=PW1234", "https://host/v1?api_key=***"),
+    ("sqlite:///runs.db", "sqlite:///runs.db"),
+    ("postgresql://u@h/db", "postgresql://u@h/db"),
+])
+def test_mask_url_hides_passwords_and_secret_query_values(url, shown):
+    assert mask_url(url) == shown
+    if "PW1234" in url:  # a library's message that quotes the URL or the password
+        assert "PW1234" not in redact(f"could not parse {url!r}: bad PW1234", url)
+
+
+def test_no_artefact_of_a_run_holds_a_password(postgres_url, tmp_path, capsys, monkeypatch):
+    import sllmbo.data.build as build
+    from sllmbo.data.trial_logs import read_trial_logs
+
+    monkeypatch.setattr(build, "load_tokenizer", lambda path=None: WordTokenizer())
+    storage = postgres_url.replace("sllmbo@", f"sllmbo:{PASSWORD}@")  # trust auth ignores it
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=40), "b": rng.normal(size=40)})
+    frame["y"] = 2 * frame["a"] + rng.normal(scale=0.1, size=40)
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    common = ["--data", str(tmp_path / "data.csv"), "--target", "y", "--n-trials", "2",
+              "--n-folds", "2", "--quiet", "--storage", storage]
+    printed = []
+    code, text = _cli(["tune", *common, "--study", "tpe", "--output",
+                       str(tmp_path / "tpe.json")], capsys)
+    assert code == 0, text
+    printed.append(text)
+    base_url = f"http://bob:{PASSWORD}@127.0.0.1:{_closed_port()}/v1"
+    code, text = _cli(["tune", *common, "--study", "llm", "--sampler", "llm-tpe", "--backend",
+                       "openai", "--base-url", base_url, "--n-initial", "1", "--output",
+                       str(tmp_path / "llm.json")], capsys)
+    printed.append(text)
+    code, text = _cli(["data", "build", "--storage", storage, "--out",
+                       str(tmp_path / "instructions"), "--quiet"], capsys)
+    assert code == 0, text
+    printed.append(text)
+    code, text = _cli(["data", "export", "--storage", storage, "--out",
+                       str(tmp_path / "export.jsonl.gz")], capsys)
+    assert code == 0, text
+    printed.append(text)
+    down = f"postgresql+psycopg2://sllmbo:{PASSWORD}@127.0.0.1:{_closed_port()}/postgres"
+    for argv in (["tune", "--data", str(tmp_path / "data.csv"), "--target", "y",
+                  "--storage", down],
+                 ["tune", "--data", str(tmp_path / "data.csv"), "--target", "y",
+                  "--storage", f"postgresql://sllmbo:{PASSWORD}@host:port/db"],
+                 ["data", "build", "--storage", down, "--out", str(tmp_path / "none")],
+                 ["data", "import", str(tmp_path / "export.jsonl.gz"), "--storage", down]):
+        code, text = _cli(argv, capsys)
+        assert code == 2 and "***" in text, text
+        printed.append(text)
+
+    stored = json.dumps([{"attrs": s.user_attrs, "trials": [t.user_attrs for t in s.trials]}
+                         for s in read_trial_logs(storage).studies])
+    assert "bob:***@" in stored  # the LLM-TPE run's initializer failure names the server
+    assert PASSWORD not in stored
+    assert [i for i, text in enumerate(printed) if PASSWORD in text] == []
+    assert _files_holding(tmp_path, PASSWORD) == []
+
+
+def test_an_adapter_gets_a_masked_copy_of_an_old_data_card(tmp_path):
+    from sllmbo.training.outputs import copy_card
+
+    old = {"tasks": {"train": ["x"]}, "sources": [
+        {"location": f"postgresql://u:{PASSWORD}@db/optuna"}, {"location": "a.db", "sha256": "0"}]}
+    (tmp_path / "card.json").write_text(json.dumps(old))
+    copy_card(tmp_path / "card.json", tmp_path / "copy.json")
+    copied = json.loads((tmp_path / "copy.json").read_text())
+    assert copied["sources"][0]["location"] == "postgresql://u:***@db/optuna"
+    assert copied["sources"][1] == old["sources"][1] and copied["tasks"] == old["tasks"]
