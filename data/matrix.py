@@ -170,11 +170,12 @@ def run_worker(spec: MatrixSpec, storage_url: str, scorer: Scorer = cv_scorer) -
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal ran
+        if "config" not in trial.params:  # not a cell popped from the queue: it is drained
+            study.stop()
+            raise optuna.TrialPruned("the matrix queue is drained")
         f, v, c = (trial.suggest_int(name, dists[name].low, dists[name].high)
                    for name in ("family", "variant", "config"))
         pool, variant = spec.pools[f], spec.variants[v]
-        if c >= len(pool):  # a random fill-in trial past a shorter pool's end
-            raise optuna.TrialPruned()
         if variant.name not in loaded:
             loaded.clear()  # cells run variant by variant: keep one task in memory
             loaded[variant.name] = load_task(variant.name)
@@ -193,12 +194,9 @@ def run_worker(spec: MatrixSpec, storage_url: str, scorer: Scorer = cv_scorer) -
             trial.set_user_attr(key, result[key])
         return float(result["score"])
 
-    def stop_when_drained(study: optuna.Study, _trial: Any) -> None:
-        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
-            study.stop()
-
-    if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
-        study.optimize(objective, callbacks=[stop_when_drained], gc_after_trial=False)
+    # No per-trial look at the queue (reading every trial of a 30k-cell study costs seconds):
+    # a trial that Optuna did not pop from the queue stops the worker.
+    study.optimize(objective, gc_after_trial=False)
     return ran
 
 
@@ -308,7 +306,7 @@ def read_matrix(path: str | Path = TRAIN_MATRIX, pools: dict[str, Pool] | None =
 
 def collect_matrix(spec: MatrixSpec, storage_url: str, out: str | Path, workers: int = 2,
                    export_every_s: float = 600.0, scorer: Scorer = cv_scorer,
-                   poll_s: float = 20.0) -> dict[str, int]:
+                   poll_s: float = 60.0) -> dict[str, int]:
     """Enqueue the spec's cells, score them in ``workers`` processes with a progress bar and
     ETA, and export the finished cells every ``export_every_s`` seconds and at the end."""
     from concurrent.futures import ProcessPoolExecutor, wait
