@@ -12,7 +12,8 @@ Built to be exposed to a team, not only to this machine:
   requests would only compete for the same cores), in arrival order, with a bounded line of
   waiters (full: 503) and a per-request deadline (passed: 504);
 - generation stops when its client goes away (``ChatRequest.cancelled``);
-- socket read timeouts and a cap on open connections, so half-sent requests cannot pile up;
+- socket read timeouts and a cap on served connections (more wait in the listen backlog),
+  so half-sent requests cannot pile up threads;
 - bounded bodies and schemas and checked values (``http_request``), 400/413 with the reason;
 - a client that disconnects, or any other failure, is one line on the ``sllmbo.server`` log,
   never a traceback (``SLLMBO_DEBUG=1`` adds them).
@@ -70,7 +71,7 @@ class ServerLimits:
     read_timeout_s: float = 10.0
     #: Requests that may wait for the model behind the one it answers; more get 503.
     max_waiting: int = 32
-    #: Open connections at once; more get 503 at once (each holds a thread).
+    #: Connections served at once (each holds a thread); more wait to be accepted.
     max_connections: int = 64
     body: BodyLimits = field(default_factory=BodyLimits)
 
@@ -297,10 +298,6 @@ def completion_body(completion: Completion, model: str) -> dict[str, Any]:
     }
 
 
-_BUSY_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-               b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
-
-
 class _Server(ThreadingHTTPServer):
     """``ThreadingHTTPServer`` with a cap on open connections and one-line error logs."""
 
@@ -312,6 +309,7 @@ class _Server(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._slots = threading.BoundedSemaphore(limits.max_connections)
         self._max_connections = limits.max_connections
+        self._capped = False
         self.serving = False
         super().__init__(address, handler)
 
@@ -322,11 +320,22 @@ class _Server(ThreadingHTTPServer):
         finally:
             self.serving = False
 
+    def get_request(self) -> tuple[Any, Any]:
+        """Accept only while under the cap; over it, connections wait in the listen backlog
+        (refusing them instead would reset clients still sending their request)."""
+        if not self._slots.acquire(timeout=0.2):
+            if not self._capped:
+                log.info("%d connections are open: new ones wait", self._max_connections)
+            self._capped = True
+            raise OSError("connection cap reached")  # socketserver tries again next poll
+        self._capped = False
+        try:
+            return super().get_request()
+        except BaseException:
+            self._slots.release()
+            raise
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            _refuse(request, self._max_connections)
-            self.shutdown_request(request)
-            return
         try:
             super().process_request(request, client_address)
         except BaseException:
@@ -350,18 +359,6 @@ class _Server(ThreadingHTTPServer):
         else:
             log.error("error serving %s: %s: %s", who, type(err).__name__, err,
                       exc_info=bool(os.environ.get("SLLMBO_DEBUG")))
-
-
-def _refuse(sock: socket.socket, cap: int) -> None:
-    """Answer 503 on a connection over the cap, from the accepting thread, without blocking."""
-    body = json.dumps({"error": {"message": f"the server is busy: {cap} connections are open; "
-                                 "retry later", "type": "server_error", "code": 503}}).encode()
-    try:
-        sock.settimeout(0.5)
-        sock.sendall(_BUSY_REPLY % (len(body), body))
-    except OSError:
-        pass  # the client is gone or not reading: nothing more to tell it
-    log.info("refused a connection: %d already open", cap)
 
 
 def _peer(address: Any) -> str:
@@ -502,5 +499,21 @@ def _handler_for(server: ChatServer) -> type[BaseHTTPRequestHandler]:
                 log.info("client %s went away before its answer was sent (%s)",
                          _peer(self.client_address), type(err).__name__)
                 self.close_connection = True
+                return
+            if close:
+                self._linger()
+
+        def _linger(self) -> None:
+            """Drop what the client still sends (an unread body) for up to 2 s after the
+            reply: closing with unread data resets the connection, and the client, still
+            sending, would never read why (a 413, a 401)."""
+            end = time.monotonic() + min(2.0, server.limits.read_timeout_s)
+            try:
+                self.connection.shutdown(socket.SHUT_WR)
+                self.connection.settimeout(0.25)
+                while time.monotonic() < end and self.connection.recv(65536):
+                    pass
+            except OSError:
+                pass  # gone, or silent: either way, done
 
     return Handler

@@ -137,8 +137,18 @@ def wait_until(check: Any, timeout_s: float, step_s: float = 0.05) -> bool:
     return bool(check())
 
 
-def rss_mb() -> float:
-    """This process's resident memory in MB (Linux)."""
+def rss_mb(trim: bool = False) -> float:
+    """This process's resident memory in MB (Linux). ``trim``: first hand freed heap pages
+    back to the OS (glibc ``malloc_trim``), so what is measured is what is still held, not
+    what the allocator keeps for reuse after megabyte-sized requests."""
+    if trim:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("c")
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
