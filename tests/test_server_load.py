@@ -227,12 +227,13 @@ def test_mixed_load_every_good_request_is_answered_and_the_server_recovers(tiny_
         assert wait_until(lambda: server_threads() <= threads_before, timeout_s=10)
         gc.collect()
         grown = rss_mb(trim=True) - baseline
-    print(f"load: {sum(run.counts.values())} requests {run.counts} in {took:.1f} s; "
-          f"good answered in max {max(run.good):.2f} s; memory {baseline:.0f} MB "
-          f"-> {baseline + grown:.0f} MB")
+    err = capfd.readouterr().err
+    with capfd.disabled():  # what happened, shown with -s
+        print(f"\nload: {sum(run.counts.values())} requests {run.counts} in {took:.1f} s; "
+              f"good answered in at most {max(run.good):.2f} s (deadline {DEADLINE_S:.0f} s);"
+              f" memory {baseline:.0f} MB -> {baseline + grown:.0f} MB")
     assert not run.failures, run.failures
     assert run.counts["good"] == MIX["good"] * ROUNDS
     assert run.counts["slow"] == MIX["slow"] * ROUNDS // 2
     assert grown < 48, f"memory grew {grown:.0f} MB over its {baseline:.0f} MB baseline"
-    err = capfd.readouterr().err
     assert "Traceback" not in err and "BrokenPipeError" not in err
