@@ -43,7 +43,9 @@ def _read(path: Path) -> pd.DataFrame:
     lower = path.name.lower()
     try:
         if lower.endswith(CSV_SUFFIXES):
-            return pd.read_csv(path)
+            frame = pd.read_csv(path)
+            _check_unique_header(path)
+            return frame
         if lower.endswith(PARQUET_SUFFIXES):
             return pd.read_parquet(path)
     except pd.errors.EmptyDataError:
@@ -61,6 +63,18 @@ def _read(path: Path) -> pd.DataFrame:
         f"unsupported data file extension '{''.join(path.suffixes) or '(none)'}' for {path}",
         hint=f"save it as one of: {supported}",
     )
+
+
+def _check_unique_header(path: Path) -> None:
+    """Refuse repeated column names: pandas silently renames the second ``y`` to ``y.1``,
+    which would then be a feature holding the target (a leak)."""
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str).iloc[0].tolist()
+    repeated = sorted({str(c) for c in header if header.count(c) > 1})
+    if repeated:
+        raise TaskError(
+            f"data file {path} repeats column names: {', '.join(map(repr, repeated))}",
+            hint="give every column its own name in the header row",
+        )
 
 
 def _snake(path: Path) -> str:

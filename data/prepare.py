@@ -6,6 +6,7 @@ CSV obey the same rules and raise the same ``TaskError`` messages.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -64,6 +65,7 @@ def build_task(
             f"task '{name}' has no rows after dropping rows whose target '{target}' is missing",
             hint="choose a target column that has values",
         )
+    _check_finite(frame, target, name)
     kind = _resolve_task_type(frame[target], task_type, name)
     X = _normalize_features(frame.drop(columns=[target]), name)
     dropped = [c for c in frame.columns if c != target and c not in X.columns]
@@ -73,6 +75,8 @@ def build_task(
             hint="use a larger dataset",
         )
     y, class_names = _encode_target(frame[target], kind, name, target)
+    if class_names is not None:
+        _check_split_holds_classes(len(y), len(class_names), name, target)
     X_train, X_test, y_train, y_test = train_test_split(
         X,
         y,
@@ -110,16 +114,49 @@ def _resolve_task_type(y: pd.Series, task_type: str | None, name: str) -> TaskTy
     if task_type not in TASK_TYPES:
         raise TaskError(
             f"task_type must be one of {', '.join(TASK_TYPES)}, got '{task_type}' for task '{name}'",
-            hint="pass 'regression' or 'classification', or leave it out to infer it",
+            hint="pass --task-type regression or --task-type classification, or leave it out to infer it",
         )
     if task_type == "regression" and not _is_number(y):
         examples = ", ".join(map(repr, y.unique()[:3].tolist()))
         raise TaskError(
             f"a regression target must be numeric; column '{y.name}' of task '{name}' "
             f"holds {y.dtype} values such as {examples}",
-            hint="use task_type='classification' or choose a numeric target column",
+            hint="use --task-type classification, or choose a numeric target column",
         )
     return task_type  # type: ignore[return-value]
+
+
+def _check_finite(frame: pd.DataFrame, target: str, name: str) -> None:
+    """Refuse infinite numbers when the data loads: every model family and metric fails on
+    them later, trial after trial, with a message about something else."""
+    numeric = [c for c in frame.columns if _is_number(frame[c])]
+    infinite = {c: int(np.isinf(frame[c].to_numpy(dtype="float64")).sum()) for c in numeric}
+    infinite = {c: n for c, n in infinite.items() if n}
+    if not infinite:
+        return
+    shown = ", ".join(f"'{c}' ({n} rows)" for c, n in list(infinite.items())[:5])
+    where = "the target" if list(infinite) == [target] else "columns"
+    raise TaskError(
+        f"task '{name}' holds infinite values (inf or -inf) in {where} {shown}",
+        hint="replace them with finite numbers, or leave the cells empty (missing values "
+        "are allowed in features; rows with a missing target are dropped)",
+    )
+
+
+def _check_split_holds_classes(rows: int, n_classes: int, name: str, target: str) -> None:
+    """The stratified 80/20 split needs every class in both parts: at least as many test rows
+    (and training rows) as classes."""
+    n_test = math.ceil(TEST_SHARE * rows)
+    if n_test >= n_classes and rows - n_test >= n_classes:
+        return
+    needed = next(n for n in range(rows, rows + 10 * n_classes + 10)
+                  if min(math.ceil(TEST_SHARE * n), n - math.ceil(TEST_SHARE * n)) >= n_classes)
+    raise TaskError(
+        f"classification target '{target}' of task '{name}' has {n_classes} classes but "
+        f"{rows} rows: the {TEST_SHARE:.0%} test split holds {n_test}, fewer than one row per "
+        f"class; at least {needed} rows are needed",
+        hint="add rows, merge rare classes, or use --task-type regression for a numeric target",
+    )
 
 
 def _normalize_features(X: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -165,14 +202,14 @@ def _encode_target(
         raise TaskError(
             f"classification target '{target}' of task '{name}' has a single class "
             f"({counts.index[0]!r}); at least two are needed",
-            hint="choose another target column or use task_type='regression'",
+            hint="choose another target column, or use --task-type regression for a numeric one",
         )
     rare = counts[counts < 2]
     if len(rare):
         raise TaskError(
             f"classification target '{target}' of task '{name}' has classes with a single row "
             f"({', '.join(map(repr, rare.index[:5].tolist()))}); a stratified split needs >= 2 each",
-            hint="merge or drop the rare classes, or use task_type='regression' for a numeric target",
+            hint="merge or drop the rare classes, or use --task-type regression for a numeric target",
         )
     labels = sorted(counts.index, key=_sort_key)
     codes = y.map({label: i for i, label in enumerate(labels)}).astype("int64")

@@ -115,3 +115,13 @@ def _check_parents(path: Path, flag: str) -> None:
                 raise SllmboError(f"{flag} {path}: {parent} is a file, not a folder",
                                   hint=f"choose another {flag}")
             return
+
+
+#: Largest seed every library here takes (NumPy, scikit-learn, torch, vLLM: 32-bit signed).
+MAX_SEED = 2**31 - 1
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """Refuse a seed the libraries would reject mid-run (NumPy raises on -1)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise SllmboError(f"{flag} must be in 0..{MAX_SEED}, got {seed}")

@@ -42,22 +42,54 @@ def resolve_task(
         if not target:
             raise SllmboError("--data needs --target COLUMN (the column to predict)")
         return load_file_task(data, target=target, task_type=task_type)
+    given = [flag for flag, value in (("--target", target), ("--task-type", task_type)) if value]
+    if given:  # a built-in task fixes both; ignoring them would hide the user's intent
+        raise SllmboError(
+            f"{' and '.join(given)} only apply to --data; built-in task '{task}' has its own",
+            hint="leave them out, or pass your file with --data PATH --target COLUMN",
+        )
     return load_task(task)  # type: ignore[arg-type]
 
 
 def load_space_file(path: str | Path) -> SearchSpace:
     """A search space from a JSON or YAML file in ``SearchSpace.to_dict`` form:
     ``{"learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": true}, ...}``."""
+    import json
+
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise SpaceError(f"space file not found: {path}")
+    text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.load(text, Loader=yaml12_loader())  # a SafeLoader subclass
+    except json.JSONDecodeError as err:
+        raise SpaceError(f"space file {path} is not valid JSON: {err}") from None
     except yaml.YAMLError as err:
-        raise SpaceError(f"space file {path} is not valid JSON/YAML: {err}") from None
+        raise SpaceError(f"space file {path} is not valid YAML: {err}") from None
     return SearchSpace.from_dict(data)
+
+
+def yaml12_loader() -> type:
+    """PyYAML's ``SafeLoader`` reading numbers as YAML 1.2 (and JSON) do: PyYAML follows
+    YAML 1.1, where ``1e-8`` (no dot) is a string, so a learning rate bound would be text."""
+    import re
+
+    import yaml
+
+    class Yaml12Loader(yaml.SafeLoader):
+        pass
+
+    Yaml12Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
+    return Yaml12Loader
 
 
 def build_card(task: Task, family: ModelFamily, settings: EvalSettings,

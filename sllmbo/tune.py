@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sllmbo import studyinfo
-from sllmbo.errors import SllmboError, check_output_file
+from sllmbo.errors import SllmboError, check_output_file, check_seed
 from sllmbo.families import ModelFamily, get_family
 from sllmbo.objective import (
     EvalSettings,
@@ -71,6 +71,8 @@ class TuneResult:
     best_trial: int | None
     test_scores: dict[str, float] = field(default_factory=dict)
     stop_reason: str | None = None
+    #: Why trials failed (the most common fit error), when any did.
+    failures: str | None = None
     seconds: float = 0.0
     task_card: dict[str, Any] = field(default_factory=dict)
     #: The LLM loop's accounting (``sllmbo.summary.LoopSummary.to_dict``); None without LLM.
@@ -234,22 +236,60 @@ def optimize_until(
     max_failures = max_failures if max_failures is not None else max(10, target)
     stop_at_target = MaxTrialsCallback(target, states=(TrialState.COMPLETE,))
     failures_at_start = count_states(study)["fail"]
+    first_trial = len(study.get_trials(deepcopy=False))
     while True:
         counts = count_states(study)
         remaining = target - counts["complete"]
         if remaining <= 0 or study.user_attrs.get(studyinfo.STOP_REASON):
             return
         if counts["fail"] - failures_at_start >= max_failures:
-            raise SllmboError(
-                f"{counts['fail'] - failures_at_start} trials failed in this run; stopping",
-                hint="see the trials' 'sllmbo:fit_error' user attribute for the causes",
-            )
+            failed = counts["fail"] - failures_at_start
+            raise SllmboError(f"{failed} trials failed in this run; stopping. "
+                              f"{failure_causes(study, first_trial)}",
+                              hint="fix the cause above (the data or the options) and run "
+                              "the same command again")
         study.optimize(
             objective,
             n_trials=remaining,
             callbacks=[stop_at_target, *callbacks],
             gc_after_trial=False,
         )
+
+
+def check_folds(task: Task, settings: EvalSettings) -> None:
+    """Split once before any trial: a fold count the data cannot fill (more folds than rows,
+    or than the largest class has members) would otherwise fail every trial."""
+    from sllmbo.objective import splitter
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a class rarer than n_folds: it runs
+            for _ in splitter(task, settings).split(task.X_train, task.y_train):
+                pass
+    except ValueError as err:
+        raise SllmboError(
+            f"{settings.n_folds}-fold cross-validation cannot split the {len(task.y_train)} "
+            f"training rows of task '{task.name}': {err}",
+            hint="pass a smaller --n-folds, or use more rows",
+        ) from None
+
+
+def failure_causes(study: optuna.Study, first_trial: int = 0) -> str:
+    """The most common cause of the failed trials from ``first_trial`` on (their
+    ``sllmbo:fit_error``), for the message that stops a run: an in-memory study is gone
+    by the time a user could read its attributes."""
+    from collections import Counter
+
+    from optuna.trial import TrialState
+
+    causes = Counter(
+        str(t.user_attrs.get(studyinfo.FIT_ERROR) or "the objective returned no value")
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if t.number >= first_trial)
+    if not causes:
+        return "No cause was recorded."
+    (cause, n), *others = causes.most_common()
+    return f"Cause of {n}: {cause}" + (f" (and {len(others)} other causes)" if others else "")
 
 
 def tune(
@@ -304,6 +344,11 @@ def tune(
         raise SllmboError(f"--n-trials must be >= 1, got {n_trials}")
     if output is not None:
         check_output_file(output, "--output")
+    check_seed(seed)
+    if n_folds < 2:
+        raise SllmboError(f"--n-folds must be >= 2, got {n_folds}")
+    if n_jobs < 1 and n_jobs != -1:
+        raise SllmboError(f"--n-jobs must be >= 1 (or -1: every core), got {n_jobs}")
     from sllmbo.samplers import build_sampler, check_kind
 
     check_kind(sampler)  # before any data is loaded
@@ -334,6 +379,7 @@ def tune(
         settings = protocol.resolve(settings)
     if settings.metric is not None:
         check_metric(settings.metric, loaded.task_type)
+    check_folds(loaded, settings)
     card = build_card(loaded, family, settings)
     name = study_name or f"{loaded.name}-{family.name}-{sampler}-seed{seed}"
 
@@ -406,15 +452,23 @@ def tune(
     return result
 
 
+#: Optuna's two warnings for a trial whose objective returned NaN: ours does that after
+#: recording the fit error, which the result (or the message that stops the run) names.
+_NAN_TRIAL_WARNINGS = ("failed with value nan", "The value nan is not acceptable")
+
+
 class _NoInterruptTraceback(logging.Filter):
     """Drop Optuna's 'Trial N failed ... KeyboardInterrupt' warning and its traceback: Ctrl-C
-    is how a user stops a run, and the CLI says how to resume it."""
+    is how a user stops a run, and the CLI says how to resume it. Drop the two lines per
+    failed fit too: the cause is reported once, not two parameter dumps per trial."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         info = record.exc_info
         if info and info[0] is KeyboardInterrupt:
             return False
-        return "KeyboardInterrupt" not in record.getMessage()
+        message = record.getMessage()
+        return "KeyboardInterrupt" not in message and not any(
+            words in message for words in _NAN_TRIAL_WARNINGS)
 
 
 def _quiet_interrupts() -> None:
@@ -462,5 +516,6 @@ def summarize(
             if best is not None and score_test else {}
         ),
         stop_reason=study.user_attrs.get(studyinfo.STOP_REASON),
+        failures=failure_causes(study) if counts["fail"] else None,
         task_card=card.to_user_attr(),
     )

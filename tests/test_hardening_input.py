@@ -134,3 +134,89 @@ def test_data_import_of_a_bad_export_creates_no_database(tmp_path, capsys):
                   f"sqlite:///{tmp_path / 'new.db'}"], capsys)
     assert "damaged export line" in err and "nothing imported" in err
     assert not (tmp_path / "new.db").exists()
+
+
+def _classes(rows: int, n_classes: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"a": rng.normal(size=rows),
+                         "y": np.resize(np.arange(n_classes), rows)})
+
+
+def _with(frame: pd.DataFrame, row: int, column: str, value: object) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[row, column] = value
+    return frame
+
+
+@pytest.mark.parametrize("frame, words", [
+    (_classes(30, 15), "has 15 classes but 30 rows: the 20% test split holds 6, fewer than "
+                       "one row per class; at least 71 rows are needed"),
+    (_with(_frame(), 3, "y", np.inf), "infinite values (inf or -inf) in the target 'y' (1 rows)"),
+    (_with(_frame(), 3, "a", -np.inf), "infinite values (inf or -inf) in columns 'a' (1 rows)"),
+])
+@pytest.mark.parametrize("command", ["tune", "eval"])
+def test_data_that_cannot_be_scored_is_refused_when_it_loads(frame, words, command, tmp_path,
+                                                            capsys):
+    data, out = _csv(tmp_path, frame), tmp_path / "out"
+    argv = (["tune", "--data", str(data), "--target", "y", "--n-trials", "2", "--quiet"]
+            if command == "tune" else
+            ["eval", "--data", str(data), "--target", "y", "--out", str(out), *EVAL_FAST])
+    assert words in _fails(argv, capsys)
+    assert not out.exists()
+
+
+def test_repeated_csv_column_names_are_refused_not_renamed(tmp_path, capsys):
+    path = tmp_path / "dup.csv"
+    path.write_text("a,y,y\n" + "".join(f"{i},{i % 2},{i * 3}\n" for i in range(40)))
+    err = _fails(["tune", "--data", str(path), "--target", "y", "--n-trials", "2"], capsys)
+    assert "repeats column names: 'y'" in err
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--seed", "-1"], "--seed must be in 0..2147483647, got -1"),
+    (["--seed", str(2**40)], "--seed must be in 0..2147483647"),
+    (["--n-folds", "1"], "--n-folds must be >= 2, got 1"),
+    (["--n-folds", "60"], "60-fold cross-validation cannot split the 48 training rows"),
+    (["--n-jobs", "0"], "--n-jobs must be >= 1 (or -1: every core), got 0"),
+])
+def test_bad_tune_numbers_exit_2_before_any_trial(extra, words, tmp_path, capsys, monkeypatch):
+    import sllmbo.tune as tune_module
+
+    monkeypatch.setattr(tune_module, "optimize_until",
+                        lambda *a, **k: pytest.fail("trials ran"))
+    err = _fails(["tune", "--data", str(_csv(tmp_path)), "--target", "y", "--quiet", *extra],
+                 capsys)
+    assert words in err
+
+
+def test_a_built_in_task_refuses_target_and_task_type(capsys, monkeypatch):
+    import sllmbo.data as data_stage
+
+    monkeypatch.setattr(data_stage, "load_task", lambda *a: pytest.fail("loaded"))
+    err = _fails(["tune", "--task", "diabetes", "--target", "y", "--task-type", "regression"],
+                 capsys)
+    assert "--target and --task-type only apply to --data" in err
+
+
+@pytest.mark.parametrize("name, text", [
+    ("space.json", '{"learning_rate": {"type": "float", "low": 1e-8, "high": 0.3, "log": true}}'),
+    ("space.yaml", "learning_rate: {type: float, low: 1e-8, high: 0.3, log: true}\n"),
+])
+def test_a_space_file_reads_exponent_numbers_as_numbers(name, text, tmp_path):
+    from sllmbo.resolve import load_space_file
+
+    (tmp_path / name).write_text(text)
+    assert load_space_file(tmp_path / name).to_dict()["learning_rate"]["low"] == 1e-8
+
+
+def test_when_every_trial_fails_the_message_shows_the_cause(tmp_path, capsys, monkeypatch):
+    import sllmbo.objective as objective
+
+    def broken(*args, **kwargs):
+        raise ValueError("Input contains NaN in column 'a'")
+
+    monkeypatch.setattr(objective, "cross_validate", broken)
+    err = _fails(["tune", "--data", str(_csv(tmp_path)), "--target", "y", "--n-trials", "2",
+                  "--quiet"], capsys)
+    assert "Cause of 10: ValueError: Input contains NaN in column 'a'" in err
+    assert "sllmbo:fit_error" not in err

@@ -140,6 +140,8 @@ def print_result(r: TuneResult) -> None:
             table.add_row(f"test {name}", f"{value:.6g}")
     if r.stop_reason:
         table.add_row("stopped", r.stop_reason)
+    if r.failures:
+        table.add_row("failed trials", r.failures)
     table.add_row("seconds", f"{r.seconds:.1f}")
     console.print(table)
     if r.llm is not None:
