@@ -42,13 +42,20 @@ def resolve_task(
         if not target:
             raise SllmboError("--data needs --target COLUMN (the column to predict)")
         return load_file_task(data, target=target, task_type=task_type)
+    check_task_flags(task, target, task_type)
+    return load_task(task)  # type: ignore[arg-type]
+
+
+def check_task_flags(task: str | None, target: str | None, task_type: str | None) -> None:
+    """A built-in task fixes its target and type: refuse --target/--task-type beside --task
+    (ignoring them would hide the user's intent)."""
     given = [flag for flag, value in (("--target", target), ("--task-type", task_type)) if value]
-    if given:  # a built-in task fixes both; ignoring them would hide the user's intent
+    if task is not None and given:
         raise SllmboError(
-            f"{' and '.join(given)} only apply to --data; built-in task '{task}' has its own",
+            f"{' and '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to --data; "
+            f"built-in task '{task}' has its own",
             hint="leave them out, or pass your file with --data PATH --target COLUMN",
         )
-    return load_task(task)  # type: ignore[arg-type]
 
 
 def load_space_file(path: str | Path) -> SearchSpace:

@@ -151,14 +151,30 @@ def _open_backend(options: LLMOptions) -> Backend:
                           base_url=options.base_url)
 
 
+def _check_backend_answers(backend: Backend) -> None:
+    """Stop before any trial when the LLM cannot answer at all (README: a server that is
+    down is one message and exit 2, not a run that silently turns into TPE). Reading
+    ``fine_tuned`` makes a server backend list its models once (the answer is kept); an
+    in-process backend loaded already."""
+    from sllmbo.errors import BackendError
+
+    try:
+        backend.fine_tuned  # noqa: B018 - the property asks the server
+    except BackendError as err:
+        raise BackendError(f"the LLM cannot answer, so no trial ran: {err.message}",
+                           hint=err.hint or "check --backend and --base-url") from None
+
+
 def _initialize(opened: OpenedStudy, backend: Backend, card: TaskCard, limits: SearchSpace,
-                default_space: SearchSpace, sampler: str, options: LLMOptions, seed: int) -> None:
+                default_space: SearchSpace, sampler: str, options: LLMOptions, seed: int,
+                n_trials: int) -> None:
     """On a fresh study: the LLM initializer's space and enqueued configurations, asked by one
-    worker only (``studies.initializer_owner``)."""
+    worker only (``studies.initializer_owner``). No more configurations than ``n_trials``:
+    the rest would cost LLM time and never run."""
     from sllmbo.initializer import start
 
     study = opened.study
-    n_configs = options.n_initial if sampler in LLM_SAMPLERS else 0
+    n_configs = min(options.n_initial, n_trials) if sampler in LLM_SAMPLERS else 0
     if options.space != "llm" and n_configs == 0:
         return
     if not initializer_owner(opened, wait_s=max(300.0, 4 * (options.timeout or 0.0))):
@@ -385,29 +401,34 @@ def tune(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _quiet_interrupts()
-    opened = open_study(open_storage(storage), name, card)
-    study = opened.study
-    run_config: dict[str, Any] = {
-        "sampler": sampler, "n_trials": n_trials, "seed": seed, "n_folds": settings.n_folds,
-        "space": options.space, "backend": options.backend if backend is None else backend.name,
-    }
-    if protocol is not None:
-        run_config["protocol"] = protocol.to_dict()
-    if enqueue:
-        run_config["enqueue"] = {"n": len(enqueue), "source": enqueue_source}
-    study.set_user_attr(studyinfo.RUN_CONFIG, run_config)
     default_space, limits = task_spaces(loaded, family, protocol)
     if space_file is not None:
         default_space, notes = load_space_file(space_file).fitted_within(limits)
         for note in notes:
             warnings.warn(f"--space-file {space_file}: {note}", stacklevel=2)
+    opened_storage = open_storage(storage)
     owned = backend is None and _needs_backend(sampler, options)
     if owned:
         backend = _open_backend(options)
     try:
+        if owned:
+            _check_backend_answers(backend)  # type: ignore[arg-type]
+        opened = open_study(opened_storage, name, card)  # the first write of the run
+        study = opened.study
+        run_config: dict[str, Any] = {
+            "sampler": sampler, "n_trials": n_trials, "seed": seed,
+            "n_folds": settings.n_folds, "space": options.space,
+            "backend": options.backend if backend is None else backend.name,
+        }
+        if protocol is not None:
+            run_config["protocol"] = protocol.to_dict()
+        if enqueue:
+            run_config["enqueue"] = {"n": len(enqueue), "source": enqueue_source}
+        study.set_user_attr(studyinfo.RUN_CONFIG, run_config)
         worker_seed = process_seed(seed, opened)
         if backend is not None:
-            _initialize(opened, backend, card, limits, default_space, sampler, options, seed)
+            _initialize(opened, backend, card, limits, default_space, sampler, options, seed,
+                        n_trials)
         # Once: by the creator, or on a resume of a study killed before it enqueued them
         # (a second worker racing the creator is absorbed by skip_if_exists).
         if enqueue and studyinfo.ENQUEUED not in study.user_attrs and (

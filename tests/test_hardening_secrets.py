@@ -3,8 +3,12 @@ URL is shown or stored: messages, ``--output`` JSON, study attributes, data card
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +45,42 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
         main(argv)
     captured = capsys.readouterr()
     return int(exit_info.value.code or 0), captured.out + captured.err
+
+
+class _EchoingHandler(BaseHTTPRequestHandler):
+    """An OpenAI-compatible server that lists one model and fails every completion with a
+    message quoting the URL it was called with (as some proxies do)."""
+
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._send(200, {"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        url = f"http://bob:{PASSWORD}@127.0.0.1:{self.server.server_address[1]}/v1"
+        self._send(502, {"error": {"message": f"upstream {url} failed"}})
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _echoing_server() -> Iterator[int]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def _files_holding(root: Path, secret: str) -> list[str]:
@@ -80,10 +120,16 @@ def test_no_artefact_of_a_run_holds_a_password(postgres_url, tmp_path, capsys, m
                        str(tmp_path / "tpe.json")], capsys)
     assert code == 0, text
     printed.append(text)
-    base_url = f"http://bob:{PASSWORD}@127.0.0.1:{_closed_port()}/v1"
-    code, text = _cli(["tune", *common, "--study", "llm", "--sampler", "llm-tpe", "--backend",
-                       "openai", "--base-url", base_url, "--n-initial", "1", "--output",
-                       str(tmp_path / "llm.json")], capsys)
+    llm = ["--sampler", "llm-tpe", "--backend", "openai", "--n-initial", "1"]
+    with _echoing_server() as port:  # its errors quote the URL, password and all
+        code, text = _cli(["tune", *common, *llm, "--study", "llm", "--base-url",
+                           f"http://bob:{PASSWORD}@127.0.0.1:{port}/v1", "--output",
+                           str(tmp_path / "llm.json")], capsys)
+    assert code == 0, text
+    printed.append(text)
+    code, text = _cli(["tune", *common, *llm, "--study", "down", "--base-url",
+                       f"http://bob:{PASSWORD}@127.0.0.1:{_closed_port()}/v1"], capsys)
+    assert code == 2 and "bob:***@127.0.0.1" in text, text
     printed.append(text)
     code, text = _cli(["data", "build", "--storage", storage, "--out",
                        str(tmp_path / "instructions"), "--quiet"], capsys)
@@ -106,7 +152,7 @@ def test_no_artefact_of_a_run_holds_a_password(postgres_url, tmp_path, capsys, m
 
     stored = json.dumps([{"attrs": s.user_attrs, "trials": [t.user_attrs for t in s.trials]}
                          for s in read_trial_logs(storage).studies])
-    assert "bob:***@" in stored  # the LLM-TPE run's initializer failure names the server
+    assert "HTTP 502" in stored  # the LLM-TPE run recorded the server's errors, masked
     assert PASSWORD not in stored
     assert [i for i, text in enumerate(printed) if PASSWORD in text] == []
     assert _files_holding(tmp_path, PASSWORD) == []

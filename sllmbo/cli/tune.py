@@ -149,6 +149,8 @@ def print_result(r: TuneResult) -> None:
 
         fields = {k: v for k, v in r.llm.items() if k != "mean_latency_s"}
         console.print(summary_table(LoopSummary(**fields)))
+        for note in r.llm.get("notes", []):  # on stderr too: a run that was mostly TPE
+            typer.echo(f"warning: {note}", err=True)
     if r.best_params is not None:
         console.print("best configuration:")
         console.print_json(json.dumps(r.best_params))
