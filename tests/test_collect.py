@@ -12,7 +12,7 @@ from sllmbo.taskcard import TaskCard
 
 
 def test_jobs_are_sampler_major_so_a_cut_short_collection_is_even():
-    jobs = plan_jobs(["diabetes", "fifa_value"], ["lightgbm", "mlp"], {"tpe": 3, "random": 2})
+    jobs = plan_jobs(["diabetes", "cpu_tdp"], ["lightgbm", "mlp"], {"tpe": 3, "random": 2})
     assert [j.sampler for j in jobs] == ["tpe"] * 4 + ["random"] * 4
     assert jobs[0] == CollectJob("diabetes", "lightgbm", "tpe", 0, 3)
     assert jobs[0].study_name == "corpus:diabetes:lightgbm:tpe:s0"
