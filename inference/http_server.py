@@ -208,6 +208,11 @@ class ChatServer:
         host = f"[{host}]" if ":" in str(host) else host
         return f"http://{host}:{port}/v1"
 
+    @property
+    def connections(self) -> int:
+        """Connections being served now (each holds a thread; at most ``max_connections``)."""
+        return self._httpd.connections
+
     def authorized(self, header: str | None) -> bool:
         """Whether an ``Authorization`` header carries the key (constant-time compare)."""
         if self.api_key is None:
@@ -310,6 +315,8 @@ class _Server(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(limits.max_connections)
         self._max_connections = limits.max_connections
         self._capped = False
+        self._count_lock = threading.Lock()
+        self.connections = 0  # accepted and not yet closed
         self.serving = False
         super().__init__(address, handler)
 
@@ -330,23 +337,31 @@ class _Server(ThreadingHTTPServer):
             raise OSError("connection cap reached")  # socketserver tries again next poll
         self._capped = False
         try:
-            return super().get_request()
+            accepted = super().get_request()
         except BaseException:
             self._slots.release()
             raise
+        with self._count_lock:
+            self.connections += 1
+        return accepted
 
     def process_request(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._done()
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._done()
+
+    def _done(self) -> None:
+        with self._count_lock:
+            self.connections -= 1
+        self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """One line instead of socketserver's traceback (a gone client is routine)."""

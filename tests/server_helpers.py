@@ -123,11 +123,6 @@ def hang_up(sock: socket.socket) -> None:
     sock.close()
 
 
-def server_threads() -> int:
-    """Threads that serve a connection (socketserver names them ``Thread-N (process_...)``)."""
-    return sum("process_request" in t.name for t in threading.enumerate())
-
-
 def wait_until(check: Any, timeout_s: float, step_s: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

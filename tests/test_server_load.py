@@ -27,7 +27,6 @@ from server_helpers import (
     open_request,
     post,
     rss_mb,
-    server_threads,
     split,
     wait_until,
 )
@@ -215,7 +214,6 @@ def test_mixed_load_every_good_request_is_answered_and_the_server_recovers(tiny_
     limits = ServerLimits(read_timeout_s=2.0, request_timeout_s=60.0)
     with ChatServer(tiny_backend, model_name="tiny", port=0, api_key=KEY,
                     limits=limits) as server:
-        threads_before = server_threads()
         warm = run_load(server.url, clients=MIX, rounds=ROUNDS)  # allocators settle
         assert not warm.failures, warm.failures
         gc.collect()
@@ -224,7 +222,7 @@ def test_mixed_load_every_good_request_is_answered_and_the_server_recovers(tiny_
         run = run_load(server.url, clients=MIX, rounds=ROUNDS)
         took = time.monotonic() - start
         assert get(server.url.removesuffix("/v1") + "/health")[0] == 200
-        assert wait_until(lambda: server_threads() <= threads_before, timeout_s=10)
+        assert wait_until(lambda: server.connections == 0, timeout_s=10)
         gc.collect()
         grown = rss_mb(trim=True) - baseline
     err = capfd.readouterr().err
