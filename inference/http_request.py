@@ -99,7 +99,7 @@ def parse_chat_request(body: Any, served: set[str],
         raise RequestError("the body must be a JSON object")
     model = body.get("model")
     if model is not None and model not in served:
-        raise RequestError(f"the model {model!r} does not exist; served: {sorted(served)}",
+        raise RequestError(f"the model {_show(model)} does not exist; served: {sorted(served)}",
                            HTTPStatus.NOT_FOUND)
     messages = body.get("messages")
     if (not isinstance(messages, list) or not messages

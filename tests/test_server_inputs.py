@@ -66,6 +66,8 @@ RAW_CASES = [
     ("body nested 500 deep", f'{{"messages":{MSG},"x":{"[" * 500}{"]" * 500}}}', 400,
      "the body is nested 501 levels deep; the limit is 32"),
     ("not JSON", '{"messages": [', 400, "not JSON"),
+    ("a 1 MB model name", f'{{"messages":{MSG},"model":"{"m" * 1_000_000}"}}', 404,
+     'mmmmm... does not exist'),
     ("not an object", "[1, 2]", 400, "must be a JSON object"),
 ]
 
