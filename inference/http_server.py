@@ -51,8 +51,14 @@ from .http_request import (
     parse_chat_request,
 )
 
-__all__ = ["ChatServer", "ServerLimits", "RequestError", "parse_chat_request", "is_loopback",
-           "completion_body"]
+__all__ = [
+    "ChatServer",
+    "RequestError",
+    "ServerLimits",
+    "completion_body",
+    "is_loopback",
+    "parse_chat_request",
+]
 
 log = logging.getLogger("sllmbo.server")
 
@@ -424,7 +430,7 @@ def _handler_for(server: ChatServer) -> type[BaseHTTPRequestHandler]:
                 self._error(err.status, str(err))
             except BackendError as err:  # e.g. a schema the decoder cannot compile
                 self._error(HTTPStatus.BAD_REQUEST, err.message)
-            except Exception as err:  # noqa: BLE001 - the request boundary: answer, log a line
+            except Exception as err:  # the request boundary: answer 500, log one line
                 log.error("request from %s failed: %s: %s", _peer(self.client_address),
                           type(err).__name__, err, exc_info=bool(os.environ.get("SLLMBO_DEBUG")))
                 self._error(HTTPStatus.INTERNAL_SERVER_ERROR,

@@ -64,7 +64,7 @@ def test_is_loopback(host, loopback):
 
 
 def test_a_non_loopback_address_without_a_key_is_refused_before_binding():
-    with pytest.raises(BackendError, match="refusing to listen on 0.0.0.0 without an API key"
+    with pytest.raises(BackendError, match=r"refusing to listen on 0\.0\.0\.0 without an API key"
                        ) as info:
         ChatServer(TickingBackend(), model_name="m", host="0.0.0.0", port=0)
     assert "--api-key" in (info.value.hint or "")
