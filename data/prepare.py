@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from sllmbo.data.task import TASK_TYPES, Task, TaskType
-from sllmbo.errors import TaskError
+from sllmbo.errors import SllmboNote, TaskError, shown
 
 TEST_SHARE = 0.2
 SPLIT_SEED = 0
@@ -117,7 +117,7 @@ def _resolve_task_type(y: pd.Series, task_type: str | None, name: str) -> TaskTy
             hint="pass --task-type regression or --task-type classification, or leave it out to infer it",
         )
     if task_type == "regression" and not _is_number(y):
-        examples = ", ".join(map(repr, y.unique()[:3].tolist()))
+        examples = ", ".join(map(shown, y.unique()[:3].tolist()))
         raise TaskError(
             f"a regression target must be numeric; column '{y.name}' of task '{name}' "
             f"holds {y.dtype} values such as {examples}",
@@ -134,10 +134,10 @@ def _check_finite(frame: pd.DataFrame, target: str, name: str) -> None:
     infinite = {c: n for c, n in infinite.items() if n}
     if not infinite:
         return
-    shown = ", ".join(f"'{c}' ({n} rows)" for c, n in list(infinite.items())[:5])
+    listed = ", ".join(f"'{c}' ({n} rows)" for c, n in list(infinite.items())[:5])
     where = "the target" if list(infinite) == [target] else "columns"
     raise TaskError(
-        f"task '{name}' holds infinite values (inf or -inf) in {where} {shown}",
+        f"task '{name}' holds infinite values (inf or -inf) in {where} {listed}",
         hint="replace them with finite numbers, or leave the cells empty (missing values "
         "are allowed in features; rows with a missing target are dropped)",
     )
@@ -175,6 +175,7 @@ def _normalize_features(X: pd.DataFrame, name: str) -> pd.DataFrame:
     if empty:
         warnings.warn(
             f"task '{name}': dropping feature columns that are entirely missing: {', '.join(empty)}",
+            SllmboNote,
             stacklevel=3,
         )
         X = X.drop(columns=empty)
@@ -201,14 +202,14 @@ def _encode_target(
     if len(counts) < 2:
         raise TaskError(
             f"classification target '{target}' of task '{name}' has a single class "
-            f"({counts.index[0]!r}); at least two are needed",
+            f"({shown(counts.index[0])}); at least two are needed",
             hint="choose another target column, or use --task-type regression for a numeric one",
         )
     rare = counts[counts < 2]
     if len(rare):
         raise TaskError(
             f"classification target '{target}' of task '{name}' has classes with a single row "
-            f"({', '.join(map(repr, rare.index[:5].tolist()))}); a stratified split needs >= 2 each",
+            f"({', '.join(map(shown, rare.index[:5].tolist()))}); a stratified split needs >= 2 each",
             hint="merge or drop the rare classes, or use --task-type regression for a numeric target",
         )
     labels = sorted(counts.index, key=_sort_key)

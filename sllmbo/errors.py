@@ -125,3 +125,16 @@ def check_seed(seed: int, flag: str = "--seed") -> None:
     """Refuse a seed the libraries would reject mid-run (NumPy raises on -1)."""
     if not 0 <= seed <= MAX_SEED:
         raise SllmboError(f"{flag} must be in 0..{MAX_SEED}, got {seed}")
+
+
+def shown(value: object) -> str:
+    """``repr`` of ``value`` as a user would write it: a NumPy scalar as a plain number
+    (``3.0``, not ``np.float64(3.0)``)."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()  # type: ignore[attr-defined]
+    return repr(value)
+
+
+class SllmboNote(UserWarning):
+    """A note for the user (a dropped column, a clipped range): the CLI prints it as one
+    ``note:`` line on stderr, not as a Python warning with a source path."""

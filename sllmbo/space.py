@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sllmbo.errors import ConfigError, SpaceError
+from sllmbo.errors import ConfigError, SpaceError, shown
 
 Choice = str | int | float | bool | None
 
@@ -51,7 +51,7 @@ class IntParam:
             if not _is_number(bound) or float(bound) != int(bound):
                 raise SpaceError(
                     f"{bound_name} of integer parameter '{self.name}' must be a whole number, "
-                    f"got {bound!r}"
+                    f"got {shown(bound)}"
                 )
         _check_bounds(self.name, self.low, self.high, self.log)
         object.__setattr__(self, "low", int(self.low))
@@ -72,7 +72,7 @@ class CategoricalParam:
         for choice in choices:
             if choice is not None and not isinstance(choice, (str, int, float, bool)):
                 raise SpaceError(
-                    f"choices of '{self.name}' must be JSON scalars, got {choice!r} "
+                    f"choices of '{self.name}' must be JSON scalars, got {shown(choice)} "
                     f"({type(choice).__name__})"
                 )
         if len(set(map(repr, choices))) != len(choices):
@@ -85,7 +85,7 @@ Param = FloatParam | IntParam | CategoricalParam
 
 def _check_bounds(name: str, low: Any, high: Any, log: bool) -> None:
     if not _is_number(low) or not _is_number(high):
-        raise SpaceError(f"bounds of '{name}' must be numbers, got low={low!r}, high={high!r}")
+        raise SpaceError(f"bounds of '{name}' must be numbers, got low={shown(low)}, high={shown(high)}")
     if not (math.isfinite(low) and math.isfinite(high)):
         raise SpaceError(f"bounds of '{name}' must be finite, got low={low}, high={high}")
     if low > high:
@@ -255,13 +255,13 @@ class SearchSpace:
             value = config[p.name]
             if isinstance(p, CategoricalParam):
                 if not any(_same_choice(value, c) for c in p.choices):
-                    problems.append(f"'{p.name}' must be one of {list(p.choices)}, got {value!r}")
+                    problems.append(f"'{p.name}' must be one of {list(p.choices)}, got {shown(value)}")
             elif not _is_number(value) or not _finite(value):
-                problems.append(f"'{p.name}' must be a finite number, got {value!r}")
+                problems.append(f"'{p.name}' must be a finite number, got {shown(value)}")
             elif isinstance(p, IntParam) and float(value) != int(value):
-                problems.append(f"'{p.name}' must be an integer, got {value!r}")
+                problems.append(f"'{p.name}' must be an integer, got {shown(value)}")
             elif not (p.low <= value <= p.high):
-                problems.append(f"'{p.name}' must be in [{p.low}, {p.high}], got {value!r}")
+                problems.append(f"'{p.name}' must be in [{p.low}, {p.high}], got {shown(value)}")
         return problems
 
     def clip(self, config: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -288,15 +288,15 @@ class SearchSpace:
                     match = next((c for c in p.choices if _loose_choice(value, c)), _NO_MATCH)
                     if match is _NO_MATCH:
                         problems.append(
-                            f"'{p.name}' must be one of {list(p.choices)}, got {value!r}"
+                            f"'{p.name}' must be one of {list(p.choices)}, got {shown(value)}"
                         )
                         continue
-                    repairs.append(f"snapped '{p.name}' from {value!r} to {match!r}")
+                    repairs.append(f"snapped '{p.name}' from {shown(value)} to {shown(match)}")
                 fixed[p.name] = match
                 continue
             number = _as_number(value)
             if number is None:
-                problems.append(f"'{p.name}' must be a finite number, got {value!r}")
+                problems.append(f"'{p.name}' must be a finite number, got {shown(value)}")
                 continue
             clipped = min(max(number, p.low), p.high)
             if isinstance(p, IntParam):
@@ -305,7 +305,7 @@ class SearchSpace:
             else:
                 clipped = float(clipped)
             if not (_is_number(value) and clipped == value):
-                repairs.append(f"clipped '{p.name}' from {value!r} to {clipped!r}")
+                repairs.append(f"clipped '{p.name}' from {shown(value)} to {shown(clipped)}")
             fixed[p.name] = clipped
         if problems:
             raise ConfigError(problems)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sllmbo import studyinfo
-from sllmbo.errors import SllmboError, check_output_file, check_seed
+from sllmbo.errors import SllmboError, SllmboNote, check_output_file, check_seed
 from sllmbo.families import ModelFamily, get_family
 from sllmbo.objective import (
     EvalSettings,
@@ -405,7 +405,7 @@ def tune(
     if space_file is not None:
         default_space, notes = load_space_file(space_file).fitted_within(limits)
         for note in notes:
-            warnings.warn(f"--space-file {space_file}: {note}", stacklevel=2)
+            warnings.warn(f"--space-file {space_file}: {note}", SllmboNote, stacklevel=2)
     opened_storage = open_storage(storage)
     owned = backend is None and _needs_backend(sampler, options)
     if owned:

@@ -220,3 +220,66 @@ def test_when_every_trial_fails_the_message_shows_the_cause(tmp_path, capsys, mo
                   "--quiet"], capsys)
     assert "Cause of 10: ValueError: Input contains NaN in column 'a'" in err
     assert "sllmbo:fit_error" not in err
+
+
+def test_an_unreachable_llm_server_stops_tune_before_anything_is_written(tmp_path, capsys):
+    import socket
+
+    import optuna
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    storage = f"sqlite:///{tmp_path / 'runs.db'}"
+    err = _fails(["tune", "--data", str(_csv(tmp_path)), "--target", "y", "--n-trials", "2",
+                  "--sampler", "llm-tpe", "--backend", "openai", "--base-url",
+                  f"http://127.0.0.1:{port}/v1", "--storage", storage, "--quiet"], capsys)
+    assert "the LLM cannot answer, so no trial ran: cannot reach the model server" in err
+    assert optuna.get_all_study_names(storage) == []
+
+
+def test_initial_configurations_are_capped_by_n_trials(tmp_path):
+    from llm_scripts import ScriptedBackend
+
+    from sllmbo.tune import LLMOptions, tune
+
+    backend = ScriptedBackend()
+    result = tune(data=_csv(tmp_path), target="y", sampler="llm", n_trials=2, n_folds=2,
+                  progress=False, backend=backend,
+                  llm=LLMOptions(n_initial=5, init="initializer"))
+    asked = backend.requests[0].json_schema["properties"]["configs"]
+    assert asked["maxItems"] <= 2
+    assert result.n_complete == 2 and result.llm["sources"].get("initial", 0) <= 2
+
+
+def test_a_clip_note_shows_numpy_numbers_as_plain_numbers():
+    from sllmbo.space import SearchSpace
+
+    space = SearchSpace.from_dict({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    assert space.clip({"x": np.float64(3.0)})[1] == ["clipped 'x' from 3.0 to 1.0"]
+
+
+def test_hints_use_cli_flags_not_python_arguments(tmp_path, capsys):
+    frame = _frame()
+    frame["y"] = ["a"] * 59 + ["b"]
+    err = _fails(["tune", "--data", str(_csv(tmp_path, frame)), "--target", "y"], capsys)
+    assert "('b')" in err and "--task-type regression" in err and "task_type=" not in err
+
+
+def test_notes_are_one_plain_line_and_library_deprecations_stay_quiet(tmp_path, capsys,
+                                                                       monkeypatch):
+    import warnings
+
+    import sllmbo.data as data_stage
+    from sllmbo.errors import SllmboNote
+
+    def noisy(*args, **kwargs):
+        warnings.warn("dropping column 'empty'", SllmboNote, stacklevel=2)
+        warnings.warn("`past_key_values` is deprecated", FutureWarning, stacklevel=2)
+        return []
+
+    monkeypatch.setattr(data_stage, "list_tasks", noisy)
+    monkeypatch.delenv("SLLMBO_DEBUG", raising=False)
+    _runs(["tasks", "--json"])
+    err = capsys.readouterr().err
+    assert err == "note: dropping column 'empty'\n"

@@ -81,6 +81,33 @@ def _refused_write(err: BaseException) -> Exception | None:
     return None
 
 
+def _show_notes_plainly() -> None:
+    """``SllmboNote`` warnings become one ``note: ...`` line on stderr (the user's words, not
+    a Python warning with a source path); every other warning is shown as Python shows it."""
+    import warnings
+
+    from sllmbo.errors import SllmboNote
+
+    python_way = warnings.showwarning
+    if getattr(python_way, "sllmbo_notes", False):
+        return
+    if not os.environ.get("SLLMBO_DEBUG"):
+        # A library's deprecation notes (transformers' `past_key_values`) are for developers;
+        # SLLMBO_DEBUG=1 shows them. TRANSFORMERS_VERBOSITY is read when transformers loads.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, SllmboNote):
+            typer.echo(f"note: {message}", err=True)
+        else:
+            python_way(message, category, *args, **kwargs)
+
+    show.sllmbo_notes = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``sllmbo`` console script."""
     import logging
@@ -90,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     # bitsandbytes (imported by peft when installed) warns that an optional CPU kernel
     # package from a model hub is missing; its own CPU code runs instead: noise for a user.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    _show_notes_plainly()
     _register()
     try:
         try:
