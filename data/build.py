@@ -47,7 +47,16 @@ def load_tokenizer(path: str | Path | None) -> Any:
     from sllmbo.inference.models import resolve_model
 
     folder = Path(path) if path is not None else resolve_model(None)
-    return AutoTokenizer.from_pretrained(str(folder))
+    if not folder.is_dir():
+        raise SllmboError(f"--tokenizer {folder} is not a folder",
+                          hint="give a model or tokenizer folder (tokenizer.json and its config)")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as err:  # no tokenizer files, or ones it cannot convert
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise SllmboError(f"no tokenizer loads from {folder}: {first}",
+                          hint="give a model or tokenizer folder (tokenizer.json and its config)"
+                          ) from None
 
 
 def build_dataset(

@@ -23,6 +23,9 @@ def load_file_task(
     The name defaults to the file's stem in snake_case, so study names stay readable.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise TaskError(f"--data {path} is a folder; give a CSV or Parquet file",
+                        hint=f"e.g. --data {path / 'data.csv'}")
     if not path.is_file():
         raise TaskError(
             f"data file not found: {path}",

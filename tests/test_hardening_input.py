@@ -283,3 +283,16 @@ def test_notes_are_one_plain_line_and_library_deprecations_stay_quiet(tmp_path, 
     _runs(["tasks", "--json"])
     err = capsys.readouterr().err
     assert err == "note: dropping column 'empty'\n"
+
+
+def test_data_build_with_a_tokenizer_folder_that_holds_none_exits_2(tmp_path, capsys):
+    (tmp_path / "not-a-tokenizer").mkdir()
+    err = _fails(["data", "build", "--storage", str(tmp_path / "x.db"), "--out",
+                  str(tmp_path / "out"), "--tokenizer", str(tmp_path / "not-a-tokenizer")],
+                 capsys)
+    assert "no tokenizer loads from" in err and not (tmp_path / "out").exists()
+
+
+def test_data_that_is_a_folder_is_named_as_such(tmp_path, capsys):
+    err = _fails(["tune", "--data", str(tmp_path), "--target", "y"], capsys)
+    assert f"--data {tmp_path} is a folder" in err
