@@ -503,7 +503,11 @@ def _handler_for(server: ChatServer) -> type[BaseHTTPRequestHandler]:
                   headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
             # A POST whose body was not read would leave it to be parsed as the next request.
-            close = self.command == "POST" and not getattr(self, "_body_read", True)
+            unread = self.command == "POST" and not getattr(self, "_body_read", True)
+            # Near the connection cap, idle keep-alive connections would hold the slots that
+            # waiting clients need: answer and close (clients reconnect by themselves).
+            crowded = server.connections >= max(1, server.limits.max_connections * 3 // 4)
+            close = unread or crowded
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -521,7 +525,7 @@ def _handler_for(server: ChatServer) -> type[BaseHTTPRequestHandler]:
                          _peer(self.client_address), type(err).__name__)
                 self.close_connection = True
                 return
-            if close:
+            if unread:
                 self._linger()
 
         def _linger(self) -> None:

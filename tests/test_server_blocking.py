@@ -88,6 +88,20 @@ def test_connections_over_the_cap_wait_to_be_accepted_and_threads_stay_bounded()
     assert answered == [200]
 
 
+def test_near_the_cap_answered_connections_are_closed_not_kept_idle():
+    with serve(TickingBackend(tick_s=0), max_connections=4, read_timeout_s=5) as server:
+        idle = [_headers_only(server.url) for _ in range(2)]
+        assert wait_until(lambda: server.connections == 2, timeout_s=5)
+        sock = open_request(chat_url(server.url), QUICK)  # the third of 4: 3/4 of the cap
+        sock.settimeout(10)
+        start = time.monotonic()
+        reply = _read_all(sock)  # returns when the server closes
+        assert b"200 OK" in reply and b"Connection: close" in reply
+        assert time.monotonic() - start < 2  # not after the 5 s read timeout
+        for s in [sock, *idle]:
+            s.close()
+
+
 def test_a_full_line_of_waiters_gets_503_and_the_rest_are_answered_in_order():
     backend = TickingBackend(tick_s=0.01)
     with serve(backend, max_waiting=2) as server:
