@@ -8,6 +8,10 @@ SLLMBO := $(VENV)/bin/sllmbo
 STAMP := $(VENV)/.installed
 # CPU build of torch that lies on these machines; GPU users bring their own torch.
 TORCH_PIN ?= torch==2.13.0
+# The llama.cpp CPU engine, built from PyPI's sdist (no wheel exists): AVX2/FMA/F16C, not
+# -march=native, so the build runs on any x86-64 CPU of the last decade; no multimodal library.
+# Best effort: without a compiler the transformers engine answers (the CLI says so).
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -20,10 +24,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
 	$(PY) -m pip install --quiet -e '.[dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(PY) -m pip install --quiet -e '.[cpu]' || echo "llama.cpp engine not built: the transformers engine answers"
 	touch $(STAMP)
 
 model: $(STAMP)
 	$(SLLMBO) models pull
+	$(PY) -m sllmbo.inference.gguf_merge  # the llama.cpp engine's merged GGUF, once
 
 demo: setup model
 	mkdir -p runs

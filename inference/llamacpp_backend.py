@@ -384,8 +384,13 @@ class LlamaCppBackend(Backend):
             shared = len(prompt) - 1 if from_file else 0
         engine.seq_rm(0, shared)
         self._cache_ids = []
-        outputs = engine.decode([(t, shared + j, 0, shared + j == len(prompt) - 1)
-                                 for j, t in enumerate(prompt[shared:])])
+        # The last token alone, always: its logits then come from the same one-row kernels
+        # whether the head was cached or not, so a seeded (or greedy) answer does not change
+        # with what the cache held (a batched row rounds differently).
+        last = len(prompt) - 1
+        if shared < last:
+            engine.decode([(t, shared + j, 0, False) for j, t in enumerate(prompt[shared:last])])
+        outputs = engine.decode([(prompt[last], last, 0, True)])
         self._cache_ids = list(prompt)
         if kv_file is not None and not from_file and shared < len(prompt) // 2:
             engine.save_seq(kv_file, 0, prompt)
@@ -425,8 +430,11 @@ class LlamaCppBackend(Backend):
                         shared += 1
                     if shared:
                         engine.seq_cp(0, source, shared)
-                    last = engine.decode([(t, shared + j, source, shared + j == len(prompt) - 1)
-                                          for j, t in enumerate(prompt[shared:])])[-1]
+                    end = len(prompt) - 1
+                    if shared < end:
+                        engine.decode([(t, shared + j, source, False)
+                                       for j, t in enumerate(prompt[shared:end])])
+                    last = engine.decode([(prompt[end], end, source, True)])[-1]
                 first = np.array(engine.logits(last), copy=True)
                 for row in members:
                     if row.seq != source:
@@ -491,8 +499,8 @@ class LlamaCppBackend(Backend):
             row.done = row.timed_out = True
             return
         if matcher is not None and self.jump_forward:
-            room = row.max_tokens - len(row.out)
-            row.draft = matcher.compute_ff_tokens()[:min(room, MAX_DRAFT)]
+            room = row.max_tokens - len(row.out) - 1  # the token chosen after the draft
+            row.draft = matcher.compute_ff_tokens()[:max(0, min(room, MAX_DRAFT))]
         row.pending = [token, *row.draft]
 
     def _consume(self, row: _Row, token: int) -> None:
