@@ -2,7 +2,8 @@
 
 Output folder (written to a temporary sibling, then renamed, so nothing is half-written)::
 
-    OUT/dataset/          DatasetDict.save_to_disk (train / validation, split by task)
+    OUT/dataset/          DatasetDict.save_to_disk (train / validation, split by task; an
+                          empty validation split is left out)
     OUT/train.jsonl, OUT/validation.jsonl
     OUT/data_card.json    counts per task, family and kind; sources; token lengths; skips
 
@@ -112,14 +113,19 @@ def build_dataset(
         "train": [r for r in kept if r["task"] not in val_tasks],
         "validation": [r for r in kept if r["task"] in val_tasks],
     }
+    if not splits["train"]:
+        raise SllmboError(f"every one of the {len(val_tasks)} tasks went to validation: no "
+                          "training examples", hint="lower --validation-share")
     card = data_card(splits, read, selection, storages, cards, options, too_long,
                      tokenizer.name_or_path, time.perf_counter() - started)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        DatasetDict({k: Dataset.from_list(v) if v else Dataset.from_list([]) for k, v in
-                     splits.items()}).save_to_disk(str(tmp / "dataset"))
+        # An empty split is left out: datasets saves one it cannot load back (IndexError in
+        # load_from_disk), and training reads a missing validation split as none.
+        DatasetDict({k: Dataset.from_list(v) for k, v in splits.items() if v}).save_to_disk(
+            str(tmp / "dataset"))
         for name, split_rows in splits.items():
             with open(tmp / f"{name}.jsonl", "w") as handle:
                 for row in split_rows:

@@ -296,3 +296,20 @@ def test_data_build_with_a_tokenizer_folder_that_holds_none_exits_2(tmp_path, ca
 def test_data_that_is_a_folder_is_named_as_such(tmp_path, capsys):
     err = _fails(["tune", "--data", str(tmp_path), "--target", "y"], capsys)
     assert f"--data {tmp_path} is a folder" in err
+
+
+def test_a_build_with_one_task_writes_a_dataset_that_loads_back(tmp_path):
+    from datasets import load_from_disk
+    from test_hardening_secrets import WordTokenizer
+
+    from sllmbo.data.build import build_dataset
+    from sllmbo.tune import tune
+
+    storage = f"sqlite:///{tmp_path / 'runs.db'}"
+    tune(data=_csv(tmp_path), target="y", n_trials=3, n_folds=2, storage=storage,
+         progress=False, score_test=False)
+    card = build_dataset([storage], tmp_path / "out", tokenizer=WordTokenizer(),
+                         progress=False)
+    assert card["n_examples"]["validation"] == 0  # one task: none left for validation
+    data = load_from_disk(str(tmp_path / "out" / "dataset"))
+    assert list(data) == ["train"] and len(data["train"]) == card["n_examples"]["train"]
