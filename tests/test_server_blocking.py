@@ -219,7 +219,7 @@ def test_a_busy_port_is_reported_before_the_model_loads(monkeypatch, tmp_path):
     from sllmbo.inference import serve as serve_module
 
     loaded = []
-    monkeypatch.setattr("sllmbo.inference.transformers_backend.TransformersBackend",
+    monkeypatch.setattr("sllmbo.inference.factory.local_backend",
                         lambda *a, **k: loaded.append(a) or pytest.fail("model loaded"))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -249,7 +249,7 @@ def test_the_port_is_listening_while_the_model_loads(monkeypatch, tmp_path):
 
     monkeypatch.setattr(serve_module, "_log_to_stderr", lambda: None)
     monkeypatch.setattr("sllmbo.inference.http_server.ChatServer", Spy)
-    monkeypatch.setattr("sllmbo.inference.transformers_backend.TransformersBackend", load)
+    monkeypatch.setattr("sllmbo.inference.factory.local_backend", load)
     assert serve_module.serve_transformers(tmp_path, adapter=None, lora_name=None,
                                            host="127.0.0.1", port=0, device="cpu",
                                            on_ready=lambda *a: None) == 0
