@@ -69,8 +69,18 @@ class EvalPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"suite": asdict(self.suite), "tasks": [asdict(t) for t in self.tasks],
-                "settings": {**asdict(self.settings), "llm": asdict(self.settings.llm)},
+                "settings": {**asdict(self.settings), "llm": _masked_llm(self.settings.llm)},
                 "skipped_methods": list(self.skipped_methods)}
+
+
+def _masked_llm(llm: Any) -> dict[str, Any]:
+    """The LLM options as stored in ``plan.json``: a password in ``--base-url`` is masked."""
+    from sllmbo.storage import mask_url
+
+    record = asdict(llm)
+    if "base_url" in record:
+        record["base_url"] = mask_url(record["base_url"])
+    return record
 
 
 def plan_eval(suite: Suite, tasks: Sequence[TaskRef] | None, out_dir: str | Path,

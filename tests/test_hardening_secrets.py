@@ -168,3 +168,15 @@ def test_an_adapter_gets_a_masked_copy_of_an_old_data_card(tmp_path):
     copied = json.loads((tmp_path / "copy.json").read_text())
     assert copied["sources"][0]["location"] == "postgresql://u:***@db/optuna"
     assert copied["sources"][1] == old["sources"][1] and copied["tasks"] == old["tasks"]
+
+
+def test_eval_plan_masks_a_password_in_the_base_url() -> None:
+    from dataclasses import replace
+
+    from sllmbo.eval.harness import plan_eval
+    from sllmbo.tune import LLMOptions
+    from sllmbo.eval.suites import SUITES
+
+    llm = replace(LLMOptions(), base_url="http://user:s3cretPW@127.0.0.1:9/v1")
+    plan = plan_eval(SUITES["smoke"], None, "/tmp/unused", llm, None, False)
+    assert "s3cretPW" not in json.dumps(plan.to_dict())
