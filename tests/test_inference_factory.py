@@ -40,7 +40,7 @@ def test_default_model_missing_says_how_to_pull(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"kind": "llamacpp"}, "unknown backend kind"),
+    ({"kind": "tensorrt"}, "unknown backend kind"),
     ({"kind": "transformers", "base_url": "http://x"}, "only for the openai backend"),
     ({"kind": "transformers", "model": "/no/such/folder"}, "no model at /no/such/folder"),
 ])
