@@ -1,11 +1,11 @@
 """The cross-evaluated matrix: every pool configuration scored on every task variant.
 
-The scheduler is Optuna's own storage: one study per split holds one enqueued trial per cell
-(``family``, ``variant``, ``config`` indices as fixed parameters, in the order cells should
-run: variants smallest first, then family, then configuration). Workers in any number of
+The scheduler is Optuna's own storage: one study per variant holds one enqueued trial per cell
+(``family`` and ``config`` indices as fixed parameters), and workers take the variants
+smallest first. Workers in any number of
 processes, on any number of machines sharing one RDB storage (PostgreSQL), pop waiting trials
 with ``study.optimize``; a worker killed mid-cell leaves a running trial whose heartbeat stops,
-and Optuna's ``RetryFailedTrialCallback`` enqueues it again. The same command resumes.
+and Optuna's ``RetryHeartbeatStaleTrialCallback`` enqueues it again. The same command resumes.
 
 Training variants are scored by repeated K-fold CV on their training rows (3 x 3-fold below
 ``REPEAT_BELOW_ROWS`` rows, 1 x 3-fold above), so that a small dataset's ranking is not one
@@ -53,6 +53,7 @@ class MatrixSpec:
 
     @property
     def study_name(self) -> str:
+        """The prefix of its studies' names (one study per variant)."""
         return f"matrix:{self.split}:" + "+".join(f"{p.family}-{p.hash}" for p in self.pools)
 
     @property
@@ -63,11 +64,6 @@ class MatrixSpec:
         return {"format": MATRIX_FORMAT, "split": self.split,
                 "pools": {p.family: p.hash for p in self.pools},
                 "variants": [v.name for v in self.variants]}
-
-    def cells(self) -> list[tuple[int, int, int]]:
-        """(family, variant, config) indices in run order."""
-        return [(f, v, c) for v in range(len(self.variants))
-                for f, pool in enumerate(self.pools) for c in range(len(pool))]
 
 
 def training_spec(families: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
@@ -113,47 +109,105 @@ def _storage(url: str) -> Any:
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(2))
 
 
-def prepare_study(spec: MatrixSpec, storage_url: str) -> Any:
-    """The spec's study, created with every cell enqueued, or loaded and checked; cells not
-    enqueued yet (none after the first call) are added in run order."""
+def variant_study_name(spec: MatrixSpec, variant: Variant) -> str:
+    return f"{spec.study_name}:{variant.name}"
+
+
+def _cells_of_variant(spec: MatrixSpec) -> list[tuple[int, int]]:
+    """(family, config) indices of one variant's cells, in run order."""
+    return [(f, c) for f, pool in enumerate(spec.pools) for c in range(len(pool))]
+
+
+def prepare_studies(spec: MatrixSpec, storage_url: str,
+                    finished: str | Path | None = None) -> int:
+    """One study per variant, each holding its cells as enqueued trials (created once; later
+    calls only check the plan and add cells that are missing). Returns the cells restored.
+
+    ``finished`` is an earlier export of this matrix (the committed file): its cells enter a
+    new storage as finished trials, not as work, so a collection resumes from the last commit
+    when its database is gone (another machine, a new session).
+
+    One small queue per variant, not one queue of every cell: Optuna pops a waiting trial by
+    reading every waiting trial of the study, which took ~13 s a cell on a 31k-cell study.
+    """
     import optuna
+    from optuna.trial import TrialState, create_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = _storage(storage_url)
-    study = optuna.create_study(study_name=spec.study_name, storage=storage, load_if_exists=True,
-                                sampler=optuna.samplers.RandomSampler(seed=0))
-    header = study.user_attrs.get("sllmbo:matrix")
-    if header is None:
-        study.set_user_attr("sllmbo:matrix", spec.header())
-    elif header != spec.header():
-        raise SllmboError(
-            f"study {spec.study_name} in this storage was planned with other variants",
-            hint="use another --storage, or the task list it was planned with")
-    from optuna.trial import create_trial
-
-    present = {(t.params["family"], t.params["variant"], t.params["config"])
-               for t in study.get_trials(deepcopy=False) if "config" in t.params}
     dists = _distributions(spec)
-    missing = [cell for cell in spec.cells() if cell not in present]
-    waiting = optuna.trial.TrialState.WAITING
-    batch = [create_trial(state=waiting, params=dict(zip(("family", "variant", "config"), cell,
-                                                         strict=True)),
-                          distributions=dists) for cell in missing]
-    for start in range(0, len(batch), 2000):
-        study.add_trials(batch[start:start + 2000])
-    return study
+    header = spec.header()
+    done = _finished_cells(spec, finished)
+    restored = 0
+    existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    for variant in spec.variants:
+        name = variant_study_name(spec, variant)
+        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
+        if name in existing:
+            if study.user_attrs.get("sllmbo:matrix") not in (None, header):
+                raise SllmboError(f"study {name} in this storage was planned with other "
+                                  "variants", hint="use another --storage")
+            present = {(t.params["family"], t.params["config"])
+                       for t in study.get_trials(deepcopy=False) if "config" in t.params}
+        else:
+            present = set()
+        study.set_user_attr("sllmbo:matrix", header)
+        card = done.get((variant.name, None))
+        if card is not None and "card" not in study.user_attrs:
+            study.set_user_attr("card", card)
+        trials = []
+        for f, c in _cells_of_variant(spec):
+            if (f, c) in present:
+                continue
+            row = done.get((variant.name, (f, c)))
+            if row is None:
+                trials.append(create_trial(state=TrialState.WAITING, distributions=dists,
+                                           params={"family": f, "config": c}))
+                continue
+            ok = row["status"] == "ok"
+            attrs = {key: row[key] for key in ("score_std", "n_fits", "fit_seconds", "error")
+                     if row[key] is not None}
+            trials.append(create_trial(
+                state=TrialState.COMPLETE if ok else TrialState.FAIL,
+                value=float(row["score"]) if ok else None, distributions=dists,
+                params={"family": f, "config": c}, user_attrs={**attrs, "restored": True}))
+            restored += 1
+        study.add_trials(trials)
+    return restored
+
+
+def _finished_cells(spec: MatrixSpec, path: str | Path | None) -> dict[tuple[str, Any], Any]:
+    """The cells of an earlier export of ``spec``, keyed by (variant, (family, config)
+    indices), and each variant's card under (variant, None). Nothing when ``path`` is None
+    or absent; an export of another split or pool is refused, never merged."""
+    if path is None or not Path(path).exists():
+        return {}
+    import pandas as pd
+
+    matrix = read_matrix(path, pools={p.family: p for p in spec.pools}, split=spec.split)
+    index = {(p.family, cfg.id): (f, c) for f, p in enumerate(spec.pools)
+             for c, cfg in enumerate(p.configs)}
+    wanted = {v.name for v in spec.variants}
+    out: dict[tuple[str, Any], Any] = {(name, None): card for name, card
+                                       in matrix.header.get("cards", {}).items()}
+    for row in matrix.cells.to_dict("records"):
+        cell = index.get((row["family"], row["config_id"]))
+        if cell is None or row["variant"] not in wanted:
+            continue
+        out[(row["variant"], cell)] = {k: (None if pd.isna(v) else v) for k, v in row.items()}
+    return out
 
 
 def _distributions(spec: MatrixSpec) -> dict[str, Any]:
     from optuna.distributions import IntDistribution
 
     return {"family": IntDistribution(0, len(spec.pools) - 1),
-            "variant": IntDistribution(0, len(spec.variants) - 1),
             "config": IntDistribution(0, max(len(p) for p in spec.pools) - 1)}
 
 
 def run_worker(spec: MatrixSpec, storage_url: str, scorer: Scorer = cv_scorer) -> int:
-    """Pop and score waiting cells until none is left; returns the cells this worker ran."""
+    """Score the waiting cells of each variant's study in turn until none is left; returns
+    the cells this worker ran. Workers elsewhere on the same storage share the queues."""
     import optuna
 
     from sllmbo.data.registry import load_task
@@ -161,93 +215,107 @@ def run_worker(spec: MatrixSpec, storage_url: str, scorer: Scorer = cv_scorer) -
     from sllmbo.objective import _fit_errors
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=spec.study_name, storage=_storage(storage_url),
-                              sampler=optuna.samplers.RandomSampler())
+    storage = _storage(storage_url)
     fit_errors = (*_fit_errors(), MemoryError)
     dists = _distributions(spec)
-    loaded: dict[str, Any] = {}
     ran = 0
+    for variant in spec.variants:
+        study = optuna.load_study(study_name=variant_study_name(spec, variant), storage=storage,
+                                  sampler=optuna.samplers.RandomSampler())
+        waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+        if not waiting:
+            continue
+        task = load_task(variant.name)
+        if "card" not in study.user_attrs:
+            study.set_user_attr("card", task.meta_features())
 
-    def objective(trial: optuna.Trial) -> float:
-        nonlocal ran
-        if "config" not in trial.params:  # not a cell popped from the queue: it is drained
-            study.stop()
-            raise optuna.TrialPruned("the matrix queue is drained")
-        f, v, c = (trial.suggest_int(name, dists[name].low, dists[name].high)
-                   for name in ("family", "variant", "config"))
-        pool, variant = spec.pools[f], spec.variants[v]
-        if variant.name not in loaded:
-            loaded.clear()  # cells run variant by variant: keep one task in memory
-            loaded[variant.name] = load_task(variant.name)
-            key = f"card:{variant.name}"
-            if key not in study.user_attrs:
-                study.set_user_attr(key, loaded[variant.name].meta_features())
-        task = loaded[variant.name]
-        trial.set_user_attr("cell", [variant.name, pool.family, pool.configs[c].id])
-        ran += 1
-        try:
-            result = scorer(task, get_family(pool.family), pool.configs[c].config)
-        except fit_errors as err:
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:300])
-            return float("nan")
-        for key in ("score_std", "n_fits", "fit_seconds"):
-            trial.set_user_attr(key, result[key])
-        return float(result["score"])
+        def objective(trial: optuna.Trial, study: Any = study, task: Any = task) -> float:
+            nonlocal ran
+            if "config" not in trial.params:  # not a cell popped from the queue: it is drained
+                study.stop()
+                raise optuna.TrialPruned("this variant's queue is drained")
+            f, c = (trial.suggest_int(name, dists[name].low, dists[name].high)
+                    for name in ("family", "config"))
+            pool = spec.pools[f]
+            trial.set_user_attr("cell", [task.name, pool.family, pool.configs[c].id])
+            ran += 1
+            try:
+                result = scorer(task, get_family(pool.family), pool.configs[c].config)
+            except fit_errors as err:
+                trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:300])
+                return float("nan")
+            for key in ("score_std", "n_fits", "fit_seconds"):
+                trial.set_user_attr(key, result[key])
+            return float(result["score"])
 
-    # No per-trial look at the queue (reading every trial of a 30k-cell study costs seconds):
-    # a trial that Optuna did not pop from the queue stops the worker.
-    study.optimize(objective, gc_after_trial=False)
+        study.optimize(objective, gc_after_trial=False)
     return ran
 
 
 # ------------------------------------------------------------------------ progress, export
 
-def counts(study: Any) -> dict[str, int]:
+def _variant_studies(spec: MatrixSpec, storage_url: str) -> list[tuple[Variant, Any]]:
+    import optuna
+
+    storage = _storage(storage_url)
+    return [(v, optuna.load_study(study_name=variant_study_name(spec, v), storage=storage))
+            for v in spec.variants]
+
+
+def count_cells(spec: MatrixSpec, storage_url: str) -> dict[str, int]:
+    """Trials by state over every variant's study (a pruned trial ends a worker's turn)."""
     from collections import Counter
 
-    return dict(Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False)))
+    total: Counter[str] = Counter()
+    for _, study in _variant_studies(spec, storage_url):
+        total.update(t.state.name.lower() for t in study.get_trials(deepcopy=False))
+    return dict(total)
 
 
-def cell_rows(spec: MatrixSpec, study: Any) -> list[dict[str, Any]]:
-    """One row per cell that finished (complete, or failed with a fit error): the first
-    complete trial of a cell wins over failures and duplicates."""
-    best: dict[tuple[int, int, int], dict[str, Any]] = {}
-    for t in study.get_trials(deepcopy=False):
-        if "config" not in t.params or t.state.name not in ("COMPLETE", "FAIL"):
-            continue
-        if t.state.name == "FAIL" and "error" not in t.user_attrs:
-            continue  # a lost worker's trial: retried, not a result
-        cell = (t.params["family"], t.params["variant"], t.params["config"])
-        if cell in best and best[cell]["status"] == "ok":
-            continue
-        pool, variant = spec.pools[cell[0]], spec.variants[cell[1]]
-        if cell[2] >= len(pool):
-            continue
-        ok = t.state.name == "COMPLETE"
-        best[cell] = {"variant": variant.name, "family": pool.family,
-                      "config_id": pool.configs[cell[2]].id, "status": "ok" if ok else "failed",
-                      "score": t.value if ok else None,
-                      "score_std": t.user_attrs.get("score_std"),
-                      "n_fits": t.user_attrs.get("n_fits"),
-                      "fit_seconds": t.user_attrs.get("fit_seconds"),
-                      "error": t.user_attrs.get("error")}
-    return [best[c] for c in sorted(best, key=lambda c: (c[1], c[0], c[2]))]
+def cell_rows(spec: MatrixSpec, storage_url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One row per cell that finished (complete, or failed with a fit error; the first
+    complete trial of a cell wins), and each variant's card."""
+    rows, cards = [], {}
+    for variant, study in _variant_studies(spec, storage_url):
+        if "card" in study.user_attrs:
+            cards[variant.name] = study.user_attrs["card"]
+        best: dict[tuple[int, int], dict[str, Any]] = {}
+        for t in study.get_trials(deepcopy=False):
+            if "config" not in t.params or t.state.name not in ("COMPLETE", "FAIL"):
+                continue
+            if t.state.name == "FAIL" and "error" not in t.user_attrs:
+                continue  # a lost worker's trial: retried, not a result
+            cell = (t.params["family"], t.params["config"])
+            if cell in best and best[cell]["status"] == "ok":
+                continue
+            pool = spec.pools[cell[0]]
+            if cell[1] >= len(pool):
+                continue
+            ok = t.state.name == "COMPLETE"
+            best[cell] = {"variant": variant.name, "family": pool.family,
+                          "config_id": pool.configs[cell[1]].id,
+                          "status": "ok" if ok else "failed",
+                          "score": t.value if ok else None,
+                          "score_std": t.user_attrs.get("score_std"),
+                          "n_fits": t.user_attrs.get("n_fits"),
+                          "fit_seconds": t.user_attrs.get("fit_seconds"),
+                          "error": t.user_attrs.get("error")}
+        rows += [best[c] for c in sorted(best)]
+    return rows, cards
 
 
-def export_matrix(spec: MatrixSpec, study: Any, out: str | Path) -> Path:
+def export_matrix(spec: MatrixSpec, storage_url: str, out: str | Path) -> Path:
     """Write the finished cells to ``out`` (gzip CSV) and the header beside it
-    (``<out>.json``: format, split, pool hashes, variants and their cards), atomically."""
+    (``<name>.json``: format, split, pool hashes, variants and their cards), atomically."""
     import pandas as pd
 
     out = Path(out)
-    rows = cell_rows(spec, study)
+    rows, cards = cell_rows(spec, storage_url)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:
         gz.write(frame.to_csv(index=False, float_format="%.6g").encode())
-    cards = {v.name: study.user_attrs.get(f"card:{v.name}") for v in spec.variants}
-    header = {**spec.header(), "n_rows": len(frame), "n_cells": spec.n_cells,
-              "cards": {k: c for k, c in cards.items() if c is not None}}
+    header = {**spec.header(), "n_rows": len(frame), "n_cells": spec.n_cells, "cards": cards}
     out.parent.mkdir(parents=True, exist_ok=True)
     for path, data in ((out, buffer.getvalue()),
                        (_header_path(out), (json.dumps(header, indent=1) + "\n").encode())):
@@ -313,26 +381,29 @@ def collect_matrix(spec: MatrixSpec, storage_url: str, out: str | Path, workers:
 
     from tqdm import tqdm
 
-    study = prepare_study(spec, storage_url)
-    start = counts(study)
-    done0 = start.get("complete", 0) + start.get("fail", 0)
-    bar = tqdm(total=spec.n_cells, initial=min(done0, spec.n_cells), unit="cell",
-               desc=f"matrix {spec.split}", smoothing=0.05, mininterval=poll_s)
+    restored = prepare_studies(spec, storage_url, finished=out)
+    if restored:
+        print(f"restored {restored} finished cells from {out}", flush=True)
+
+    def done() -> int:
+        now = count_cells(spec, storage_url)
+        return min(now.get("complete", 0) + now.get("fail", 0), spec.n_cells)
+
+    bar = tqdm(total=spec.n_cells, initial=done(), unit="cell", desc=f"matrix {spec.split}",
+               smoothing=0.05, mininterval=poll_s)
     last_export = time.monotonic()
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(run_worker, spec, storage_url, scorer) for _ in range(workers)]
         while True:
             finished, _ = wait(futures, timeout=poll_s)
-            now = counts(study)
-            done = now.get("complete", 0) + now.get("fail", 0)
-            bar.update(max(0, min(done, spec.n_cells) - bar.n))
+            bar.update(max(0, done() - bar.n))
             if time.monotonic() - last_export >= export_every_s:
-                export_matrix(spec, study, out)
+                export_matrix(spec, storage_url, out)
                 last_export = time.monotonic()
             if len(finished) == len(futures):
                 break
         for future in futures:
             future.result()
     bar.close()
-    export_matrix(spec, study, out)
-    return counts(study)
+    export_matrix(spec, storage_url, out)
+    return count_cells(spec, storage_url)

@@ -62,6 +62,10 @@ def test_committed_pool_is_in_its_families_spaces_and_rejects_edits(tmp_path: Pa
         read_pools(bad)
 
 
+def _must_not_run(*args: object) -> dict[str, float]:
+    raise AssertionError("a cell restored from the export ran again")
+
+
 def _tiny_spec() -> MatrixSpec:
     spec = training_spec(families=["lightgbm"], datasets=["professor_salaries"])
     return MatrixSpec("train", spec.variants, (Pool("lightgbm", spec.pools[0].configs[:2]),))
@@ -77,6 +81,10 @@ def test_matrix_collects_resumes_and_its_reader_rejects_a_foreign_pool(tmp_path:
     assert list(matrix.cells["config_id"]) == ["lightgbm-000", "lightgbm-001"]
     assert (matrix.cells["n_fits"] == 9).all()  # 3 x 3-fold below 2,000 rows
     assert collect_matrix(spec, url, out, workers=1, poll_s=0.5)["complete"] == 2  # nothing rerun
+    before = out.read_bytes()
+    fresh = f"sqlite:///{tmp_path}/lost.db"  # the database is gone: resume from the export
+    state = collect_matrix(spec, fresh, out, workers=1, poll_s=0.5, scorer=_must_not_run)
+    assert state["complete"] == 2 and out.read_bytes() == before
     other = {"lightgbm": Pool("lightgbm", spec.pools[0].configs[:1])}
     with pytest.raises(SllmboError, match="another pool"):
         read_matrix(out, pools=other)
