@@ -15,7 +15,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: matrix matrix-heldout setup model demo test test-services vllm-env lint bench bench-inference bench-engines bench-faults bench-families bench-samplers eval-default eval-paper corpus corpus-export instructions clean
+.PHONY: matrix matrix-heldout setup model demo test test-services vllm-env lint bench bench-inference bench-engines bench-faults bench-families bench-samplers eval-default eval-paper eval-zero-shot corpus corpus-export instructions clean
 
 setup: $(STAMP)
 
@@ -93,6 +93,11 @@ eval-default: setup model
 
 eval-paper: setup model
 	$(SLLMBO) eval --suite sllmbo-paper --out eval/results/sllmbo-paper $(EVAL_ARGS)
+
+# [9/12]: every held-out dataset at its real size; needs the committed matrices. Resumable;
+# runs given other configurations by a grown training matrix run again.
+eval-zero-shot: setup model
+	$(SLLMBO) eval --suite zero-shot --adapter default --workers 2 --out eval/results/zero-shot $(EVAL_ARGS)
 
 # Kill -9 and resume, a dead model server, read-only storage, a full disk, bad options.
 bench-faults: setup model

@@ -70,8 +70,13 @@ def build_dataset(
     tokenizer: Any = None,
     overwrite: bool = False,
     progress: bool = True,
+    matrix: str | Path | None = None,
+    matrix_options: Any = None,
 ) -> dict[str, Any]:
-    """Build the instruction data; returns the data card (also written to ``OUT``)."""
+    """Build the instruction data; returns the data card (also written to ``OUT``).
+
+    ``matrix``: also (or only) the cross-evaluated training matrix's examples
+    (``sllmbo.data.matrix_examples``)."""
     import datasets
     from datasets import Dataset, DatasetDict
 
@@ -82,15 +87,20 @@ def build_dataset(
     check_output_folder(out, "--out")
     if out.exists() and not overwrite:
         raise SllmboError(f"output folder {out} exists", hint="pass --overwrite to replace it")
-    if not storages:
-        raise SllmboError("give at least one --storage")
+    if not storages and matrix is None:
+        raise SllmboError("give at least one --storage or --matrix")
     started = time.perf_counter()
     rules = [rule for path in cards for rule in load_card_rules(path)]
     read = ReadResult()
     for location in storages:
         read.extend(read_trial_logs(location, study_filter))
     selection = select_studies(read.studies, rules)
-    if not selection.usable:  # known before the tokenizer loads
+    matrix_rows: list[dict[str, Any]] = []
+    if matrix is not None:
+        from sllmbo.data.matrix_examples import MatrixOptions, matrix_examples
+
+        matrix_rows = matrix_examples(matrix, matrix_options or MatrixOptions())
+    if not selection.usable and not matrix_rows:  # known before the tokenizer loads
         _no_examples(read, selection, 0, options.max_tokens)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(None)
 
@@ -100,7 +110,7 @@ def build_dataset(
     rows = single_shot_examples(selection.usable, options.top_k)
     for study in _progress(selection.usable, progress):
         rows += sequential_examples(study, options, count_text)
-    rows = dedupe(rows)
+    rows = dedupe(rows + matrix_rows)
     kept, too_long = _measure(rows, tokenizer, options.max_tokens)
     if not kept:  # before anything is written: an empty dataset trains nothing
         _no_examples(read, selection, too_long, options.max_tokens)
@@ -118,6 +128,13 @@ def build_dataset(
                           "training examples", hint="lower --validation-share")
     card = data_card(splits, read, selection, storages, cards, options, too_long,
                      tokenizer.name_or_path, time.perf_counter() - started)
+    if matrix is not None:
+        from dataclasses import asdict
+
+        from sllmbo.data.matrix_examples import MatrixOptions
+
+        card["sources"].append({**_source(str(matrix)), "kind": "matrix"})
+        card["matrix_options"] = asdict(matrix_options or MatrixOptions())
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -252,10 +252,13 @@ def dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def validation_tasks(tasks: Iterable[str], share: float, seed: int) -> set[str]:
-    """A fixed ``share`` of the tasks (at least one when there are two or more), chosen by
-    a seeded hash of the name: a task's examples all land in one split."""
+    """A fixed ``share`` of the datasets (at least one when there are two or more), chosen
+    by a seeded hash of the name: a dataset's examples, every variant ``<name>@<rows>`` of it
+    included, all land in one split."""
     names = sorted(set(tasks))
-    if share <= 0 or len(names) < 2:
+    datasets = sorted({n.split("@", 1)[0] for n in names})
+    if share <= 0 or len(datasets) < 2:
         return set()
-    ranked = sorted(names, key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
-    return set(ranked[: max(1, round(share * len(names)))])
+    ranked = sorted(datasets, key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
+    chosen = set(ranked[: max(1, round(share * len(datasets)))])
+    return {n for n in names if n.split("@", 1)[0] in chosen}

@@ -27,6 +27,7 @@ from sllmbo.eval.runs import (
     TaskRef,
     close_backends,
     execute,
+    is_stale,
     load_eval_task,
 )
 from sllmbo.eval.suites import ADAPTER_METHODS, LLM_METHODS, Suite
@@ -41,15 +42,21 @@ class EvalPlan:
     #: Methods the results and report cover (every finished run of them, not only the runs of
     #: this invocation): ``--methods llm`` adds llm's runs to a report that keeps the others.
     report_methods: tuple[str, ...] = ()
+    #: (task, method) pairs not run: the adapter trained on that task (zero-shot suite).
+    excluded: tuple[tuple[str, str], ...] = ()
+
+    def _jobs(self, methods: Sequence[str]) -> list[RunJob]:
+        return [RunJob(task, family, method, seed)
+                for task in self.tasks for family in self.suite.families
+                for method in methods for seed in range(self.suite.seeds_of(method))
+                if (task.label, method) not in self.excluded]
 
     @property
     def jobs(self) -> list[RunJob]:
         """Every run, cheapest methods first so that results come early."""
         order = {m: i for i, m in enumerate(self.methods)}
-        jobs = [RunJob(task, family, method, seed)
-                for task in self.tasks for family in self.suite.families
-                for method in self.methods for seed in range(self.suite.seeds)]
-        return sorted(jobs, key=lambda j: (j.method in LLM_METHODS, order[j.method]))
+        return sorted(self._jobs(self.methods),
+                      key=lambda j: (j.method in LLM_METHODS, order[j.method]))
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -63,14 +70,13 @@ class EvalPlan:
     @property
     def report_jobs(self) -> list[RunJob]:
         """The runs the results cover: ``jobs`` widened to ``reported_methods``."""
-        return [RunJob(task, family, method, seed)
-                for task in self.tasks for family in self.suite.families
-                for method in self.reported_methods for seed in range(self.suite.seeds)]
+        return self._jobs(self.reported_methods)
 
     def to_dict(self) -> dict[str, Any]:
         return {"suite": asdict(self.suite), "tasks": [asdict(t) for t in self.tasks],
                 "settings": {**asdict(self.settings), "llm": _masked_llm(self.settings.llm)},
-                "skipped_methods": list(self.skipped_methods)}
+                "skipped_methods": list(self.skipped_methods),
+                "excluded": [list(pair) for pair in self.excluded]}
 
 
 def _masked_llm(llm: Any) -> dict[str, Any]:
@@ -94,8 +100,15 @@ def plan_eval(suite: Suite, tasks: Sequence[TaskRef] | None, out_dir: str | Path
     """
     from sllmbo.data.splits import HELDOUT
 
-    refs = tuple(tasks) if tasks else tuple(TaskRef(name=n) for n in (suite.tasks or HELDOUT))
-    if suite.name == "default" and not tasks:
+    if tasks:
+        refs = tuple(tasks)
+    elif suite.heldout_variants and suite.tasks is None:
+        from sllmbo.data.variants import plan_variants
+
+        refs = tuple(TaskRef(name=v.name) for v in plan_variants("heldout") if v.is_full)
+    else:
+        refs = tuple(TaskRef(name=n) for n in (suite.tasks or HELDOUT))
+    if suite.name in ("default", "zero-shot") and not tasks:
         _check_all_heldout(refs)
     adapter = _resolve_eval_adapter(adapter, llm)
     skipped: list[str] = []
@@ -107,14 +120,23 @@ def plan_eval(suite: Suite, tasks: Sequence[TaskRef] | None, out_dir: str | Path
                 hint="pass --adapter DIR, or use the -base methods for the base model",
             )
         skipped = wanted_adapter
-    if adapter is not None:
+    excluded: list[tuple[str, str]] = []
+    if adapter is not None and suite.heldout_variants:
+        # An adapter older than the split may have trained on datasets held out since: its
+        # methods skip those (said in the report); every other method runs on all of them.
+        clash = adapter_clashes(adapter, [r.label for r in refs])
+        excluded = [(t, m) for t in clash for m in ADAPTER_METHODS if m in suite.methods]
+    elif adapter is not None:
         check_adapter_heldout(adapter, [r.label for r in refs])
     settings = RunSettings(out_dir=str(out_dir), max_budget=suite.max_budget,
                            n_folds=suite.n_folds, max_rows=suite.max_rows,
-                           protocol=suite.protocol, llm=llm, adapter=adapter)
+                           protocol=suite.protocol, llm=llm, adapter=adapter,
+                           portfolio_source=suite.portfolio_source,
+                           budget_caps=tuple(sorted(suite.budget_caps.items())))
     if adapter is None:
         report_methods = [m for m in report_methods if m not in ADAPTER_METHODS]
-    return EvalPlan(suite, refs, settings, tuple(skipped), tuple(report_methods))
+    return EvalPlan(suite, refs, settings, tuple(skipped), tuple(report_methods),
+                    tuple(excluded))
 
 
 def _resolve_eval_adapter(adapter: str | None, llm: Any) -> str | None:
@@ -139,8 +161,9 @@ def _check_all_heldout(refs: Iterable[TaskRef]) -> None:
         raise SllmboError(f"the default suite runs held-out tasks only; got {trained}")
 
 
-def check_adapter_heldout(adapter: str | Path, tasks: Sequence[str]) -> None:
-    """Stop when the adapter's training data (its data card) holds a task being evaluated."""
+def adapter_clashes(adapter: str | Path, tasks: Sequence[str]) -> list[str]:
+    """The ``tasks`` whose data (or a variant, duplicate or alias of it) the adapter's
+    training data holds, by its data card; refuses an adapter without one."""
     from sllmbo.data.splits import heldout_match
 
     card_path = Path(adapter) / "data_card.json"
@@ -152,8 +175,21 @@ def check_adapter_heldout(adapter: str | Path, tasks: Sequence[str]) -> None:
         )
     card = json.loads(card_path.read_text())
     trained = {t for names in card.get("tasks", {}).values() for t in names}
-    trained_keys = {heldout_match(t) or t for t in trained}
-    clash = sorted(t for t in tasks if t in trained or (heldout_match(t) or t) in trained_keys)
+    trained_keys = {heldout_match(t) or t.split("@", 1)[0] for t in trained}
+    return sorted(t for t in tasks
+                  if t in trained or (heldout_match(t) or t.split("@", 1)[0]) in trained_keys)
+
+
+def check_adapter_heldout(adapter: str | Path, tasks: Sequence[str]) -> None:
+    """Stop when the adapter's training data (its data card) holds a task being evaluated."""
+    card_path = Path(adapter) / "data_card.json"
+    if not card_path.is_file():
+        raise SllmboError(
+            f"adapter {adapter} has no data_card.json: cannot check it never trained on the "
+            "evaluated tasks",
+            hint="adapters written by `sllmbo train` carry the data card of their training data",
+        )
+    clash = adapter_clashes(adapter, tasks)
     if clash:
         raise SllmboError(
             f"adapter {adapter} was trained on data from {', '.join(clash)}, which this "
@@ -181,7 +217,9 @@ def run_eval(plan: EvalPlan, workers: int = 1, progress: bool = True,
     logs = _run_jobs(plan.jobs, plan.settings, workers, progress, run=run)
     if plan.report_jobs != plan.jobs:
         logs = _run_jobs(plan.report_jobs, plan.settings, workers, progress=False, run=False)
-    records = [r for log in logs for r in log.records(plan.suite.budgets)]
+    records = [r for log in logs
+               for r in log.records([b for b in plan.suite.budgets
+                                     if b <= plan.suite.budget_of(log.method)])]
     fill_regret(records)
     write_results(out, plan, records, logs)
     return records
@@ -199,15 +237,18 @@ def check_user_data(plan: EvalPlan) -> None:
 def forget_runs(plan: EvalPlan) -> int:
     """Forget the plan's jobs: run records, stored answers and Optuna studies (scores of
     configurations stay cached: they do not depend on the method)."""
+    return _forget_jobs(plan.jobs, plan.settings)
+
+
+def _forget_jobs(jobs: Sequence[RunJob], settings: RunSettings) -> int:
     import optuna
 
     from sllmbo.eval.store import EvalStore
     from sllmbo.storage import open_storage
 
-    keys = [job.key for job in plan.jobs]
-    forgotten = EvalStore(plan.settings.store_path).forget_runs(
-        keys + [f"{k}:answers" for k in keys])
-    storage = open_storage(plan.settings.storage)
+    keys = [job.key for job in jobs]
+    forgotten = EvalStore(settings.store_path).forget_runs(keys + [f"{k}:answers" for k in keys])
+    storage = open_storage(settings.storage)
     existing = {s.study_name for s in storage.get_all_studies()}
     for key in keys:
         if key in existing:
@@ -242,12 +283,21 @@ def _run_jobs(jobs: list[RunJob], settings: RunSettings, workers: int,
     done_keys = store.run_keys()
     logs: dict[str, RunLog] = {}
     todo = []
+    stale: list[RunJob] = []
     for job in jobs:
         stored = store.run(job.key) if job.key in done_keys else None
+        if stored is not None and run and is_stale(job, settings, stored):
+            stale.append(job)
+            stored = None
         if stored is not None:
             logs[job.key] = RunLog.from_dict(stored)
         else:
             todo.append(job)
+    if stale:
+        if progress:
+            print(f"{len(stale)} finished runs were given other configurations than the "
+                  "matrix gives now: they run again")
+        _forget_jobs(stale, settings)
     if not run:
         if progress:
             print(f"{len(logs)} of {len(jobs)} runs finished; reporting those, running none")

@@ -226,16 +226,30 @@ def write_report(out: Path, plan: EvalPlan, records: Sequence[dict[str, Any]],
                 ", no adapter (fine-tuned methods not run)") + ".", ""]
     if plan.skipped_methods:
         lines += [f"Not run: {', '.join(plan.skipped_methods)} (no adapter given).", ""]
-    planned = len(plan.tasks) * len(suite.families) * suite.seeds
+    if plan.excluded:
+        skipped = sorted({t for t, _ in plan.excluded})
+        lines += [f"The adapter trained on {len(skipped)} of these datasets (held out after it "
+                  f"was built): its methods are not run on {', '.join(skipped)}.", ""]
+    planned = {m: len({(j.task.label, j.family, j.seed) for j in plan.report_jobs
+                       if j.method == m}) for m in plan.reported_methods}
     done = {m: len({(r["task"], r["family"], r["seed"]) for r in records if r["method"] == m})
             for m in plan.reported_methods}
-    if any(n < planned for n in done.values()):
+    overdatasets: list[str] = []
+    if suite.heldout_variants:  # before the partial-results filter: every finished dataset
+        from sllmbo.eval.overdatasets import overdatasets_section
+        from sllmbo.eval.suites import CEILINGS
+
+        overdatasets = overdatasets_section(out, records, methods, budgets,
+                                            ceilings=[c for c in CEILINGS if c in methods])
+    if any(done[m] < planned[m] for m in done):
         records, methods, coverage = common_cells(records, methods, done)
         if not records:
             methods = []
         lines += ["**Partial results**: the evaluation is still under way. Finished runs per "
-                  f"method (of {planned}): "
-                  + ", ".join(f"`{m}` {n}" for m, n in done.items()) + ". " + coverage, ""]
+                  "method (of those planned): "
+                  + ", ".join(f"`{m}` {n}/{planned[m]}" for m, n in done.items()) + ". "
+                  + coverage, ""]
+    lines += overdatasets
     lines += ["## Normalized regret (mean; 0 = best test score any method found on the task "
               "and family, 1 = worst)", "", *regret_table(records, methods, budgets), "",
               "## RMSE across tasks of the gap to the best (seed-averaged regret)", "",

@@ -67,6 +67,19 @@ class RunSettings:
     llm: LLMOptions
     #: The fine-tuned adapter for the adapter methods; None: those methods are not run.
     adapter: str | None = None
+    #: Where ``portfolio`` (and the seeded TPEs' portfolio seeds) come from: "committed"
+    #: (``eval/portfolios``, the default suite's) or "matrix" (rebuilt greedily on the
+    #: cross-evaluated training matrix, the zero-shot suite's).
+    portfolio_source: str = "committed"
+    #: (method, largest budget) where a method stops below ``max_budget``.
+    budget_caps: tuple[tuple[str, int], ...] = ()
+
+    def for_method(self, method: str) -> RunSettings:
+        """These settings with ``max_budget`` at ``method``'s cap."""
+        from dataclasses import replace
+
+        cap = dict(self.budget_caps).get(method, self.max_budget)
+        return replace(self, max_budget=min(cap, self.max_budget))
 
     @property
     def storage(self) -> str:
@@ -92,6 +105,9 @@ class RunLog:
     #: Budget -> test scores of the best configuration within that budget.
     test_scores: dict[int, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: The configurations the run was given from the matrix (a selector's list, a seeded
+    #: TPE's seeds); a stored run whose inputs the grown matrix changes runs again.
+    inputs: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -171,6 +187,7 @@ def close_backends() -> None:
 def execute(job: RunJob, settings: RunSettings) -> RunLog:
     """Run ``job`` to ``settings.max_budget`` trials (resuming what a killed run left) and
     score the best configuration of each budget on the test split. Stored when done."""
+    settings = settings.for_method(job.method)
     store = EvalStore(settings.store_path)
     done = store.run(job.key)
     if done is not None:
@@ -179,12 +196,44 @@ def execute(job: RunJob, settings: RunSettings) -> RunLog:
     from sllmbo.families import get_family
 
     family = get_family(job.family)
+    inputs = matrix_inputs(job, settings)
     if job.method == "defaults":
         log = _run_defaults(job, task, family, settings, store)
+    elif job.method in POOL_METHODS or (job.method == "portfolio"
+                                        and settings.portfolio_source == "matrix"):
+        log = _run_configs(job, task, family, settings, store)
     else:
         log = _run_study(job, task, family, settings, store)
+    log.inputs = inputs
     store.put_run(job.key, log.to_dict())
     return log
+
+
+#: Methods whose configurations come from the training matrix in the zero-shot suite.
+MATRIX_METHODS: tuple[str, ...] = ("knn", "portfolio", "tpe-seeded", "tpe-seeded-portfolio")
+
+
+def matrix_inputs(job: RunJob, settings: RunSettings) -> list[dict[str, Any]] | None:
+    """What ``job`` takes from the training matrix (None: nothing): its selector's list or
+    its TPE seeds, as this matrix gives them now."""
+    if settings.portfolio_source != "matrix" or job.method not in MATRIX_METHODS:
+        return None
+    from sllmbo.families import get_family
+
+    task = load_eval_task(job.task, settings.max_rows, settings.protocol)
+    family = get_family(job.family)
+    if job.method == "tpe-seeded":
+        return seeded_configs(task, family, None, "matrix")
+    if job.method == "tpe-seeded-portfolio":
+        return _portfolio(task, family, settings, SEEDED_PORTFOLIO_SIZE)
+    return ranked_configs(job, task, family, settings.max_budget)
+
+
+def is_stale(job: RunJob, settings: RunSettings, stored: Mapping[str, Any]) -> bool:
+    """Whether a stored run was given other configurations than the matrix gives now."""
+    if settings.portfolio_source != "matrix" or job.method not in MATRIX_METHODS:
+        return False
+    return stored.get("inputs") != matrix_inputs(job, settings)
 
 
 def _protocol(settings: RunSettings, family: str) -> Any:
@@ -236,8 +285,12 @@ def _run_study(job: RunJob, task: Task, family: ModelFamily, settings: RunSettin
     if method in ("random", "tpe"):
         kwargs["sampler"] = method
     elif method == "tpe-seeded":
-        kwargs.update(sampler="tpe", enqueue=seeded_configs(task, family, protocol),
+        kwargs.update(sampler="tpe", enqueue=seeded_configs(task, family, protocol,
+                                                            settings.portfolio_source),
                       enqueue_source="seeded")
+    elif method == "tpe-seeded-portfolio":
+        seeds = _portfolio(task, family, settings, SEEDED_PORTFOLIO_SIZE)
+        kwargs.update(sampler="tpe", enqueue=seeds, enqueue_source="portfolio")
     elif method == "portfolio":
         from sllmbo.eval.portfolio import load_portfolio
 
@@ -290,16 +343,95 @@ def _empty_log(job: RunJob, task: Task, family: ModelFamily, settings: RunSettin
                   METRICS[metric], [], notes=notes)
 
 
-def seeded_configs(task: Task, family: ModelFamily, protocol: Any) -> list[dict[str, Any]]:
+def seeded_configs(task: Task, family: ModelFamily, protocol: Any,
+                   portfolio_source: str = "committed") -> list[dict[str, Any]]:
     """TPE's seeds: the library defaults (as values of the tuned space) and the portfolio's
     first configuration."""
+    configs = [library_defaults(task, family, protocol)]
+    if protocol is None:  # the portfolio lives in the family's default space
+        configs += _portfolio_from(portfolio_source, task, family, 1)
+    return configs
+
+
+#: Methods that try a ranked list of configurations chosen without fitting (the zero-shot
+#: selectors): each is scored by CV, and budget b hands over the best of the first b.
+POOL_METHODS: tuple[str, ...] = ("knn", "flaml-zeroshot", "oracle-pool")
+#: ``tpe-seeded-portfolio``: TPE after this many of the portfolio's first configurations.
+SEEDED_PORTFOLIO_SIZE = 3
+
+
+def _portfolio(task: Task, family: ModelFamily, settings: RunSettings,
+               size: int) -> list[dict[str, Any]]:
+    return _portfolio_from(settings.portfolio_source, task, family, size)
+
+
+def _portfolio_from(source: str, task: Task, family: ModelFamily,
+                    size: int) -> list[dict[str, Any]]:
+    if source == "matrix":
+        from sllmbo.eval.zeroshot_baselines import load_selectors
+
+        return load_selectors().portfolio(task.task_type, family.name, size)
     from sllmbo.eval.portfolio import load_portfolio
 
-    configs = [library_defaults(task, family, protocol)]
-    portfolio = load_portfolio(family.name)
-    if portfolio and protocol is None:  # the portfolio lives in the family's default space
-        configs.append(dict(portfolio[0]))
-    return configs
+    return [dict(c) for c in load_portfolio(family.name)[:size]]
+
+
+def ranked_configs(job: RunJob, task: Task, family: ModelFamily,
+                   budget: int) -> list[dict[str, Any]]:
+    """The configurations a zero-shot selector tries on ``task``, first ``budget``."""
+    from sllmbo.eval.zeroshot_baselines import load_selectors
+
+    if job.method == "flaml-zeroshot":
+        from sllmbo.eval.flaml_zeroshot import flaml_configs
+
+        return flaml_configs(task, family, k=None)[:budget]
+    if job.method == "oracle-pool":
+        return load_selectors().oracle(task, family.name)
+    if job.method == "knn":
+        return load_selectors().knn(task, family.name, budget)
+    return _portfolio_from("matrix", task, family, budget)
+
+
+def _run_configs(job: RunJob, task: Task, family: ModelFamily, settings: RunSettings,
+                 store: EvalStore) -> RunLog:
+    """A zero-shot selector's run: its ranked configurations scored by CV in order (cached
+    fits are not repeated, across methods too), then the test score of the best within
+    each budget. No study: nothing is sampled, and the score cache makes a rerun cheap."""
+    from sllmbo.objective import METRICS, cross_validate, holdout_scores, objective_metric
+
+    if settings.protocol is not None:
+        from sllmbo.errors import SllmboError
+
+        raise SllmboError(f"{job.method} selects from this project's pool and space; it has "
+                          f"no configurations for the {settings.protocol} protocol")
+    if job.method == "flaml-zeroshot":
+        from sllmbo.eval.flaml_zeroshot import flaml_family
+
+        family = flaml_family(family)
+    eval_settings = _eval_settings(settings, job.seed)
+    configs = ranked_configs(job, task, family, settings.max_budget)
+    metric = objective_metric(task, eval_settings)
+    log = RunLog(job.key, job.task.label, family.name, job.method, job.seed, metric,
+                 METRICS[metric], [])
+    if len(configs) < settings.max_budget:
+        log.notes.append(f"{len(configs)} configurations of {settings.max_budget}: the "
+                         "selector's whole list")
+    from sllmbo.objective import _fit_errors
+
+    for number, config in enumerate(configs):
+        try:
+            cv = cross_validate(task, family, config, eval_settings, cache=store)
+        except _fit_errors() as err:
+            log.notes.append(f"configuration {number} failed: {type(err).__name__}: {err}"[:300])
+            continue
+        log.trials.append(TrialRow(number=number, cv_score=cv.mean, params=config,
+                                   fit_s=round(cv.seconds, 3)))
+    for budget in range(1, len(log.trials) + 1):
+        best = best_within_budget(log.trials, budget, log.direction)
+        if best is not None:
+            log.test_scores[budget] = holdout_scores(task, family, best.params, eval_settings,
+                                                     cache=store)
+    return log
 
 
 def library_defaults(task: Task, family: ModelFamily, protocol: Any) -> dict[str, Any]:

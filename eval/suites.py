@@ -4,6 +4,9 @@ are scored. A suite is a default; every field can be overridden on the command l
 - ``smoke``: minutes on 2 CPU cores, end to end with the embedded model (CI runs it).
 - ``default``: the 16 held-out tasks it was built on (``DEFAULT_SUITE_TASKS``) x LightGBM and XGBoost x all methods x budgets
   1, 2, 5, 10, 20, 30 x 3 seeds, rows capped and 3-fold CV so that it fits 2 CPU cores.
+- ``zero-shot``: every held-out dataset at its real size x LightGBM and XGBoost x the zero-shot
+  selectors (``portfolio``, ``knn``, ``flaml-zeroshot``, the ``oracle-pool`` ceiling), the TPEs
+  and the adapter, budgets 1-5 (10 for the TPEs and llm-tpe): [9/12]'s suite.
 - ``sllmbo-paper``: the SLLMBO paper's concrete task under its exact protocol, 50 trials,
   5 seeds, TPE and LLM-TPE (``sllmbo.eval.paper``).
 - ``gpu``: Code Llama 7B Instruct from a local folder behind vLLM; defined here, run where a
@@ -23,6 +26,15 @@ METHODS: tuple[str, ...] = (
     "single-shot", "llm", "llm-tpe",
     "single-shot-base", "llm-base", "llm-tpe-base",
 )
+#: The zero-shot selectors over the cross-evaluated pool ([9/12]) and FLAML's zero-shot
+#: portfolio. ``oracle-pool`` is the ceiling of any pool selector: reported, never a competitor.
+ZERO_SHOT_METHODS: tuple[str, ...] = (
+    "defaults", "portfolio", "knn", "flaml-zeroshot", "oracle-pool",
+    "tpe", "tpe-seeded", "tpe-seeded-portfolio", "single-shot", "llm-tpe",
+)
+ALL_METHODS: tuple[str, ...] = tuple(dict.fromkeys(METHODS + ZERO_SHOT_METHODS))
+#: Methods that are not competitors (ceilings).
+CEILINGS: tuple[str, ...] = ("oracle-pool",)
 #: Methods that run the fine-tuned adapter (need one); their ``-base`` twins run without.
 ADAPTER_METHODS: tuple[str, ...] = ("single-shot", "llm", "llm-tpe")
 LLM_METHODS: tuple[str, ...] = ADAPTER_METHODS + tuple(f"{m}-base" for m in ADAPTER_METHODS)
@@ -57,6 +69,20 @@ class Suite:
     model_path: str | None = None
     #: LLM settings that differ from ``tune``'s (e.g. no early stopping at equal budgets).
     llm: dict[str, Any] = field(default_factory=dict)
+    #: Largest budget of a method where it is below the suite's (its runs stop there).
+    budget_caps: dict[str, int] = field(default_factory=dict)
+    #: Deterministic methods run with seed 0 only (their other seeds would repeat it).
+    single_seed: tuple[str, ...] = ()
+    #: "committed" portfolios (eval/portfolios) or ones rebuilt on the training "matrix".
+    portfolio_source: str = "committed"
+    #: tasks None and this set: each held-out dataset at its real size (its top variant).
+    heldout_variants: bool = False
+
+    def seeds_of(self, method: str) -> int:
+        return 1 if method in self.single_seed else self.seeds
+
+    def budget_of(self, method: str) -> int:
+        return min(self.budget_caps.get(method, self.max_budget), self.max_budget)
 
     @property
     def max_budget(self) -> int:
@@ -102,6 +128,24 @@ SUITES: dict[str, Suite] = {
         llm={"init": "initializer"},  # the paper's loop starts from its initializer
     ),
 }
+#: The zero-shot suite ([9/12]): every held-out dataset at its real size; the pool
+#: selectors and FLAML up to 5 trials, the TPEs and llm-tpe to 10. Two seeds for the
+#: stochastic methods, one for the deterministic ones: that, the top variant only, and 3-fold
+#: CV are what keep it near 4 hours on 2 cores.
+SUITES["zero-shot"] = Suite(
+    name="zero-shot",
+    tasks=None,
+    families=("lightgbm", "xgboost"),
+    methods=ZERO_SHOT_METHODS,
+    budgets=(1, 2, 3, 5, 10),
+    seeds=2,
+    n_folds=3,
+    budget_caps={m: 5 for m in ("defaults", "portfolio", "knn", "flaml-zeroshot",
+                                "oracle-pool", "single-shot")},
+    single_seed=("defaults", "portfolio", "knn", "flaml-zeroshot", "oracle-pool"),
+    portfolio_source="matrix",
+    heldout_variants=True,
+)
 #: The default suite with Code Llama 7B Instruct behind vLLM (``--model-path`` its folder).
 SUITES["gpu"] = replace(SUITES["default"], name="gpu", backend="vllm")
 

@@ -16,6 +16,7 @@ classes, standardized over the training variants.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -79,6 +80,8 @@ def portfolio(cards: Mapping[str, Mapping[str, Any]], scores: Any, task_type: st
               size: int) -> list[str]:
     """The greedy portfolio of ``task_type``'s training variants (config ids, in order)."""
     rows = [v for v in scores.index if v in cards and task_type_of(cards[v]) == task_type]
+    if not rows:
+        return []
     table = scores.loc[rows]
     regret = regret_matrix(table.to_numpy().T)  # candidates x tasks
     order, _ = greedy_portfolio(regret, size)
@@ -88,3 +91,61 @@ def portfolio(cards: Mapping[str, Mapping[str, Any]], scores: Any, task_type: st
 def oracle_pool(heldout_scores: Any, variant: str) -> str:
     """The held-out variant's best pool configuration (its own test scores, minimized)."""
     return str(heldout_scores.loc[variant].idxmin())
+
+
+# ------------------------------------------------------------------ the suite's selectors
+
+class PoolSelectors:
+    """The selectors of the ``zero-shot`` suite over the committed matrices: configuration
+    dicts (pool entries) for a held-out task, in the order a method tries them."""
+
+    def __init__(self, train: Any, heldout: Any | None, pools: Mapping[str, Any]) -> None:
+        self.train, self.heldout, self.pools = train, heldout, pools
+        self.cards: dict[str, Any] = train.header.get("cards", {})
+
+    def scores(self, family: str) -> Any:
+        """The training variants whose whole ``family`` row is in (a partial row, from a
+        collection under way, would rank only the configurations run so far)."""
+        cells = self.train.cells[self.train.cells["family"] == family]
+        counts = cells.groupby("variant").size()
+        whole = counts.index[counts == len(self.pools[family])]
+        return self.train.scores(family).loc[lambda t: t.index.isin(whole)]
+
+    def _configs(self, family: str, ids: list[str]) -> list[dict[str, Any]]:
+        by_id = {c.id: c.config for c in self.pools[family].configs}
+        return [dict(by_id[i]) for i in ids]
+
+    def knn(self, task: Any, family: str, budget: int) -> list[dict[str, Any]]:
+        ids = knn(task.meta_features(), self.cards, self.scores(family), budget,
+                  exclude_dataset=dataset_of(task.name))
+        return self._configs(family, ids)
+
+    def portfolio(self, task_type: str, family: str, budget: int) -> list[dict[str, Any]]:
+        return self._configs(family, portfolio(self.cards, self.scores(family),
+                                               task_type, budget))
+
+    def oracle(self, task: Any, family: str) -> list[dict[str, Any]]:
+        from sllmbo.errors import SllmboError
+
+        scores = None if self.heldout is None else self.heldout.scores(family)
+        if scores is None or task.name not in scores.index or scores.loc[task.name].isna().all():
+            raise SllmboError(f"the held-out matrix has no {family} row for {task.name}",
+                              hint="finish it: make matrix-heldout")
+        return self._configs(family, [oracle_pool(scores, task.name)])
+
+
+def load_selectors() -> PoolSelectors:
+    """The committed training matrix, held-out matrix (when present) and pools, read once
+    per process."""
+    return _load_selectors()
+
+
+@functools.cache
+def _load_selectors() -> PoolSelectors:
+    from sllmbo.data.matrix import POOL_FILE, read_matrix
+    from sllmbo.data.pool import read_pools
+    from sllmbo.eval.heldout_matrix import HELDOUT_MATRIX, read_heldout_matrix
+
+    pools = read_pools(POOL_FILE)
+    heldout = read_heldout_matrix() if HELDOUT_MATRIX.exists() else None
+    return PoolSelectors(read_matrix(pools=pools), heldout, pools)

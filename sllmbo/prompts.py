@@ -241,6 +241,26 @@ def recommend_messages(card: TaskCard | None, space: SearchSpace) -> Messages:
     return _messages(user)
 
 
+# -- (e) scoring a candidate ------------------------------------------------------------------
+def score_messages(card: TaskCard | None, space: SearchSpace,
+                   config: Mapping[str, Any]) -> Messages:
+    """Ask where one candidate ranks on the task, with no trials run: the scoring
+    formulation (rank candidates by the answer, then try the best)."""
+    user = (
+        f"{render_card(card)}\n\n"
+        f"Search space:\n{render_space(space)}\n\n"
+        f"Candidate configuration: {render_config(config)}\n\n"
+        "No trials have been run. Estimate how this configuration ranks among a pool of good, "
+        "varied configurations of this model on this task. Answer with one digit: 0 = among "
+        "the best tenth, 9 = among the worst tenth."
+    )
+    return _messages(user)
+
+
+#: The answers of ``score_messages``: one digit, 0 (best tenth) to 9.
+SCORE_ANSWERS: tuple[str, ...] = tuple(str(d) for d in range(10))
+
+
 def config_schema(space: SearchSpace) -> dict[str, Any]:
     """The JSON Schema of one configuration (constrained decoding for (b) and (d))."""
     return space.to_json_schema()

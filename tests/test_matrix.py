@@ -144,3 +144,56 @@ def test_oracle_pool_is_the_best_entry_of_the_heldout_row() -> None:
     for variant in scores.index:
         assert scores.loc[variant, oracle_pool(scores, variant)] == scores.loc[variant].min()
     assert portfolio(cards, scores, "regression", 2)[0] in {"c1", "c2"}
+
+
+def test_matrix_examples_rank_the_pool_and_prompt_as_inference_does(tmp_path: Path) -> None:
+    from sllmbo.data.matrix_examples import MatrixOptions, matrix_examples, rank_deciles
+    from sllmbo.families import get_family
+    from sllmbo.prompts import recommend_messages, score_messages
+    from sllmbo.recommend import recommend_task
+
+    assert rank_deciles({"a": 1.0, "b": 3.0, "c": None, "d": 2.0, "e": 1.0}) == \
+        {"a": 0, "b": 6, "c": 9, "d": 4, "e": 0}
+    spec = _tiny_spec()
+    url, out = f"sqlite:///{tmp_path}/m.db", tmp_path / "train.csv.gz"
+    collect_matrix(spec, url, out, workers=1, poll_s=0.5)
+    pools = {"lightgbm": spec.pools[0]}
+    rows = matrix_examples(out, MatrixOptions(top_k=1, score_per_variant=None), pools=pools)
+    variant = spec.variants[0].name
+    single = [r for r in rows if r["kind"] == "matrix-single-shot"]
+    scored = [r for r in rows if r["kind"] == "matrix-score"]
+    assert len(single) == len(spec.variants) and len(scored) == 2 * len(spec.variants)
+    matrix = read_matrix(out, pools=pools)
+    best = matrix.scores("lightgbm").loc[variant].idxmin()
+    first = next(r for r in single if r["task"] == variant)
+    assert first["config_id"] == best and first["rank"] == 1
+    # Prompt parity: what `sllmbo recommend --task <variant>` sends, byte for byte.
+    captured: list[object] = []
+
+    from sllmbo.inference.base import Backend
+
+    class Capture(Backend):
+        name = "capture"
+
+        def complete(self, requests):  # noqa: ANN001, ANN201
+            captured.extend(r.messages for r in requests)
+            raise RuntimeError("captured")
+
+    with pytest.raises(RuntimeError, match="captured"):
+        recommend_task(variant, "lightgbm", 1, Capture(), decode="greedy")
+    assert captured[0] == first["prompt"]
+    family = get_family("lightgbm")
+    space = family.default_space("regression")
+    config = {n: pools["lightgbm"].configs[0].config[n] for n in space.names}
+    row = next(r for r in scored if r["task"] == variant and r["config_id"] == "lightgbm-000")
+    assert row["prompt"] == score_messages(_card_of(variant), space, config)
+    assert recommend_messages(_card_of(variant), space) == first["prompt"]
+
+
+def _card_of(variant: str):  # noqa: ANN202
+    from sllmbo.data import load_task
+    from sllmbo.families import get_family
+    from sllmbo.objective import EvalSettings
+    from sllmbo.resolve import build_card
+
+    return build_card(load_task(variant), get_family("lightgbm"), EvalSettings())

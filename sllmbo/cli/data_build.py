@@ -15,6 +15,9 @@ Examples:
   sllmbo data build --storage ../shared/fixtures/sllmbo-results \\
       --cards data/cards/sllmbo_paper.yaml --out runs/paper-instructions
 
+  sllmbo data build --storage data/corpus/trials.jsonl.gz --matrix data/matrix/train.csv.gz \\
+      --out runs/matrix-instructions
+
   sllmbo data build --storage postgresql://user:pass@host/optuna --study 'team-*' \\
       --cards our_cards.yaml --out runs/team --overwrite
 
@@ -34,8 +37,15 @@ def register(group: typer.Typer) -> None:
 
 
 def build_command(
-    storage: list[str] = typer.Option(..., "--storage", help="Source of trial logs (repeatable)."),
+    storage: list[str] = typer.Option([], "--storage", help="Source of trial logs (repeatable)."),
     out: Path = typer.Option(..., "--out", help="Output folder (must not exist)."),
+    matrix: Path | None = typer.Option(
+        None, "--matrix", help="Also build examples from a cross-evaluated training matrix "
+        "(data/matrix/train.csv.gz): its variants' top configurations and scoring rows."),
+    matrix_top_k: int = typer.Option(5, "--matrix-top-k", help="Single-shot examples per "
+                                     "matrix variant and family (its best pool configurations)."),
+    matrix_scores: int = typer.Option(20, "--matrix-scores", help="Scoring examples per matrix "
+                                      "variant and family (0: none; -1: every configuration)."),
     cards: list[Path] = typer.Option([], "--cards", help="Task cards YAML for foreign studies "
                                      "(repeatable)."),
     study: str | None = typer.Option(None, "--study", help="Only studies matching this "
@@ -60,8 +70,16 @@ def build_command(
         options = BuildOptions(top_k=top_k, max_sequential_per_study=max_sequential,
                                max_tokens=max_tokens, validation_share=validation_share,
                                seed=seed)
+        from sllmbo.data.matrix_examples import MatrixOptions
+
+        matrix_options = MatrixOptions(top_k=matrix_top_k, seed=seed,
+                                       score_per_variant=None if matrix_scores == -1
+                                       else matrix_scores)
     except ValueError as err:
         raise SllmboError(f"bad build option: {err}") from None
+    if matrix is not None and not matrix.is_file():
+        raise SllmboError(f"--matrix {matrix} is not a file",
+                          hint="the committed one is data/matrix/train.csv.gz (make matrix)")
     check_output_folder(out, "--out")
     if out.exists() and not overwrite:
         raise SllmboError(f"output folder {out} exists", hint="pass --overwrite to replace it")
@@ -69,7 +87,8 @@ def build_command(
     # fast); a --tokenizer folder is checked first.
     card = build_dataset(storage, out, cards=cards, study_filter=study, options=options,
                          tokenizer=None if tokenizer is None else load_tokenizer(tokenizer),
-                         overwrite=overwrite, progress=not quiet)
+                         overwrite=overwrite, progress=not quiet, matrix=matrix,
+                         matrix_options=matrix_options)
     n, kinds = card["n_examples"], card["by_kind"]
     typer.echo(f"wrote {out}: {n['train']} train / {n['validation']} validation examples "
                f"from {card['n_tasks']['train']} + {card['n_tasks']['validation']} tasks "

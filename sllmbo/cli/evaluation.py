@@ -83,7 +83,7 @@ def eval_command(
     from sllmbo.errors import SllmboError, check_output_folder
     from sllmbo.eval.harness import plan_eval, run_eval
     from sllmbo.eval.runs import TaskRef
-    from sllmbo.eval.suites import ALL_FAMILIES, METHODS, get_suite, parse_budgets, parse_names
+    from sllmbo.eval.suites import ALL_FAMILIES, ALL_METHODS, get_suite, parse_budgets, parse_names
     from sllmbo.tune import LLMOptions
 
     chosen = get_suite(suite)
@@ -105,7 +105,7 @@ def eval_command(
     refs += [TaskRef(data=str(d), target=t) for d, t in zip(data, target, strict=True)]
     chosen = chosen.override(
         families=parse_names(families, ALL_FAMILIES, "--families") if families else None,
-        methods=parse_names(methods, METHODS, "--methods") if methods else None,
+        methods=parse_names(methods, ALL_METHODS, "--methods") if methods else None,
         budgets=parse_budgets(budgets) if budgets else None,
         seeds=seeds, n_folds=n_folds, max_rows=max_rows, backend=backend,
         model_path=model_path,
@@ -131,8 +131,11 @@ def _known_task(name: str) -> str:
     """The registered task ``name``; a clear error before any run starts."""
     from sllmbo.data import task_names
 
+    from sllmbo.data.variants import parse_variant
+
     key = name.lower().replace("-", "_")
-    if key not in task_names():
+    dataset = parse_variant(key)[0] if parse_variant(key) else key  # a variant: <task>@<rows>
+    if dataset not in task_names():
         from sllmbo.errors import SllmboError
 
         raise SllmboError(f"unknown task '{name}'", hint="`sllmbo tasks` lists them")

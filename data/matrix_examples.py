@@ -1,0 +1,139 @@
+"""The cross-evaluated training matrix -> instruction examples ([9/12] targets for [10/12]).
+
+Two kinds, each prompted exactly as inference prompts (the card is ``build_card`` of the loaded
+variant, the space the family's default space, in which every pool configuration lies):
+
+- ``matrix-single-shot``: ``recommend_messages(card, space)`` -> one of the variant's ``top_k``
+  best pool configurations by its matrix score (repeated CV), each its own example with its
+  rank. Unlike a study's best trial, the ranking is over the same 60 configurations on every
+  task, so what differs between tasks is what the task changes.
+- ``matrix-score``: ``score_messages(card, space, config)`` -> the configuration's rank decile
+  on that variant ("0": among the best tenth of the pool, "9": the worst tenth; a failed fit
+  is "9"), the scoring formulation: a model that ranks candidates for a card, then picks.
+
+Only the training matrix is read: ``read_matrix`` refuses another split, and every variant is
+checked against the held-out split again here.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sllmbo.data.matrix import POOL_FILE, TRAIN_MATRIX, Matrix, read_matrix
+from sllmbo.data.pool import Pool, read_pools
+from sllmbo.data.splits import heldout_match
+from sllmbo.prompts import recommend_messages, render_config, score_messages
+
+MATRIX_KINDS = ("matrix-single-shot", "matrix-score")
+N_DECILES = 10
+
+
+@dataclass(frozen=True)
+class MatrixOptions:
+    """``top_k`` best configurations per variant and family as single-shot examples;
+    ``score_per_variant`` pool configurations per variant and family as scoring examples
+    (None: all of them; sampled with ``seed`` otherwise, stratified over deciles)."""
+
+    top_k: int = 5
+    score_per_variant: int | None = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.top_k < 0 or (self.score_per_variant is not None and self.score_per_variant < 0):
+            raise ValueError("top_k and score_per_variant must be >= 0")
+
+
+def rank_deciles(scores: dict[str, float | None]) -> dict[str, int]:
+    """Each configuration's rank decile within its variant's row (lower score is better;
+    ties share the better rank; a failed fit is the last decile)."""
+    finite = sorted(v for v in scores.values() if v is not None and math.isfinite(v))
+    n = len(scores)
+    out = {}
+    for config_id, value in scores.items():
+        if value is None or not math.isfinite(value):
+            out[config_id] = N_DECILES - 1
+            continue
+        rank = finite.index(value)  # 0-based, first of its ties
+        out[config_id] = min(N_DECILES - 1, rank * N_DECILES // n)
+    return out
+
+
+def matrix_examples(matrix: Matrix | str | Path = TRAIN_MATRIX,
+                    options: MatrixOptions = MatrixOptions(),
+                    variants: Iterable[str] | None = None,
+                    pools: dict[str, Pool] | None = None) -> list[dict[str, Any]]:
+    """Single-shot and scoring examples of every variant whose whole row (per family) is in
+    the matrix; rows still being collected are left out. ``pools``: the committed ones."""
+    from sllmbo.data.registry import load_task
+    from sllmbo.families import get_family
+    from sllmbo.objective import EvalSettings
+    from sllmbo.resolve import build_card
+
+    pools = pools if pools is not None else read_pools(POOL_FILE)
+    if not isinstance(matrix, Matrix):
+        matrix = read_matrix(matrix, pools=pools, split="train")
+    wanted = None if variants is None else set(variants)
+    rows: list[dict[str, Any]] = []
+    rng = random.Random(options.seed)
+    cells = matrix.cells
+    for (variant, family_name), group in cells.groupby(["variant", "family"], sort=True):
+        if wanted is not None and variant not in wanted:
+            continue
+        if heldout_match(variant):  # read_matrix refuses a held-out matrix; this guards it
+            raise AssertionError(f"held-out variant {variant} in the training matrix")
+        pool = pools[family_name]
+        if len(group) != len(pool):
+            continue
+        task = load_task(variant)
+        family = get_family(family_name)
+        card = build_card(task, family, EvalSettings())
+        space = family.default_space(task.task_type)
+        configs = {c.id: c.config for c in pool.configs}
+        scores = {r["config_id"]: (r["score"] if r["status"] == "ok" else None)
+                  for r in group.to_dict("records")}
+        deciles = rank_deciles(scores)
+        meta = {"task": variant, "family": family_name, "metric": card.metric,
+                "study": f"matrix:{variant}", "card_source": "matrix"}
+        ranked = sorted((v, i) for i, v in scores.items() if v is not None and math.isfinite(v))
+        messages = recommend_messages(card, space)
+        for rank, (value, config_id) in enumerate(ranked[: options.top_k], start=1):
+            rows.append({"prompt": messages, "completion": [
+                {"role": "assistant", "content": render_config(_ordered(configs[config_id],
+                                                                        space))}],
+                "kind": "matrix-single-shot", **meta, "config_id": config_id,
+                "value": value, "rank": rank})
+        chosen = _stratified(sorted(scores), deciles, options.score_per_variant, rng)
+        for config_id in chosen:
+            config = _ordered(configs[config_id], space)
+            rows.append({"prompt": score_messages(card, space, config), "completion": [
+                {"role": "assistant", "content": str(deciles[config_id])}],
+                "kind": "matrix-score", **meta, "config_id": config_id,
+                "value": scores[config_id], "rank": deciles[config_id]})
+    return rows
+
+
+def _ordered(config: dict[str, Any], space: Any) -> dict[str, Any]:
+    return {name: config[name] for name in space.names if name in config}
+
+
+def _stratified(ids: list[str], deciles: dict[str, int], n: int | None,
+                rng: random.Random) -> list[str]:
+    """``n`` of ``ids`` spread evenly over the deciles (all of them when n is None)."""
+    if n is None or n >= len(ids):
+        return ids
+    by_decile: dict[int, list[str]] = {}
+    for config_id in ids:
+        by_decile.setdefault(deciles[config_id], []).append(config_id)
+    for members in by_decile.values():
+        rng.shuffle(members)
+    chosen: list[str] = []
+    while len(chosen) < n:
+        for decile in sorted(by_decile):
+            if by_decile[decile] and len(chosen) < n:
+                chosen.append(by_decile[decile].pop())
+    return sorted(chosen)
