@@ -1,8 +1,8 @@
 """The cross-evaluated matrix: every pool configuration scored on every task variant.
 
 The scheduler is Optuna's own storage: one study per variant holds one enqueued trial per cell
-(``family`` and ``config`` indices as fixed parameters), and workers take the variants
-smallest first. Workers in any number of
+(``family`` and ``config`` indices as fixed parameters), and workers take the variants in
+:func:`run_order`, which spans the sizes early. Workers in any number of
 processes, on any number of machines sharing one RDB storage (PostgreSQL), pop waiting trials
 with ``study.optimize``; a worker killed mid-cell leaves a running trial whose heartbeat stops,
 and Optuna's ``RetryHeartbeatStaleTrialCallback`` enqueues it again. The same command resumes.
@@ -107,6 +107,22 @@ def _storage(url: str) -> Any:
         warnings.simplefilter("ignore")
         return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(2))
+
+
+def run_order(variants: Sequence[Variant]) -> list[Variant]:
+    """The order workers take variants in: round-robin over size bands (x4 apart, from 250
+    rows), smallest first within a band, so that a collection cut short holds every band,
+    not only the small variants it would reach first in size order."""
+    bands: dict[int, list[Variant]] = {}
+    for v in sorted(variants, key=lambda v: (v.rows, v.dataset)):
+        bands.setdefault(int(math.log(max(v.rows, 250) / 250, 4)), []).append(v)
+    queues = [bands[b] for b in sorted(bands)]
+    out: list[Variant] = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                out.append(queue.pop(0))
+    return out
 
 
 def variant_study_name(spec: MatrixSpec, variant: Variant) -> str:
@@ -219,7 +235,7 @@ def run_worker(spec: MatrixSpec, storage_url: str, scorer: Scorer = cv_scorer) -
     fit_errors = (*_fit_errors(), MemoryError)
     dists = _distributions(spec)
     ran = 0
-    for variant in spec.variants:
+    for variant in run_order(spec.variants):
         study = optuna.load_study(study_name=variant_study_name(spec, variant), storage=storage,
                                   sampler=optuna.samplers.RandomSampler())
         waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))

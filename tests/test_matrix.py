@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sllmbo.data.matrix import MatrixSpec, collect_matrix, read_matrix, training_spec
+from sllmbo.data.matrix import (MatrixSpec, collect_matrix, read_matrix, run_order,
+                                training_spec)
 from sllmbo.data.pool import Pool, read_pools, write_pools
 from sllmbo.data.splits import HELDOUT
 from sllmbo.data.variants import MIN_VARIANT_ROWS, VARIANT_CAP, ladder, plan_variants
@@ -34,6 +35,14 @@ def test_ladder_spans_two_orders_of_magnitude_in_both_splits() -> None:
     for split in ("train", "heldout"):
         rows = [v.rows for v in plan_variants(split)]
         assert max(rows) / min(rows) >= 50 if split == "heldout" else max(rows) / min(rows) >= 70
+
+
+def test_run_order_reaches_every_size_band_within_the_first_rounds() -> None:
+    variants = training_spec().variants
+    order = run_order(variants)
+    assert sorted(order) == sorted(variants)
+    first = order[:8]
+    assert min(v.rows for v in first) < 1_000 and max(v.rows for v in first) >= 16_000
 
 
 def test_at_least_30_heldout_datasets_and_their_variants_are_held_out() -> None:
