@@ -145,6 +145,7 @@ SUITES["zero-shot"] = Suite(
     single_seed=("defaults", "portfolio", "knn", "flaml-zeroshot", "oracle-pool"),
     portfolio_source="matrix",
     heldout_variants=True,
+    backend="auto",  # the fast CPU engine ([11/12]); the default suite keeps the engine it ran on
 )
 #: The default suite with Code Llama 7B Instruct behind vLLM (``--model-path`` its folder).
 SUITES["gpu"] = replace(SUITES["default"], name="gpu", backend="vllm")

@@ -116,6 +116,16 @@ class Backend(ABC):
         override this estimate (contents plus a few tokens of framing per message)."""
         return sum(self.count_tokens(m.get("content", "")) + 4 for m in messages)
 
+    def choice_logprobs(self, prompts: Sequence[Sequence[dict[str, str]]],
+                        choices: Sequence[str]) -> list[list[float]]:
+        """For each chat prompt, the log-probability of each of ``choices`` (single-token
+        strings, e.g. the digits of ``sllmbo.prompts.score_messages``) as the answer's first
+        token: one forward pass per prompt and no decoding, how a scorer ranks a pool."""
+        from sllmbo.errors import BackendError
+
+        raise BackendError(f"the {self.name} backend cannot score choices",
+                           hint="use the llamacpp or transformers backend")
+
     def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
         """Release resources (GPU memory, HTTP sessions, server processes)."""
 

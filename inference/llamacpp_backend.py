@@ -332,6 +332,62 @@ class LlamaCppBackend(Backend):
                 engine.seq_rm(slot, 0)
         return scores
 
+    def choice_logprobs(self, prompts: Sequence[Sequence[dict[str, str]]],
+                        choices: Sequence[str]) -> list[list[float]]:
+        """``Backend.choice_logprobs``: the prompts' common head (a pool's card, space and
+        question) is computed once in the prompt cache; each prompt then costs only its own
+        tail (the candidate), several tails per forward pass in parallel sequences."""
+        if self._engine is None:
+            raise BackendError("this backend was closed", hint="create a new backend")
+        if not prompts:
+            return []
+        engine = self._engine
+        ids = [self._single_token(c) for c in choices]
+        encoded = [self.encode_prompt(m) for m in prompts]
+        head = min(len(e) for e in encoded) - 1  # every prompt keeps a tail of >= 1 token
+        first = encoded[0]
+        shared = 0
+        while shared < head and all(e[shared] == first[shared] for e in encoded):
+            shared += 1
+        if shared > 0:
+            self._prefill_cache(first[:shared])
+        else:
+            engine.seq_rm(0, 0)
+            self._cache_ids = []
+        out: list[list[float]] = [[] for _ in encoded]
+        pending = list(range(len(encoded)))
+        while pending:
+            group: list[int] = []
+            tokens = 0
+            while pending and len(group) < MAX_ROWS and (
+                    not group or tokens + len(encoded[pending[0]]) - shared <= N_BATCH):
+                group.append(pending.pop(0))
+                tokens += len(encoded[group[-1]]) - shared
+            if tokens > N_BATCH:
+                raise BackendError(f"a prompt's own tail is {tokens} tokens, over the "
+                                   f"{N_BATCH} of one forward pass",
+                                   hint="score prompts that share their head")
+            entries = []
+            for slot, index in enumerate(group, start=1):
+                engine.seq_cp(0, slot, shared)
+                tail = encoded[index][shared:]
+                entries += [(token, shared + j, slot, j == len(tail) - 1)
+                            for j, token in enumerate(tail)]
+            outputs = engine.decode(entries)
+            logp = _log_softmax(np.stack([engine.logits(o) for o in outputs]))
+            for row, index in enumerate(group):
+                out[index] = [float(logp[row, i]) for i in ids]
+            for slot in range(1, len(group) + 1):
+                engine.seq_rm(slot, 0)
+        return out
+
+    def _single_token(self, text: str) -> int:
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        if len(ids) != 1:
+            raise BackendError(f"choice {text!r} is {len(ids)} tokens for this tokenizer, "
+                               "not one", hint="score single-token answers (digits)")
+        return int(ids[0])
+
     def close(self) -> None:
         if getattr(self, "_engine", None) is not None:
             self._engine.close()

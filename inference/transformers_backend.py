@@ -169,6 +169,40 @@ class TransformersBackend(Backend):
                     results[i] = completion
         return [r for r in results if r is not None]
 
+    def choice_logprobs(self, prompts: Sequence[Sequence[dict[str, str]]],
+                        choices: Sequence[str]) -> list[list[float]]:
+        """``Backend.choice_logprobs``: batched forward passes (left padding), the log-softmax
+        of the last position's logits at each choice's token."""
+        import torch
+
+        if self.model is None:
+            raise BackendError("this backend was closed", hint="create a new backend")
+        ids = []
+        for choice in choices:
+            encoded = self.tokenizer.encode(choice, add_special_tokens=False)
+            if len(encoded) != 1:
+                raise BackendError(f"choice {choice!r} is {len(encoded)} tokens for this "
+                                   "tokenizer, not one",
+                                   hint="score single-token answers (digits)")
+            ids.append(encoded[0])
+        out: list[list[float]] = []
+        side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"  # the last position is every row's next token
+        try:
+            for start in range(0, len(prompts), self.max_batch_size):
+                texts = [self._render(list(m)) for m in prompts[start:start + self.max_batch_size]]
+                enc = self.tokenizer(texts, return_tensors="pt", padding=True,
+                                     add_special_tokens=False).to(self.device)
+                # Positions count real tokens only: a left-padded row starts at 0 as alone.
+                positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+                with torch.inference_mode():
+                    logits = self.model(**enc, position_ids=positions).logits[:, -1, :].float()
+                logp = torch.log_softmax(logits, dim=-1)[:, ids]
+                out += logp.cpu().tolist()
+        finally:
+            self.tokenizer.padding_side = side
+        return out
+
     def close(self) -> None:
         self.model = None
         self.fast_decoder = None

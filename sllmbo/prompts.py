@@ -245,14 +245,16 @@ def recommend_messages(card: TaskCard | None, space: SearchSpace) -> Messages:
 def score_messages(card: TaskCard | None, space: SearchSpace,
                    config: Mapping[str, Any]) -> Messages:
     """Ask where one candidate ranks on the task, with no trials run: the scoring
-    formulation (rank candidates by the answer, then try the best)."""
+    formulation (rank candidates by the answer, then try the best). The candidate comes
+    last, so that the prompts of a pool's candidates share everything before it: an engine
+    computes that prefix once and each candidate costs only its own tokens."""
     user = (
         f"{render_card(card)}\n\n"
         f"Search space:\n{render_space(space)}\n\n"
-        f"Candidate configuration: {render_config(config)}\n\n"
-        "No trials have been run. Estimate how this configuration ranks among a pool of good, "
-        "varied configurations of this model on this task. Answer with one digit: 0 = among "
-        "the best tenth, 9 = among the worst tenth."
+        "No trials have been run. Estimate how the candidate configuration below ranks among "
+        "a pool of good, varied configurations of this model on this task. Answer with one "
+        "digit: 0 = among the best tenth, 9 = among the worst tenth.\n\n"
+        f"Candidate configuration: {render_config(config)}"
     )
     return _messages(user)
 

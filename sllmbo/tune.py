@@ -94,7 +94,7 @@ class LLMOptions:
     a fine-tuned backend, the paper's initializer otherwise).
     """
 
-    backend: str = "transformers"
+    backend: str = "auto"
     model_path: str | None = None
     adapter: str | None = "default"  # the shipped adapter (embedded model); None: base model
     base_url: str | None = None

@@ -219,6 +219,72 @@ def test_score_ranks_continuations_once_per_prompt(engine):
     assert all(s < 0 and math.isfinite(s) for s in pool)
 
 
+def score_prompts(n: int = 5):
+    from sllmbo.prompts import SCORE_ANSWERS, score_messages
+    from sllmbo.resolve import registered_card
+
+    from sllmbo.families import get_family
+    from sllmbo.objective import EvalSettings
+
+    fam = get_family("lightgbm")
+    card = registered_card("bike_sharing", fam, EvalSettings())
+    space = fam.default_space(card.task_type)
+    configs = [{**{p.name: p.low for p in space}, "num_leaves": 8 + 40 * i} for i in range(n)]
+    return [score_messages(card, space, c) for c in configs], list(SCORE_ANSWERS)
+
+
+@needs_engine
+def test_choice_logprobs_share_the_head_and_match_one_prompt_at_a_time(engine):
+    """Scoring a pool: the digits' log-probabilities of every candidate's prompt, the shared
+    card/space/question computed once; the same numbers (to batch rounding) as each prompt
+    alone, and a distribution (the ten digits take most of the mass after training; here the
+    base answer's digits are at least valid log-probabilities)."""
+    prompts, digits = score_prompts()
+    pooled = engine.choice_logprobs(prompts, digits)
+    alone = [engine.choice_logprobs([p], digits)[0] for p in prompts[:2]]
+    assert len(pooled) == len(prompts) and all(len(row) == 10 for row in pooled)
+    assert all(v <= 0 and math.isfinite(v) for row in pooled for v in row)
+    assert sum(math.exp(v) for v in pooled[0]) <= 1.0 + 1e-6
+    for i in range(2):  # a 70-token tail in one batch rounds differently from a 1-token one
+        assert np.allclose(pooled[i], alone[i], atol=0.15)  # (measured: at most 0.09)
+        assert int(np.argmax(pooled[i])) == int(np.argmax(alone[i]))
+    assert not np.allclose(pooled[0], pooled[-1])  # the candidate is read
+    from sllmbo.errors import BackendError
+
+    with pytest.raises(BackendError, match="not one"):
+        engine.choice_logprobs(prompts[:1], ["lightgbm is"])
+
+
+@needs_engine
+@pytest.mark.slow
+def test_choice_logprobs_match_the_transformers_path(engine, embedded_model):
+    """The reference: the same digit distribution from the bf16 transformers model (Q8_0
+    merged here, so close, not equal)."""
+    from sllmbo.inference.models import shipped_adapter_path
+    from sllmbo.inference.transformers_backend import TransformersBackend
+
+    prompts, digits = score_prompts(3)
+    reference = TransformersBackend(embedded_model, adapter_path=shipped_adapter_path(),
+                                    device="cpu")
+    try:
+        theirs = reference.choice_logprobs(prompts, digits)
+        single = reference.choice_logprobs(prompts[:1], digits)
+    finally:
+        reference.close()
+    ours = engine.choice_logprobs(prompts, digits)
+
+    def over_digits(logp: list[float]) -> np.ndarray:
+        p = np.exp(logp)
+        return p / p.sum()
+
+    # Left padding changes only rounding: bf16 logits here move in steps of 1/8 to 1/4, one
+    # digit's step is ~0.05 of total variation (0.06 measured); wrong positions or an
+    # unmasked pad move the distribution far more.
+    assert np.abs(over_digits(theirs[0]) - over_digits(single[0])).sum() < 0.12
+    for a, b in zip(ours, theirs, strict=True):
+        assert np.abs(over_digits(a) - over_digits(b)).sum() < 0.2  # total variation
+
+
 @needs_engine
 @pytest.mark.slow
 def test_greedy_answers_match_the_transformers_path(engine, embedded_model):

@@ -62,8 +62,8 @@ def eval_command(
                                "studies and stored answers) and run them again: after "
                                "changing how a method runs."),
     backend: str | None = typer.Option(None, "--backend",
-                                       help="LLM backend: transformers | vllm | openai "
-                                       "(default: the suite's)."),
+                                       help="LLM backend: auto | llamacpp | transformers | "
+                                       "vllm | openai (default: the suite's)."),
     model_path: str | None = options.MODEL_PATH,
     adapter: str | None = options.ADAPTER,
     base_url: str | None = options.BASE_URL,

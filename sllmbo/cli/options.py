@@ -12,7 +12,10 @@ TASK_TYPE = typer.Option(
 )
 MODEL = typer.Option("lightgbm", "--model", help="lightgbm | xgboost | random_forest | mlp")
 
-BACKEND = typer.Option("transformers", "--backend", help="LLM backend: transformers | vllm | openai.")
+BACKEND = typer.Option(
+    "auto", "--backend",
+    help="LLM backend: auto (llama.cpp on a CPU where it is built, else transformers) | "
+    "llamacpp | transformers | vllm | openai.")
 MODEL_PATH = typer.Option(
     None,
     "--model-path",

@@ -1,0 +1,130 @@
+"""How much a task-aware pick from the pool could gain, measured on the matrices alone.
+
+Before training a recommender on the matrix, measure whether the matrix rewards reading the
+task: if the best configuration were the same everywhere, a static portfolio would already be
+the ceiling. Two measurements, both exact (no fits: every selector here picks pool entries,
+whose scores the matrices hold):
+
+- **leave-one-dataset-out on the training matrix**: for each training dataset, the portfolio
+  and ``knn`` are built from the other datasets and judged on each of its variants (CV
+  scores); the oracle is the variant's own best;
+- **the held-out matrix**: defaults, the portfolio and ``knn`` built on the whole training
+  matrix, judged on each held-out dataset's test scores (its best: the ``oracle-pool``).
+
+Regret is the portfolio objective's (``sllmbo.eval.portfolio.regret_matrix``): 0 = the row's
+best pool configuration, 1 = its median or worse; the first ``b`` picks count by their best
+(an upper bound of what CV selection within b achieves). Means are over datasets (variants
+averaged first).
+
+    python -m sllmbo.eval.pool_headroom --out eval/results/pool_headroom.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sllmbo.eval.portfolio import regret_matrix
+from sllmbo.eval.zeroshot_baselines import PoolSelectors, dataset_of, knn, portfolio, task_type_of
+
+BUDGETS = (1, 2, 3, 5)
+
+
+def _row_regret(row: Any) -> dict[str, float]:
+    """Regret of each config id in one variant's score row."""
+    values = regret_matrix(row.to_numpy()[:, None])[:, 0]
+    return dict(zip(row.index.astype(str), values, strict=True))
+
+
+def _best_of(regret: dict[str, float], picks: list[str], budget: int) -> float:
+    chosen = [regret[p] for p in picks[:budget] if p in regret]
+    return min(chosen) if chosen else float("nan")
+
+
+def leave_one_dataset_out(selectors: PoolSelectors, family: str) -> dict[str, Any]:
+    """Per budget: mean regret over training datasets of defaults, portfolio, knn, oracle."""
+    scores = selectors.scores(family)
+    cards = selectors.cards
+    default_id = selectors.pools[family].configs[0].id
+    per_dataset: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    datasets = sorted({dataset_of(v) for v in scores.index})
+    for dataset in datasets:
+        rest = scores.loc[[dataset_of(v) != dataset for v in scores.index]]
+        if rest.empty:
+            continue
+        folios = {t: portfolio(cards, rest, t, max(BUDGETS))
+                  for t in ("regression", "classification")}
+        for variant in [v for v in scores.index if dataset_of(v) == dataset]:
+            card = cards[variant]
+            regret = _row_regret(scores.loc[variant])
+            picks = {"defaults": [default_id],
+                     "portfolio": folios[task_type_of(card)],
+                     "knn": knn(card, cards, rest, max(BUDGETS))}
+            for b in BUDGETS:
+                for method, chosen in picks.items():
+                    per_dataset[dataset][f"{method}@{b}"].append(_best_of(regret, chosen, b))
+    return _summary(per_dataset)
+
+
+def heldout(selectors: PoolSelectors, family: str) -> dict[str, Any]:
+    """Per budget: mean test regret over held-out datasets of defaults, portfolio, knn."""
+    if selectors.heldout is None:
+        return {}
+    test = selectors.heldout.scores(family)
+    counts = selectors.heldout.cells[selectors.heldout.cells["family"] == family] \
+        .groupby("variant").size()
+    whole = counts.index[counts == len(selectors.pools[family])]
+    train = selectors.scores(family)
+    cards = {**selectors.cards, **selectors.heldout.header.get("cards", {})}
+    default_id = selectors.pools[family].configs[0].id
+    folios = {t: portfolio(selectors.cards, train, t, max(BUDGETS))
+              for t in ("regression", "classification")}
+    per_dataset: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for variant in whole:
+        card = cards[variant]
+        regret = _row_regret(test.loc[variant])
+        picks = {"defaults": [default_id], "portfolio": folios[task_type_of(card)],
+                 "knn": knn(card, selectors.cards, train, max(BUDGETS),
+                            exclude_dataset=dataset_of(variant))}
+        for b in BUDGETS:
+            for method, chosen in picks.items():
+                per_dataset[dataset_of(variant)][f"{method}@{b}"].append(
+                    _best_of(regret, chosen, b))
+    return _summary(per_dataset)
+
+
+def _summary(per_dataset: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    keys = sorted({k for d in per_dataset.values() for k in d})
+    table = {k: [float(np.nanmean(d[k])) for d in per_dataset.values() if d.get(k)]
+             for k in keys}
+    return {"n_datasets": len(per_dataset),
+            "mean_regret": {k: round(float(np.nanmean(v)), 4) for k, v in table.items()},
+            "median_regret": {k: round(float(np.nanmedian(v)), 4) for k, v in table.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
+    args = parser.parse_args(argv)
+    from sllmbo.eval.zeroshot_baselines import load_selectors
+
+    selectors = load_selectors()
+    result = {"train_variants_whole": {f: int(len(selectors.scores(f)))
+                                       for f in selectors.pools},
+              "leave_one_dataset_out": {f: leave_one_dataset_out(selectors, f)
+                                        for f in selectors.pools},
+              "heldout": {f: heldout(selectors, f) for f in selectors.pools}}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
