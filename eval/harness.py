@@ -210,6 +210,7 @@ def run_eval(plan: EvalPlan, workers: int = 1, progress: bool = True,
     out = Path(plan.settings.out_dir)
     if run:
         check_user_data(plan)
+        check_llm_server(plan)
     out.mkdir(parents=True, exist_ok=True)
     _write_plan(out, plan)
     if rerun and run:
@@ -232,6 +233,32 @@ def check_user_data(plan: EvalPlan) -> None:
     for ref in plan.tasks:
         if ref.data is not None:
             load_eval_task(ref, plan.settings.max_rows, plan.settings.protocol)
+
+
+def check_llm_server(plan: EvalPlan) -> None:
+    """Stop before anything is written when LLM runs are left to do and the server at
+    ``--base-url`` does not answer: left to run, every LLM trial would fall back to TPE and
+    the report would compare TPE with itself. The README promises one message and exit 2
+    for a server that is down, as ``tune`` does. (An in-process model fails when it loads.)"""
+    from sllmbo.errors import BackendError
+    from sllmbo.eval.runs import shared_backend
+    from sllmbo.eval.store import EvalStore
+
+    llm = plan.settings.llm
+    if llm.backend != "openai":
+        return
+    store = Path(plan.settings.store_path)
+    done = EvalStore(store).run_keys() if store.is_file() else set()
+    if not any(j.method in LLM_METHODS and j.key not in done for j in plan.jobs):
+        return
+    try:
+        shared_backend(llm, None).fine_tuned  # noqa: B018 - the property asks the server
+    except BackendError as err:
+        raise BackendError(
+            f"the LLM server cannot answer, so no evaluation run ran: {err.message}",
+            hint=(err.hint or "check --base-url") + "; or leave the LLM methods out with "
+            "--methods",
+        ) from None
 
 
 def forget_runs(plan: EvalPlan) -> int:

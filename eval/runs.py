@@ -322,6 +322,8 @@ def _run_study(job: RunJob, task: Task, family: ModelFamily, settings: RunSettin
         trials[0] = _with_llm_cost(trials[0], cost)
     elif result.llm is not None and trials:
         trials[0] = _with_llm_cost(trials[0], setup_cost(study))
+    if result.llm is not None:  # e.g. every LLM trial fell back to TPE: said in the report
+        notes.extend(result.llm.get("notes", []))
     log = RunLog(job.key, job.task.label, family.name, method, job.seed, result.metric,
                  result.direction, trials, notes=notes)
     eval_settings = _eval_settings(settings, job.seed)

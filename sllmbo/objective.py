@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from sllmbo import studyinfo
-from sllmbo.errors import SllmboError
+from sllmbo.errors import SllmboError, SllmboNote
 from sllmbo.families import BuildContext, ModelFamily, plain_arguments, plain_estimator
 from sllmbo.space import CategoricalParam, FloatParam, SearchSpace
 
@@ -218,6 +218,55 @@ def splitter(task: Task, settings: EvalSettings) -> Any:
     )
 
 
+#: (task, training rows, folds) whose too-rare classes were noted: said once per process, not
+#: once per trial.
+_RARE_NOTED: set[tuple[str, int, int]] = set()
+
+
+def fold_indices(task: Task, settings: EvalSettings) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, validation) row positions of each CV fold.
+
+    A class with fewer training rows than folds is legal (some validation folds then hold
+    none of it), but scikit-learn's StratifiedKFold warns about it on every split, from its
+    own source line, once per trial. Here it is said once, as a ``SllmboNote`` naming the
+    classes, and scikit-learn's warning is silenced where this splitter is made on purpose."""
+    import warnings
+
+    X, y = task.X_train, task.y_train
+    rare = rare_classes(task, settings.n_folds)
+    if not rare:
+        return list(splitter(task, settings).split(X, y))
+    key = (task.name, len(y), settings.n_folds)
+    if key not in _RARE_NOTED:
+        _RARE_NOTED.add(key)
+        listed = ", ".join(f"'{name}' ({count})" for name, count in rare.items())
+        warnings.warn(
+            f"task '{task.name}': {len(rare)} class{'es' if len(rare) > 1 else ''} with fewer "
+            f"training rows than the {settings.n_folds} CV folds: {listed}; some validation "
+            f"folds hold none of {'them' if len(rare) > 1 else 'it'}, so their scores are "
+            "noisier (a smaller --n-folds or more rows helps)", SllmboNote, stacklevel=3)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class in y",
+                                category=UserWarning)
+        return list(splitter(task, settings).split(X, y))
+
+
+def rare_classes(task: Task, n_folds: int) -> dict[str, int]:
+    """Classes with fewer training rows than ``n_folds`` -> their row counts (rarest first);
+    empty for regression."""
+    if task.task_type != "classification":
+        return {}
+    names = task.class_names or []
+    counts = task.y_train.value_counts(sort=True, ascending=True)
+    out: dict[str, int] = {}
+    for code, count in counts.items():
+        if count >= n_folds:
+            break
+        is_code = isinstance(code, (int, np.integer)) and 0 <= int(code) < len(names)
+        out[names[int(code)] if is_code else str(code)] = int(count)
+    return out
+
+
 def cross_validate(
     task: Task,
     family: ModelFamily,
@@ -249,7 +298,7 @@ def cross_validate(
     template = build_estimator(task, family, config, settings)
     started = time.perf_counter()
     scores: list[float] = []
-    for train_idx, valid_idx in splitter(task, settings).split(X, y):
+    for train_idx, valid_idx in fold_indices(task, settings):
         model = clone(template)
         model.fit(X.iloc[train_idx], y.iloc[train_idx])
         scores.append(score(metric, model, X.iloc[valid_idx], y.iloc[valid_idx], n_classes))

@@ -14,7 +14,7 @@ from sllmbo.errors import SllmboError, SpaceError
 from sllmbo.families import ModelFamily
 from sllmbo.objective import METRICS, EvalSettings, objective_metric
 from sllmbo.space import SearchSpace
-from sllmbo.taskcard import TaskCard
+from sllmbo.taskcard import TaskCard, load_yaml
 
 if TYPE_CHECKING:
     from sllmbo.data import Task
@@ -70,33 +70,12 @@ def load_space_file(path: str | Path) -> SearchSpace:
         raise SpaceError(f"space file not found: {path}")
     text = path.read_text()
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.load(text, Loader=yaml12_loader())  # a SafeLoader subclass
+        data = json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text)
     except json.JSONDecodeError as err:
         raise SpaceError(f"space file {path} is not valid JSON: {err}") from None
     except yaml.YAMLError as err:
         raise SpaceError(f"space file {path} is not valid YAML: {err}") from None
     return SearchSpace.from_dict(data)
-
-
-def yaml12_loader() -> type:
-    """PyYAML's ``SafeLoader`` reading numbers as YAML 1.2 (and JSON) do: PyYAML follows
-    YAML 1.1, where ``1e-8`` (no dot) is a string, so a learning rate bound would be text."""
-    import re
-
-    import yaml
-
-    class Yaml12Loader(yaml.SafeLoader):
-        pass
-
-    Yaml12Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-        list("-+0123456789."),
-    )
-    return Yaml12Loader
 
 
 def build_card(task: Task, family: ModelFamily, settings: EvalSettings,

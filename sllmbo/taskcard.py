@@ -7,6 +7,8 @@ get a card from a small YAML file the user writes (``TaskCard.from_yaml``).
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -82,9 +84,35 @@ def read_yaml_mapping(path: str | Path, what: str) -> Mapping[str, Any]:
     if not path.is_file():
         raise TaskError(f"{what} file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise TaskError(f"{what} file {path} is not valid YAML: {err}") from None
     if not isinstance(data, Mapping):
         raise TaskError(f"{what} file {path} must be a mapping of fields, got {data!r}"[:300])
     return data
+
+
+def load_yaml(text: str) -> Any:
+    """``text`` parsed safely, numbers read as YAML 1.2 (and JSON) read them: every file and
+    value a user writes (space files, task cards, cards files, recipes, ``--set``) goes
+    through here. PyYAML follows YAML 1.1, where ``1e-8`` or ``2e6`` (no dot) is a string, so
+    a learning rate bound would be text and ``token_budget: 2e6`` would not be an integer.
+    Raises ``yaml.YAMLError`` for text that is not YAML."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml12_loader())  # a SafeLoader subclass: no objects
+
+
+@functools.cache
+def _yaml12_loader() -> type:
+    import yaml
+
+    class Yaml12Loader(yaml.SafeLoader):
+        pass
+
+    Yaml12Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
+    return Yaml12Loader

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sllmbo.errors import SllmboError
+from sllmbo.taskcard import load_yaml
 
 #: The recipes that ship with the project (``training/recipes/*.yaml``).
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -126,7 +127,7 @@ def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 
     path = resolve_recipe_path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except OSError as err:
         raise RecipeError(f"cannot read recipe {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
@@ -163,7 +164,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise RecipeError(f"--set takes KEY=VALUE, got {item!r}",
                               hint="e.g. --set lora_r=8 --set packing=true")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key.strip()] = load_yaml(value)
         except yaml.YAMLError:
             raise RecipeError(f"--set {key}: {value!r} is not a YAML value") from None
     return out

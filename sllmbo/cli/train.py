@@ -57,14 +57,20 @@ def train_command(
                                         "(repeatable; VALUE read as YAML)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
+    from sllmbo.errors import check_output_folder
+    from sllmbo.inference.models import adapters_dir
     from sllmbo.training.recipe import load_recipe, parse_overrides
 
+    if out is not None:
+        check_output_folder(out, "--out")
     changes = parse_overrides(overrides)
     if base_model is not None:
         changes["base_model"] = base_model
     if max_steps is not None:
         changes["max_steps"] = max_steps
     spec = load_recipe(recipe, changes)  # validated before torch is imported
+    if out is None:  # the default folder, named after the recipe
+        check_output_folder(adapters_dir() / spec.name, "--out")
 
     from sllmbo.training.sft import train
 
