@@ -454,8 +454,10 @@ def _single_shot(job: RunJob, task: Task, family: ModelFamily, settings: RunSett
 
     key = f"{job.key}:answers"
     stored = store.run(key)
+    scoring = job.method.removesuffix("-base") == "single-shot-score"
+    decode = "score" if scoring else DECODES[0]
     # Answers stored before the consensus decode (greedy first) are asked again.
-    if stored is not None and stored.get("decode") == DECODES[0]:
+    if stored is not None and stored.get("decode") == decode:
         return stored["configs"], stored["cost"]
     from sllmbo.resolve import build_card
 
@@ -465,13 +467,19 @@ def _single_shot(job: RunJob, task: Task, family: ModelFamily, settings: RunSett
         else family.default_space(task.task_type)
     adapter = None if job.method.endswith("-base") else settings.adapter
     backend = shared_backend(settings.llm, adapter)
+    candidates = None
+    if scoring:
+        from sllmbo.scoring import pool_candidates
+
+        candidates = pool_candidates(family.name, space)
     rec = recommend_with(backend, card, space, settings.max_budget, seed=job.seed,
                          temperature=settings.llm.temperature,
-                         max_tokens=settings.llm.max_tokens)
+                         max_tokens=settings.llm.max_tokens, decode=decode,
+                         candidates=candidates)
     cost = {"llm_s": rec.latency_s, "llm_calls": rec.requests,
             "llm_tokens": rec.prompt_tokens + rec.completion_tokens,
             "rejected": rec.rejected, "consensus_of": rec.consensus_of}
-    store.put_run(key, {"configs": rec.configs, "cost": cost, "decode": DECODES[0]})
+    store.put_run(key, {"configs": rec.configs, "cost": cost, "decode": decode})
     return rec.configs, cost
 
 

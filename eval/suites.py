@@ -32,11 +32,14 @@ ZERO_SHOT_METHODS: tuple[str, ...] = (
     "defaults", "portfolio", "knn", "flaml-zeroshot", "oracle-pool",
     "tpe", "tpe-seeded", "tpe-seeded-portfolio", "single-shot", "llm-tpe",
 )
-ALL_METHODS: tuple[str, ...] = tuple(dict.fromkeys(METHODS + ZERO_SHOT_METHODS))
+#: The scoring formulation ([10/12]): the adapter ranks the committed pool, no decoding.
+SCORING_METHODS: tuple[str, ...] = ("single-shot-score",)
+ALL_METHODS: tuple[str, ...] = tuple(dict.fromkeys(METHODS + ZERO_SHOT_METHODS
+                                                   + SCORING_METHODS))
 #: Methods that are not competitors (ceilings).
 CEILINGS: tuple[str, ...] = ("oracle-pool",)
 #: Methods that run the fine-tuned adapter (need one); their ``-base`` twins run without.
-ADAPTER_METHODS: tuple[str, ...] = ("single-shot", "llm", "llm-tpe")
+ADAPTER_METHODS: tuple[str, ...] = ("single-shot", "llm", "llm-tpe", "single-shot-score")
 LLM_METHODS: tuple[str, ...] = ADAPTER_METHODS + tuple(f"{m}-base" for m in ADAPTER_METHODS)
 ALL_FAMILIES: tuple[str, ...] = ("lightgbm", "xgboost", "random_forest", "mlp")
 
@@ -136,13 +139,14 @@ SUITES["zero-shot"] = Suite(
     name="zero-shot",
     tasks=None,
     families=("lightgbm", "xgboost"),
-    methods=ZERO_SHOT_METHODS,
+    methods=ZERO_SHOT_METHODS + SCORING_METHODS,
     budgets=(1, 2, 3, 5, 10),
     seeds=2,
     n_folds=3,
     budget_caps={m: 5 for m in ("defaults", "portfolio", "knn", "flaml-zeroshot",
-                                "oracle-pool", "single-shot")},
-    single_seed=("defaults", "portfolio", "knn", "flaml-zeroshot", "oracle-pool"),
+                                "oracle-pool", "single-shot", "single-shot-score")},
+    single_seed=("defaults", "portfolio", "knn", "flaml-zeroshot", "oracle-pool",
+                 "single-shot-score"),
     portfolio_source="matrix",
     heldout_variants=True,
     backend="auto",  # the fast CPU engine ([11/12]); the default suite keeps the engine it ran on

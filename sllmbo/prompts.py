@@ -242,19 +242,29 @@ def recommend_messages(card: TaskCard | None, space: SearchSpace) -> Messages:
 
 
 # -- (e) scoring a candidate ------------------------------------------------------------------
+def render_values(config: Mapping[str, Any], space: SearchSpace) -> str:
+    """A configuration's values only, in the order ``render_space`` lists the parameters:
+    what a scored candidate costs is its own tokens, and the names are half of them."""
+    return ", ".join(
+        json.dumps(round_sig(v) if isinstance(v, float) and not isinstance(v, bool) else v)
+        for v in (config[p.name] for p in space))
+
+
 def score_messages(card: TaskCard | None, space: SearchSpace,
                    config: Mapping[str, Any]) -> Messages:
     """Ask where one candidate ranks on the task, with no trials run: the scoring
     formulation (rank candidates by the answer, then try the best). The candidate comes
-    last, so that the prompts of a pool's candidates share everything before it: an engine
-    computes that prefix once and each candidate costs only its own tokens."""
+    last, as its bare values, so that the prompts of a pool's candidates share everything
+    before it: an engine computes that prefix once and each candidate costs only its own
+    ~30 tokens (~75 as JSON)."""
     user = (
         f"{render_card(card)}\n\n"
         f"Search space:\n{render_space(space)}\n\n"
         "No trials have been run. Estimate how the candidate configuration below ranks among "
         "a pool of good, varied configurations of this model on this task. Answer with one "
         "digit: 0 = among the best tenth, 9 = among the worst tenth.\n\n"
-        f"Candidate configuration: {render_config(config)}"
+        "Candidate (values in the order of the search space): "
+        f"{render_values(config, space)}"
     )
     return _messages(user)
 

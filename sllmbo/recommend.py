@@ -13,6 +13,8 @@ likely first digits make a small learning rate with few trees: in the default ev
 (seed 0, 32 held-out cells) the fine-tuned model's greedy answer had a normalized test regret
 of 0.63 at one trial, the consensus of 8 samples 0.19 (library defaults 0.43).
 ``decode="greedy"`` keeps the single greedy answer (one request, the fastest path).
+``decode="score"`` decodes nothing: the model scores the committed pool of configurations
+and the best-ranked come back (``sllmbo.scoring``, the scoring formulation).
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ class Recommendation:
     #: The backend that answered (its ``name``), and why the fast engine did not, if not.
     engine: str = ""
     engine_note: str | None = None
+    #: ``decode="score"``: each returned configuration's expected predicted rank decile.
+    scores: list[float] = field(default_factory=list)
 
 
-DECODES = ("consensus", "greedy")
+DECODES = ("consensus", "greedy", "score")
 #: Sampled answers a consensus is formed from (8 measured better than 4 and no worse than 16).
 CONSENSUS_SAMPLES = 8
 #: Further batches asked when too few answers of the first were valid and distinct.
@@ -165,11 +169,19 @@ def check_options(n: int, decode: str, samples: int, temperature: float) -> None
 def recommend_with(backend: Backend, card: TaskCard | None, space: SearchSpace, n: int = 1,
                    *, seed: int = 0, temperature: float = 0.8, max_tokens: int = 256,
                    decode: str = "consensus",
-                   samples: int = CONSENSUS_SAMPLES) -> Recommendation:
+                   samples: int = CONSENSUS_SAMPLES,
+                   candidates: Sequence[dict[str, Any]] | None = None) -> Recommendation:
     """``n`` configurations of ``space`` for the task of ``card`` from one backend batch (a
     further one for a shortfall): the consensus of ``samples`` sampled answers first
-    (``decode="greedy"``: the greedy answer), then the sampled answers."""
+    (``decode="greedy"``: the greedy answer), then the sampled answers. With
+    ``decode="score"``, the ``n`` of ``candidates`` the model ranks best together."""
     check_options(n, decode, samples, temperature)
+    if decode == "score":
+        from sllmbo.scoring import score_recommend
+
+        if candidates is None:
+            raise SllmboError("decode 'score' needs candidate configurations to score")
+        return score_recommend(backend, card, space, n, candidates)
 
     def ask(first: int = 0, count: int | None = None) -> list[Completion]:
         return backend.complete(build_requests(
@@ -242,6 +254,10 @@ def recommend_task(task: str | None, model: str, n: int, backend: Backend | None
         loaded = resolve_task(task, data, target, task_type)
         card = build_card(loaded, family, settings)
     space = family.default_space(card.task_type)
+    if options.get("decode") == "score":
+        from sllmbo.scoring import pool_candidates
+
+        options["candidates"] = pool_candidates(family.name, space)
     kind, model_path = options.pop("backend_kind", "auto"), options.pop("model_path", None)
     adapter, base_url = options.pop("adapter", "default"), options.pop("base_url", None)
     owned = backend is None

@@ -18,11 +18,15 @@ Examples:
 
   sllmbo recommend --task diabetes --decode greedy    # one greedy answer: fastest
 
+  sllmbo recommend --task diabetes --decode score --n 5   # the model ranks the shipped pool
+
   sllmbo recommend --task diabetes --backend openai --base-url http://127.0.0.1:8000/v1
 
 Prints one JSON object (or a list with --n > 1); notes on rejected candidates go to stderr.
 The first configuration is the consensus of --samples sampled answers (per parameter their
-median, or the most common choice), the others are sampled answers.
+median, or the most common choice), the others are sampled answers. With --decode score the
+model writes nothing: it scores each configuration of the committed pool (one forward pass
+each, their shared prompt computed once) and the list it ranks best together comes back.
 """
 
 
@@ -43,7 +47,8 @@ def recommend_command(
     temperature: float = typer.Option(0.8, "--temperature",
                                       help="Sampling temperature of the sampled answers."),
     decode: str = typer.Option("consensus", "--decode",
-                               help="consensus (of --samples sampled answers) or greedy."),
+                               help="consensus (of --samples sampled answers), greedy, or score "
+                               "(rank the committed pool)."),
     samples: int = typer.Option(8, "--samples",
                                 help="Sampled answers the consensus is formed from."),
     backend: str = typer.Option(

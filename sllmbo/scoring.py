@@ -1,0 +1,108 @@
+"""Recommend by scoring: rank a pool of candidate configurations with the model, no decoding.
+
+The scoring formulation of [10/12]. For each candidate the model reads
+``score_messages(card, space, config)`` and its next-token distribution over the ten digits
+``SCORE_ANSWERS`` is the predicted rank decile of that configuration on this task (0: among the
+best tenth of the pool). One forward pass per candidate and no decoding: the backend's
+``choice_logprobs`` computes the prompts' shared head (card, space, question) once.
+
+A list for budget ``n`` is chosen to be good *together*, since the evaluation scores the best of
+the first ``n``: candidates are added greedily to minimize the expected best decile of the list,
+``E[min D] = sum_{d>=1} prod_c P(D_c >= d)``, with the deciles of different candidates taken as
+independent. The first pick is the lowest expected decile; later picks favour a candidate that
+is likely best where the list so far is likely not, over a near-copy of the first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sllmbo.errors import ConfigError, SllmboError
+from sllmbo.prompts import SCORE_ANSWERS, score_messages
+from sllmbo.space import SearchSpace
+from sllmbo.taskcard import TaskCard
+
+if TYPE_CHECKING:
+    from sllmbo.inference.base import Backend
+    from sllmbo.recommend import Recommendation
+
+
+def decile_probabilities(backend: Backend, card: TaskCard | None, space: SearchSpace,
+                         candidates: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """(candidates x 10) predicted rank-decile distributions, each row normalized over the
+    ten digits (the mass the model puts elsewhere is not an answer)."""
+    prompts = [score_messages(card, space, c) for c in candidates]
+    logp = np.asarray(backend.choice_logprobs(prompts, SCORE_ANSWERS), dtype=float)
+    if logp.shape != (len(candidates), len(SCORE_ANSWERS)) or not np.isfinite(logp).all():
+        raise SllmboError(f"the {backend.name} backend returned {logp.shape} scores for "
+                          f"{len(candidates)} candidates", hint="report this as a bug")
+    p = np.exp(logp - logp.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def expected_decile(probs: np.ndarray) -> np.ndarray:
+    """Each candidate's expected predicted decile (0 best, 9 worst)."""
+    return probs @ np.arange(probs.shape[1])
+
+
+def expected_best_decile(probs: np.ndarray) -> float:
+    """E[min decile] of a list of candidates with independent decile distributions (rows)."""
+    at_least = 1.0 - np.cumsum(probs, axis=1)[:, :-1]  # P(D >= d) for d = 1..9
+    return float(np.prod(at_least, axis=0).sum())
+
+
+def complementary_order(probs: np.ndarray, n: int) -> list[int]:
+    """Indices of ``n`` candidates chosen greedily to minimize the list's expected best
+    decile (ties: the earlier candidate, so the pool's order breaks them)."""
+    chosen: list[int] = []
+    left = list(range(len(probs)))
+    while left and len(chosen) < n:
+        values = [expected_best_decile(probs[[*chosen, i]]) for i in left]
+        best = left[int(np.argmin(values))]
+        chosen.append(best)
+        left.remove(best)
+    return chosen
+
+
+def pool_candidates(family: str, space: SearchSpace) -> list[dict[str, Any]]:
+    """The committed pool of ``family`` (``data/matrix/pool.json``), the entries that lie in
+    ``space`` (all of them in the family's default space)."""
+    from sllmbo.data.matrix import POOL_FILE
+    from sllmbo.data.pool import read_pools
+
+    pools = read_pools(POOL_FILE)
+    if family not in pools:
+        raise SllmboError(f"the committed pool has no {family} configurations",
+                          hint=f"score with one of {', '.join(sorted(pools))}, or "
+                          "--decode consensus")
+    out = []
+    for entry in pools[family].configs:
+        try:
+            out.append(space.validate(entry.config))
+        except ConfigError:
+            continue
+    if not out:
+        raise SllmboError(f"no {family} pool configuration lies in this search space",
+                          hint="use the family's default space, or --decode consensus")
+    return out
+
+
+def score_recommend(backend: Backend, card: TaskCard | None, space: SearchSpace, n: int,
+                    candidates: Sequence[Mapping[str, Any]]) -> Recommendation:
+    """The ``n`` candidates the model ranks best together (see the module docstring)."""
+    from sllmbo.recommend import Recommendation
+
+    if not candidates:
+        raise SllmboError("nothing to score: no candidate configurations")
+    start = time.perf_counter()
+    probs = decile_probabilities(backend, card, space, candidates)
+    order = complementary_order(probs, n)
+    expected = expected_decile(probs)
+    return Recommendation(
+        configs=[dict(candidates[i]) for i in order], repairs=[[] for _ in order],
+        requests=len(candidates), latency_s=time.perf_counter() - start,
+        scores=[float(expected[i]) for i in order])
