@@ -76,7 +76,8 @@ class Surrogate:
                     y.append(value)
         self.model = lightgbm.LGBMRegressor(n_estimators=300, learning_rate=0.03,
                                             num_leaves=15, min_child_samples=20,
-                                            subsample=0.8, subsample_freq=1, verbose=-1)
+                                            subsample=0.8, subsample_freq=1, n_jobs=1,
+                                            verbose=-1)
         self.model.fit(np.array(X), np.array(y))
 
     def ranked(self, card: dict[str, Any], budget: int) -> list[str]:
