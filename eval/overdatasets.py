@@ -78,7 +78,7 @@ def paired_test(method: np.ndarray, baseline: np.ndarray) -> Paired:
     ties = int(len(diff) - wins - losses)
     nonzero = diff[np.abs(diff) > TIE]
     p = float(wilcoxon(nonzero).pvalue) if len(nonzero) >= 5 else None
-    return Paired(wins, ties, losses, p, int(len(diff)))
+    return Paired(wins, ties, losses, p, len(diff))
 
 
 @dataclass(frozen=True)

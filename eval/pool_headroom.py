@@ -37,8 +37,14 @@ from typing import Any
 import numpy as np
 
 from sllmbo.eval.portfolio import regret_matrix
-from sllmbo.eval.zeroshot_baselines import (PoolSelectors, dataset_of, knn, meta_vector, portfolio,
-                                           task_type_of)
+from sllmbo.eval.zeroshot_baselines import (
+    PoolSelectors,
+    dataset_of,
+    knn,
+    meta_vector,
+    portfolio,
+    task_type_of,
+)
 
 BUDGETS = (1, 2, 3, 5)
 
@@ -159,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     from sllmbo.eval.zeroshot_baselines import load_selectors
 
     selectors = load_selectors()
-    result = {"train_variants_whole": {f: int(len(selectors.scores(f)))
+    result = {"train_variants_whole": {f: len(selectors.scores(f))
                                        for f in selectors.pools},
               "leave_one_dataset_out": {f: leave_one_dataset_out(selectors, f)
                                         for f in selectors.pools},

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from sllmbo.cli import main
+from cli_helpers import fails, runs
 
 
 def _frame(rows: int = 60, seed: int = 0) -> pd.DataFrame:
@@ -25,21 +24,6 @@ def _csv(tmp_path: Path, frame: pd.DataFrame | None = None, name: str = "data.cs
     return path
 
 
-def _fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """Run the CLI, expect exit 2 with one message and no traceback; return stderr."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2, err
-    assert "Traceback" not in err and err.startswith("error: "), err
-    return err
-
-
-def _runs(argv: list[str]) -> None:
-    """Run the CLI and expect success (typer exits 0 at the end of a command)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code in (0, None)
 
 
 EVAL_FAST = ["--families", "lightgbm", "--methods", "defaults", "--budgets", "1",
@@ -48,11 +32,11 @@ EVAL_FAST = ["--families", "lightgbm", "--methods", "defaults", "--budgets", "1"
 
 def test_eval_with_a_bad_file_writes_nothing_and_the_corrected_rerun_runs(tmp_path, capsys):
     data, out = _csv(tmp_path), tmp_path / "eval"
-    err = _fails(["eval", "--data", str(data), "--target", "nope", "--max-rows", "40",
+    err = fails(["eval", "--data", str(data), "--target", "nope", "--max-rows", "40",
                   "--out", str(out), *EVAL_FAST], capsys)
     assert "target column 'nope'" in err
     assert not out.exists()
-    _runs(["eval", "--data", str(data), "--target", "y", "--out", str(out), *EVAL_FAST])
+    runs(["eval", "--data", str(data), "--target", "y", "--out", str(out), *EVAL_FAST])
     assert (out / "results.json").is_file()
 
 
@@ -78,7 +62,7 @@ def test_an_output_path_of_the_wrong_kind_is_refused_before_any_work(argv, kind,
              "file": str(tmp_path / "a_file")}
     (tmp_path / "a_dir").mkdir()
     (tmp_path / "a_file").write_text("keep me")
-    err = _fails([a.format(**paths) for a in argv], capsys)
+    err = fails([a.format(**paths) for a in argv], capsys)
     assert kind.format(**paths) in err
     assert (tmp_path / "a_file").read_text() == "keep me"
 
@@ -119,7 +103,7 @@ def test_data_build_on_a_bad_storage_exits_2_and_writes_nothing(name, write, wor
     monkeypatch.setattr(build, "load_tokenizer", lambda path=None: pytest.fail("tokenizer"))
     write(tmp_path / name)
     out = tmp_path / "out"
-    err = _fails(["data", "build", "--storage", str(tmp_path / name), "--out", str(out),
+    err = fails(["data", "build", "--storage", str(tmp_path / name), "--out", str(out),
                   "--quiet"], capsys)
     assert words in err
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == [name]
@@ -130,7 +114,7 @@ def test_data_import_of_a_bad_export_creates_no_database(tmp_path, capsys):
 
     export = tmp_path / "bad.jsonl.gz"
     export.write_bytes(gzip.compress(b"not json\n"))
-    err = _fails(["data", "import", str(export), "--storage",
+    err = fails(["data", "import", str(export), "--storage",
                   f"sqlite:///{tmp_path / 'new.db'}"], capsys)
     assert "damaged export line" in err and "nothing imported" in err
     assert not (tmp_path / "new.db").exists()
@@ -161,14 +145,14 @@ def test_data_that_cannot_be_scored_is_refused_when_it_loads(frame, words, comma
     argv = (["tune", "--data", str(data), "--target", "y", "--n-trials", "2", "--quiet"]
             if command == "tune" else
             ["eval", "--data", str(data), "--target", "y", "--out", str(out), *EVAL_FAST])
-    assert words in _fails(argv, capsys)
+    assert words in fails(argv, capsys)
     assert not out.exists()
 
 
 def test_repeated_csv_column_names_are_refused_not_renamed(tmp_path, capsys):
     path = tmp_path / "dup.csv"
     path.write_text("a,y,y\n" + "".join(f"{i},{i % 2},{i * 3}\n" for i in range(40)))
-    err = _fails(["tune", "--data", str(path), "--target", "y", "--n-trials", "2"], capsys)
+    err = fails(["tune", "--data", str(path), "--target", "y", "--n-trials", "2"], capsys)
     assert "repeats column names: 'y'" in err
 
 
@@ -184,7 +168,7 @@ def test_bad_tune_numbers_exit_2_before_any_trial(extra, words, tmp_path, capsys
 
     monkeypatch.setattr(tune_module, "optimize_until",
                         lambda *a, **k: pytest.fail("trials ran"))
-    err = _fails(["tune", "--data", str(_csv(tmp_path)), "--target", "y", "--quiet", *extra],
+    err = fails(["tune", "--data", str(_csv(tmp_path)), "--target", "y", "--quiet", *extra],
                  capsys)
     assert words in err
 
@@ -193,7 +177,7 @@ def test_a_built_in_task_refuses_target_and_task_type(capsys, monkeypatch):
     import sllmbo.data as data_stage
 
     monkeypatch.setattr(data_stage, "load_task", lambda *a: pytest.fail("loaded"))
-    err = _fails(["tune", "--task", "diabetes", "--target", "y", "--task-type", "regression"],
+    err = fails(["tune", "--task", "diabetes", "--target", "y", "--task-type", "regression"],
                  capsys)
     assert "--target and --task-type only apply to --data" in err
 
@@ -216,7 +200,7 @@ def test_when_every_trial_fails_the_message_shows_the_cause(tmp_path, capsys, mo
         raise ValueError("Input contains NaN in column 'a'")
 
     monkeypatch.setattr(objective, "cross_validate", broken)
-    err = _fails(["tune", "--data", str(_csv(tmp_path)), "--target", "y", "--n-trials", "2",
+    err = fails(["tune", "--data", str(_csv(tmp_path)), "--target", "y", "--n-trials", "2",
                   "--quiet"], capsys)
     assert "Cause of 10: ValueError: Input contains NaN in column 'a'" in err
     assert "sllmbo:fit_error" not in err
@@ -231,7 +215,7 @@ def test_an_unreachable_llm_server_stops_tune_before_anything_is_written(tmp_pat
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     storage = f"sqlite:///{tmp_path / 'runs.db'}"
-    err = _fails(["tune", "--data", str(_csv(tmp_path)), "--target", "y", "--n-trials", "2",
+    err = fails(["tune", "--data", str(_csv(tmp_path)), "--target", "y", "--n-trials", "2",
                   "--sampler", "llm-tpe", "--backend", "openai", "--base-url",
                   f"http://127.0.0.1:{port}/v1", "--storage", storage, "--quiet"], capsys)
     assert "the LLM cannot answer, so no trial ran: cannot reach the model server" in err
@@ -262,7 +246,7 @@ def test_a_clip_note_shows_numpy_numbers_as_plain_numbers():
 def test_hints_use_cli_flags_not_python_arguments(tmp_path, capsys):
     frame = _frame()
     frame["y"] = ["a"] * 59 + ["b"]
-    err = _fails(["tune", "--data", str(_csv(tmp_path, frame)), "--target", "y"], capsys)
+    err = fails(["tune", "--data", str(_csv(tmp_path, frame)), "--target", "y"], capsys)
     assert "('b')" in err and "--task-type regression" in err and "task_type=" not in err
 
 
@@ -280,21 +264,21 @@ def test_notes_are_one_plain_line_and_library_deprecations_stay_quiet(tmp_path, 
 
     monkeypatch.setattr(data_stage, "list_tasks", noisy)
     monkeypatch.delenv("SLLMBO_DEBUG", raising=False)
-    _runs(["tasks", "--json"])
+    runs(["tasks", "--json"])
     err = capsys.readouterr().err
     assert err == "note: dropping column 'empty'\n"
 
 
 def test_data_build_with_a_tokenizer_folder_that_holds_none_exits_2(tmp_path, capsys):
     (tmp_path / "not-a-tokenizer").mkdir()
-    err = _fails(["data", "build", "--storage", str(tmp_path / "x.db"), "--out",
+    err = fails(["data", "build", "--storage", str(tmp_path / "x.db"), "--out",
                   str(tmp_path / "out"), "--tokenizer", str(tmp_path / "not-a-tokenizer")],
                  capsys)
     assert "no tokenizer loads from" in err and not (tmp_path / "out").exists()
 
 
 def test_data_that_is_a_folder_is_named_as_such(tmp_path, capsys):
-    err = _fails(["tune", "--data", str(tmp_path), "--target", "y"], capsys)
+    err = fails(["tune", "--data", str(tmp_path), "--target", "y"], capsys)
     assert f"--data {tmp_path} is a folder" in err
 
 

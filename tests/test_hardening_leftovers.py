@@ -11,27 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import fails, runs
 
-from sllmbo.cli import main
 from sllmbo.errors import SllmboNote
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """Run the CLI, expect exit 2 with one message and no traceback; return stderr."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2, err
-    assert "Traceback" not in err and err.startswith("error: "), err
-    return err
-
-
-def _runs(argv: list[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code in (0, None)
 
 
 def _forbidden(*args, **kwargs):
@@ -75,7 +61,7 @@ def test_train_refuses_an_out_of_the_wrong_kind_before_any_work(out, message, tm
     argv = ["train", "--recipe", "smollm2-135m-lora", "--quiet"]
     if out is not None:
         argv += ["--out", out.format(**paths)]
-    err = _fails(argv, capsys)
+    err = fails(argv, capsys)
     assert message.format(**paths) in err
     assert (tmp_path / "a_file").read_text() == "keep me"
 
@@ -154,7 +140,7 @@ def test_eval_stops_before_writing_anything_when_the_llm_server_is_down(tmp_path
 
     monkeypatch.setattr(harness, "execute", _forbidden)
     out = tmp_path / "eval"
-    err = _fails(["eval", "--data", str(_regression_csv(tmp_path)), "--target", "y",
+    err = fails(["eval", "--data", str(_regression_csv(tmp_path)), "--target", "y",
                   "--methods", "tpe,llm-tpe-base", "--backend", "openai", "--base-url",
                   f"http://127.0.0.1:{_free_port()}/v1", "--out", str(out), *EVAL_FAST],
                  capsys)
@@ -165,7 +151,7 @@ def test_eval_stops_before_writing_anything_when_the_llm_server_is_down(tmp_path
 
 def test_eval_without_llm_methods_does_not_ask_the_server(tmp_path, capsys):
     out = tmp_path / "eval"
-    _runs(["eval", "--data", str(_regression_csv(tmp_path)), "--target", "y",
+    runs(["eval", "--data", str(_regression_csv(tmp_path)), "--target", "y",
            "--methods", "tpe", "--backend", "openai", "--base-url",
            f"http://127.0.0.1:{_free_port()}/v1", "--out", str(out), *EVAL_FAST])
     assert (out / "results.json").is_file()
@@ -174,14 +160,14 @@ def test_eval_without_llm_methods_does_not_ask_the_server(tmp_path, capsys):
 def test_eval_reports_llm_runs_whose_every_answer_fell_back_to_tpe(tmp_path, monkeypatch):
     from llm_scripts import ScriptedBackend
 
-    import sllmbo.eval.runs as runs
+    import sllmbo.eval.runs as eval_runs
     from sllmbo.errors import BackendError
 
     backend = ScriptedBackend([BackendError("the server went away")])
-    monkeypatch.setattr(runs, "shared_backend", lambda *args, **kwargs: backend)
+    monkeypatch.setattr(eval_runs, "shared_backend", lambda *args, **kwargs: backend)
     out = tmp_path / "eval"
-    _runs(["eval", "--data", str(_regression_csv(tmp_path)), "--target", "y",
-           "--methods", "llm-base", "--backend", "transformers", "--adapter", "none",
+    runs(["eval", "--data", str(_regression_csv(tmp_path)), "--target", "y",
+          "--methods", "llm-base", "--backend", "transformers", "--adapter", "none",
            "--out", str(out), *EVAL_FAST])
     assert backend.requests, "the LLM method never asked its backend"
     report = (out / "report.md").read_text()
@@ -226,7 +212,7 @@ def test_tune_on_a_rare_class_shows_one_note_and_no_sklearn_warning(tmp_path, ca
 
     monkeypatch.setattr(objective, "_RARE_NOTED", set())
     monkeypatch.delenv("SLLMBO_DEBUG", raising=False)
-    _runs(["tune", "--data", str(_rare_class_csv(tmp_path, "rare_cli")), "--target", "y",
+    runs(["tune", "--data", str(_rare_class_csv(tmp_path, "rare_cli")), "--target", "y",
            "--n-trials", "3", "--sampler", "tpe", "--quiet"])
     err = capfd.readouterr().err
     assert "least populated class" not in err, err

@@ -174,8 +174,8 @@ def test_eval_plan_masks_a_password_in_the_base_url() -> None:
     from dataclasses import replace
 
     from sllmbo.eval.harness import plan_eval
-    from sllmbo.tune import LLMOptions
     from sllmbo.eval.suites import SUITES
+    from sllmbo.tune import LLMOptions
 
     llm = replace(LLMOptions(), base_url="http://user:s3cretPW@127.0.0.1:9/v1")
     plan = plan_eval(SUITES["smoke"], None, "/tmp/unused", llm, None, False)

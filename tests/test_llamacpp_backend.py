@@ -220,11 +220,10 @@ def test_score_ranks_continuations_once_per_prompt(engine):
 
 
 def score_prompts(n: int = 5):
-    from sllmbo.prompts import SCORE_ANSWERS, score_messages
-    from sllmbo.resolve import registered_card
-
     from sllmbo.families import get_family
     from sllmbo.objective import EvalSettings
+    from sllmbo.prompts import SCORE_ANSWERS, score_messages
+    from sllmbo.resolve import registered_card
 
     fam = get_family("lightgbm")
     card = registered_card("bike_sharing", fam, EvalSettings())

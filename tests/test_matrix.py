@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sllmbo.data.matrix import (MatrixSpec, collect_matrix, read_matrix, run_order,
-                                training_spec)
+from sllmbo.data.matrix import MatrixSpec, collect_matrix, read_matrix, run_order, training_spec
 from sllmbo.data.pool import Pool, read_pools, write_pools
 from sllmbo.data.splits import HELDOUT
 from sllmbo.data.variants import MIN_VARIANT_ROWS, VARIANT_CAP, ladder, plan_variants
@@ -119,7 +118,7 @@ def test_write_pools_round_trips(tmp_path: Path) -> None:
     assert {f: p.hash for f, p in read_pools(path).items()} == {f: p.hash for f, p in pools.items()}
 
 
-def _hand_made() -> tuple[dict, "object"]:
+def _hand_made() -> tuple[dict, object]:
     import pandas as pd
 
     def card(rows: int, classes: int | None = None) -> dict:
@@ -184,7 +183,7 @@ def test_matrix_examples_rank_the_pool_and_prompt_as_inference_does(tmp_path: Pa
     class Capture(Backend):
         name = "capture"
 
-        def complete(self, requests):  # noqa: ANN001, ANN201
+        def complete(self, requests):
             captured.extend(r.messages for r in requests)
             raise RuntimeError("captured")
 
@@ -199,7 +198,7 @@ def test_matrix_examples_rank_the_pool_and_prompt_as_inference_does(tmp_path: Pa
     assert recommend_messages(_card_of(variant), space) == first["prompt"]
 
 
-def _card_of(variant: str):  # noqa: ANN202
+def _card_of(variant: str):
     from sllmbo.data import load_task
     from sllmbo.families import get_family
     from sllmbo.objective import EvalSettings

@@ -11,7 +11,6 @@ import pytest
 
 from sllmbo.data import list_tasks
 from sllmbo.data.export import write_export
-from sllmbo.data.splits import heldout_match
 from sllmbo.data.trial_logs import LoggedTrial, StudyLog
 from sllmbo.errors import SllmboError, TaskError
 from sllmbo.eval import portfolio as pf

@@ -11,8 +11,13 @@ import pytest
 from sllmbo.cli import main
 from sllmbo.inference.base import Backend
 from sllmbo.inference.llamacpp_backend import unavailable_reason
-from sllmbo.scoring import (complementary_order, expected_best_decile, expected_decile,
-                            pool_candidates, score_recommend)
+from sllmbo.scoring import (
+    complementary_order,
+    expected_best_decile,
+    expected_decile,
+    pool_candidates,
+    score_recommend,
+)
 
 
 def at(decile: int) -> np.ndarray:

@@ -57,7 +57,7 @@ def test_flaml_zeroshot_refuses_a_family_it_has_no_portfolio_for() -> None:
         flaml_configs(load_task("professor_salaries"), get_family("mlp"))
 
 
-def _plan(tmp_path: Path, adapter: str | None = None, **changes: object):  # noqa: ANN202
+def _plan(tmp_path: Path, adapter: str | None = None, **changes: object):
     from sllmbo.eval.harness import plan_eval
     from sllmbo.eval.suites import get_suite
     from sllmbo.tune import LLMOptions

@@ -130,7 +130,6 @@ def eval_command(
 def _known_task(name: str) -> str:
     """The registered task ``name``; a clear error before any run starts."""
     from sllmbo.data import task_names
-
     from sllmbo.data.variants import parse_variant
 
     key = name.lower().replace("-", "_")
