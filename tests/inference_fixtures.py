@@ -110,3 +110,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
     },
 }
+
+
+class WordTokenizer:
+    """Counts whitespace-separated words: enough to measure examples without a model."""
+
+    name_or_path = "words"
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[str]]:
+        return {"input_ids": text.split()}
+
+    def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool = True,
+                            return_dict: bool = True) -> dict[str, list[str]]:
+        return {"input_ids": " ".join(m["content"] for m in messages).split()}

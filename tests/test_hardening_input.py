@@ -284,7 +284,7 @@ def test_data_that_is_a_folder_is_named_as_such(tmp_path, capsys):
 
 def test_a_build_with_one_task_writes_a_dataset_that_loads_back(tmp_path):
     from datasets import load_from_disk
-    from test_hardening_secrets import WordTokenizer
+    from inference_fixtures import WordTokenizer
 
     from sllmbo.data.build import build_dataset
     from sllmbo.tune import tune

@@ -14,23 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from inference_fixtures import WordTokenizer
 
 from sllmbo.cli import main
 from sllmbo.storage import mask_url, redact
 
 PASSWORD = "Hunter2Secret"
-
-
-class WordTokenizer:
-    """Counts words: measures examples without loading a model."""
-
-    name_or_path = "words"
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": text.split()}
-
-    def apply_chat_template(self, messages, tokenize=True, return_dict=True):
-        return {"input_ids": " ".join(m["content"] for m in messages).split()}
 
 
 def _closed_port() -> int:

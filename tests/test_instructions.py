@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from inference_fixtures import WordTokenizer
 from optuna.trial import create_trial
 
 from sllmbo.cli import main
@@ -26,18 +27,6 @@ from sllmbo.taskcard import TaskCard
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sllmbo-results"
 PAPER_CARDS = Path(__file__).resolve().parents[1] / "data" / "cards" / "sllmbo_paper.yaml"
-
-
-class WordTokenizer:
-    """Counts whitespace-separated words: enough to measure examples without a model."""
-
-    name_or_path = "words"
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": text.split()}
-
-    def apply_chat_template(self, messages, tokenize=True, return_dict=True):
-        return {"input_ids": " ".join(m["content"] for m in messages).split()}
 
 
 def card_attrs(task: str, family: str = "lightgbm") -> dict:
