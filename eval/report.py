@@ -322,6 +322,8 @@ def _pyplot() -> Any:
 
 def plot_regret(path: Path, records: Sequence[dict[str, Any]], methods: Sequence[str],
                 budgets: Sequence[int]) -> None:
+    if not methods:
+        return
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for m in methods:
@@ -342,8 +344,10 @@ def plot_regret(path: Path, records: Sequence[dict[str, Any]], methods: Sequence
 
 def plot_regret_by_task(path: Path, records: Sequence[dict[str, Any]], methods: Sequence[str],
                         budgets: Sequence[int]) -> None:
-    plt = _pyplot()
     panels = sorted({(r["task"], r["family"]) for r in records})
+    if not methods or not panels:  # a partial run with no common cells yet: nothing to draw
+        return
+    plt = _pyplot()
     cols = min(4, len(panels)) or 1
     rows = math.ceil(len(panels) / cols) or 1
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)

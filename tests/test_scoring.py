@@ -105,3 +105,23 @@ def test_the_embedded_model_scores_the_pool_on_the_fast_engine(embedded_model, c
     assert len(configs) == 3 and all(c in pool for c in configs)
     assert len({json.dumps(c, sort_keys=True) for c in configs}) == 3
     assert "answered by llamacpp" in out.err
+
+
+@pytest.mark.skipif(unavailable_reason() is not None, reason="llama.cpp engine not installed")
+@pytest.mark.slow
+def test_eval_runs_single_shot_score_with_the_shipped_adapter(embedded_model, tmp_path):
+    """The method end to end: the adapter scores the pool on a held-out task, its best two
+    are fitted, and the records carry the LLM's cost; a rerun asks the model nothing."""
+    import json
+
+    argv = ["eval", "--task", "auto_mpg", "--families", "lightgbm", "--methods",
+            "single-shot-score", "--budgets", "1,2", "--seeds", "1", "--n-folds", "2",
+            "--max-rows", "300", "--backend", "llamacpp", "--adapter", "default",
+            "--out", str(tmp_path / "eval"), "--quiet"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code in (0, None)
+    records = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert [r["budget"] for r in records] == [1, 2]
+    assert all(r["method"] == "single-shot-score" and r["llm_calls"] > 0 for r in records)
+    assert records[1]["cv_score"] <= records[0]["cv_score"]  # RMSE: best of two

@@ -119,7 +119,10 @@ def eval_command(
     )
     plan = plan_eval(chosen, refs or None, out, llm,
                      adapter, methods_given=methods is not None,
-                     report_methods=get_suite(suite).methods if methods else ())
+                     # The suite's methods with whatever runs of them are in, and the
+                     # methods asked for, also when the suite has not got them.
+                     report_methods=tuple(dict.fromkeys(get_suite(suite).methods
+                                                        + chosen.methods)) if methods else ())
     for method in plan.skipped_methods:
         typer.echo(f"note: {method} not run: it needs --adapter (the fine-tuned model)",
                    err=True)
