@@ -126,6 +126,20 @@ class Backend(ABC):
         raise BackendError(f"the {self.name} backend cannot score choices",
                            hint="use the llamacpp or transformers backend")
 
+    def _choice_ids(self, choices: Sequence[str],
+                    encode: Callable[[str], Sequence[int]]) -> list[int]:
+        """The token id of each of ``choices``, each one token for ``encode`` (no specials)."""
+        from sllmbo.errors import BackendError
+
+        ids = []
+        for choice in choices:
+            encoded = list(encode(choice))
+            if len(encoded) != 1:
+                raise BackendError(f"choice {choice!r} is {len(encoded)} tokens for this "
+                                   "tokenizer, not one", hint="score single-token answers (digits)")
+            ids.append(int(encoded[0]))
+        return ids
+
     def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
         """Release resources (GPU memory, HTTP sessions, server processes)."""
 

@@ -342,7 +342,8 @@ class LlamaCppBackend(Backend):
         if not prompts:
             return []
         engine = self._engine
-        ids = [self._single_token(c) for c in choices]
+        ids = self._choice_ids(
+            choices, lambda c: self.tokenizer.encode(c, add_special_tokens=False).ids)
         encoded = [self.encode_prompt(m) for m in prompts]
         head = min(len(e) for e in encoded) - 1  # every prompt keeps a tail of >= 1 token
         first = encoded[0]
@@ -380,13 +381,6 @@ class LlamaCppBackend(Backend):
             for slot in range(1, len(group) + 1):
                 engine.seq_rm(slot, 0)
         return out
-
-    def _single_token(self, text: str) -> int:
-        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
-        if len(ids) != 1:
-            raise BackendError(f"choice {text!r} is {len(ids)} tokens for this tokenizer, "
-                               "not one", hint="score single-token answers (digits)")
-        return int(ids[0])
 
     def close(self) -> None:
         if getattr(self, "_engine", None) is not None:

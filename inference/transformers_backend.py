@@ -177,14 +177,8 @@ class TransformersBackend(Backend):
 
         if self.model is None:
             raise BackendError("this backend was closed", hint="create a new backend")
-        ids = []
-        for choice in choices:
-            encoded = self.tokenizer.encode(choice, add_special_tokens=False)
-            if len(encoded) != 1:
-                raise BackendError(f"choice {choice!r} is {len(encoded)} tokens for this "
-                                   "tokenizer, not one",
-                                   hint="score single-token answers (digits)")
-            ids.append(encoded[0])
+        ids = self._choice_ids(
+            choices, lambda c: self.tokenizer.encode(c, add_special_tokens=False))
         out: list[list[float]] = []
         side = self.tokenizer.padding_side
         self.tokenizer.padding_side = "left"  # the last position is every row's next token

@@ -54,12 +54,14 @@ def round_sig(value: float, digits: int = 4) -> float:
     return float(f"{value:.{digits}g}")
 
 
+def _shown(value: Any) -> Any:
+    """A value as prompts show it: floats to a few significant digits."""
+    return round_sig(value) if isinstance(value, float) and not isinstance(value, bool) else value
+
+
 def render_config(config: Mapping[str, Any]) -> str:
     """A configuration as compact JSON with short numbers (also the fine-tuning target)."""
-    shown = {
-        k: round_sig(v) if isinstance(v, float) and not isinstance(v, bool) else v
-        for k, v in config.items()
-    }
+    shown = {k: _shown(v) for k, v in config.items()}
     # The same compact form the constrained decoder emits (inference/constrained.py).
     return json.dumps(shown, separators=(",", ":"))
 
@@ -245,9 +247,7 @@ def recommend_messages(card: TaskCard | None, space: SearchSpace) -> Messages:
 def render_values(config: Mapping[str, Any], space: SearchSpace) -> str:
     """A configuration's values only, in the order ``render_space`` lists the parameters:
     what a scored candidate costs is its own tokens, and the names are half of them."""
-    return ", ".join(
-        json.dumps(round_sig(v) if isinstance(v, float) and not isinstance(v, bool) else v)
-        for v in (config[p.name] for p in space))
+    return ", ".join(json.dumps(_shown(config[p.name])) for p in space)
 
 
 def score_messages(card: TaskCard | None, space: SearchSpace,
@@ -256,7 +256,7 @@ def score_messages(card: TaskCard | None, space: SearchSpace,
     formulation (rank candidates by the answer, then try the best). The candidate comes
     last, as its bare values, so that the prompts of a pool's candidates share everything
     before it: an engine computes that prefix once and each candidate costs only its own
-    ~30 tokens (~75 as JSON)."""
+    ~40 tokens (~75 as JSON)."""
     user = (
         f"{render_card(card)}\n\n"
         f"Search space:\n{render_space(space)}\n\n"
