@@ -11,18 +11,30 @@ whose scores the matrices hold):
 - **the held-out matrix**: defaults, the portfolio and ``knn`` built on the whole training
   matrix, judged on each held-out dataset's test scores (its best: the ``oracle-pool``).
 
-Both also judge ``surrogate``: a gradient-boosted regressor from (meta-features, the
-configuration's log-scaled values) to the cell's regret, fitted on the training rows, picking
-the pool entries it predicts best. It is not a product method; it measures how much of the
-headroom the meta-features can explain at all, which bounds what a scorer ([10/12]) reading
-the same card can learn from this matrix.
+Both also judge two probes, not product methods, that ask whether the headroom can be
+reached from what a card says:
+
+- ``surrogate``: a gradient-boosted regressor from (meta-features, the configuration's
+  log-scaled values) to the cell's regret, fitted on the training rows, picking the pool
+  entries it predicts best: a learned pointwise scorer, the shape of [10/12]'s scoring
+  formulation, with the meta-features given as numbers;
+- ``size-portfolio``: the greedy portfolio of the training variants of the same task type
+  whose rows lie within a factor e of the query's (the global one when fewer than 3 do): a
+  hand-made prior that conditions on size alone.
+
+``--curve`` adds a learning curve: leave-one-dataset-out regret at 1 trial when the selectors
+learn from a random share (25/50/75/100%) of the other training datasets, 3 draws each. A
+selector that improves with more datasets while the portfolio does not says the matrix's
+conditional signal is limited by how many datasets it has.
+
+Each probe is also compared with the portfolio by a Wilcoxon signed-rank test over datasets.
 
 Regret is the portfolio objective's (``sllmbo.eval.portfolio.regret_matrix``): 0 = the row's
 best pool configuration, 1 = its median or worse; the first ``b`` picks count by their best
 (an upper bound of what CV selection within b achieves). Means are over datasets (variants
 averaged first).
 
-    python -m sllmbo.eval.pool_headroom --out eval/results/pool_headroom.json
+    python -m sllmbo.eval.pool_headroom --curve --out eval/results/pool_headroom.json
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from sllmbo.eval.portfolio import regret_matrix
+from sllmbo.eval.portfolio import greedy_portfolio, regret_matrix
 from sllmbo.eval.zeroshot_baselines import (
     PoolSelectors,
     dataset_of,
@@ -47,6 +59,10 @@ from sllmbo.eval.zeroshot_baselines import (
 )
 
 BUDGETS = (1, 2, 3, 5)
+#: Selectors compared with the portfolio by a Wilcoxon test over datasets.
+COMPARED = ("defaults", "knn", "surrogate", "size-portfolio")
+CURVE_SHARES = (0.25, 0.5, 0.75, 1.0)
+SIZE_WINDOW = 1.0  # |log rows - log query rows|: within a factor e
 
 
 def _row_regret(row: Any) -> dict[str, float]:
@@ -93,6 +109,20 @@ class Surrogate:
         return [ids[i] for i in np.argsort(pred, kind="stable")[:budget]]
 
 
+def size_portfolio(card: dict[str, Any], cards: dict[str, Any], scores: Any, size: int,
+                   window: float = SIZE_WINDOW) -> list[str]:
+    """The greedy portfolio of the training variants of ``card``'s task type whose rows are
+    within ``exp(window)`` of its own (the task type's portfolio when fewer than 3 are)."""
+    log_rows = math.log(max(int(card["n_rows"]), 1))
+    near = [v for v in scores.index if task_type_of(cards[v]) == task_type_of(card)
+            and abs(math.log(max(int(cards[v]["n_rows"]), 1)) - log_rows) <= window]
+    if len(near) < 3:
+        return portfolio(cards, scores, task_type_of(card), size)
+    table = scores.loc[near]
+    order, _ = greedy_portfolio(regret_matrix(table.to_numpy().T), size)
+    return [str(table.columns[i]) for i in order]
+
+
 def leave_one_dataset_out(selectors: PoolSelectors, family: str) -> dict[str, Any]:
     """Per budget: mean regret over training datasets of defaults, portfolio, knn, oracle."""
     scores = selectors.scores(family)
@@ -113,7 +143,8 @@ def leave_one_dataset_out(selectors: PoolSelectors, family: str) -> dict[str, An
             picks = {"defaults": [default_id],
                      "portfolio": folios[task_type_of(card)],
                      "knn": knn(card, cards, rest, max(BUDGETS)),
-                     "surrogate": surrogate.ranked(card, max(BUDGETS))}
+                     "surrogate": surrogate.ranked(card, max(BUDGETS)),
+                     "size-portfolio": size_portfolio(card, cards, rest, max(BUDGETS))}
             for b in BUDGETS:
                 for method, chosen in picks.items():
                     per_dataset[dataset][f"{method}@{b}"].append(_best_of(regret, chosen, b))
@@ -141,7 +172,8 @@ def heldout(selectors: PoolSelectors, family: str) -> dict[str, Any]:
         picks = {"defaults": [default_id], "portfolio": folios[task_type_of(card)],
                  "knn": knn(card, selectors.cards, train, max(BUDGETS),
                             exclude_dataset=dataset_of(variant)),
-                 "surrogate": surrogate.ranked(card, max(BUDGETS))}
+                 "surrogate": surrogate.ranked(card, max(BUDGETS)),
+                 "size-portfolio": size_portfolio(card, selectors.cards, train, max(BUDGETS))}
         for b in BUDGETS:
             for method, chosen in picks.items():
                 per_dataset[dataset_of(variant)][f"{method}@{b}"].append(
@@ -149,18 +181,66 @@ def heldout(selectors: PoolSelectors, family: str) -> dict[str, Any]:
     return _summary(per_dataset)
 
 
+def learning_curve(selectors: PoolSelectors, family: str, shares: tuple[float, ...] = CURVE_SHARES,
+                   draws: int = 3) -> dict[str, dict[str, float]]:
+    """Leave-one-dataset-out mean regret at 1 trial of portfolio, size-portfolio and knn
+    learning from a random ``share`` of the other datasets (``draws`` seeded draws)."""
+    import random
+
+    scores, cards = selectors.scores(family), selectors.cards
+    datasets = sorted({dataset_of(v) for v in scores.index})
+    out: dict[str, dict[str, float]] = {}
+    for share in shares:
+        means: dict[str, list[float]] = defaultdict(list)
+        for draw in range(draws if share < 1 else 1):
+            rng = random.Random(draw)
+            per_dataset: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+            for dataset in datasets:
+                others = [d for d in datasets if d != dataset]
+                kept = set(rng.sample(others, max(3, round(share * len(others)))))
+                rest = scores.loc[[dataset_of(v) in kept for v in scores.index]]
+                folios = {t: portfolio(cards, rest, t, 1) for t in ("regression", "classification")}
+                for variant in [v for v in scores.index if dataset_of(v) == dataset]:
+                    card, regret = cards[variant], _row_regret(scores.loc[variant])
+                    picks = {"portfolio": folios[task_type_of(card)],
+                             "size-portfolio": size_portfolio(card, cards, rest, 1),
+                             "knn": knn(card, cards, rest, 1)}
+                    for method, chosen in picks.items():
+                        per_dataset[dataset][method].append(_best_of(regret, chosen, 1))
+            for method in ("portfolio", "size-portfolio", "knn"):
+                means[method].append(float(np.nanmean(
+                    [np.nanmean(d[method]) for d in per_dataset.values() if d.get(method)])))
+        out[f"{share:.2f}"] = {m: round(float(np.mean(v)), 4) for m, v in means.items()}
+    return out
+
+
 def _summary(per_dataset: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    from scipy.stats import wilcoxon
+
     keys = sorted({k for d in per_dataset.values() for k in d})
     table = {k: [float(np.nanmean(d[k])) for d in per_dataset.values() if d.get(k)]
              for k in keys}
+    versus: dict[str, Any] = {}
+    for b in BUDGETS:
+        base = [np.nanmean(d[f"portfolio@{b}"]) for d in per_dataset.values()]
+        for method in COMPARED:
+            other = [np.nanmean(d[f"{method}@{b}"]) for d in per_dataset.values()]
+            diff = np.array(other) - np.array(base)
+            diff = diff[np.isfinite(diff)]
+            p = float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
+            versus[f"{method}@{b}"] = {"wins": int((diff < 0).sum()), "ties": int((diff == 0).sum()),
+                                       "losses": int((diff > 0).sum()), "wilcoxon_p": round(p, 4)}
     return {"n_datasets": len(per_dataset),
             "mean_regret": {k: round(float(np.nanmean(v)), 4) for k, v in table.items()},
-            "median_regret": {k: round(float(np.nanmedian(v)), 4) for k, v in table.items()}}
+            "median_regret": {k: round(float(np.nanmedian(v)), 4) for k, v in table.items()},
+            "versus_portfolio": versus}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
+    parser.add_argument("--curve", action="store_true",
+                        help="add the learning curve over shares of the training datasets")
     args = parser.parse_args(argv)
     from sllmbo.eval.zeroshot_baselines import load_selectors
 
@@ -170,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
               "leave_one_dataset_out": {f: leave_one_dataset_out(selectors, f)
                                         for f in selectors.pools},
               "heldout": {f: heldout(selectors, f) for f in selectors.pools}}
+    if args.curve:
+        result["learning_curve_at_1"] = {f: learning_curve(selectors, f) for f in selectors.pools}
     text = json.dumps(result, indent=1)
     print(text)
     if args.out is not None:
