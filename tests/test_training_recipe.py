@@ -46,6 +46,7 @@ def test_qlora_recipe_asks_for_nf4_and_the_cpu_recipe_does_not():
     ({"lora_target_modules": ["q_proj", "lm_head"]}, "cannot include lm_head"),
     ({"quantization": "nf4", "precision": "fp16"}, "quantization nf4 computes in bf16 or fp32"),
     ({"name": "my adapter"}, "name: String should match pattern"),
+    ({"packing": True, "shared_prefix": True}, "two ways to pack; choose one"),
 ])
 def test_bad_recipe_values_are_one_message_naming_the_key(data, expected):
     with pytest.raises(RecipeError) as err:

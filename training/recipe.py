@@ -73,6 +73,12 @@ class Recipe(BaseModel):
     packing: bool = Field(default=False, description="padding-free packing (best-fit "
                           "decreasing): examples share a row, attention kept apart by "
                           "position ids; no padding is computed")
+    shared_prefix: bool = Field(default=False, description="pack examples that share a "
+                                "prompt head (the matrix's scoring and single-shot groups) "
+                                "behind one copy of it, each tail masked to see only the head "
+                                "and itself: the head is computed once per pack")
+    shared_prefix_min_tokens: int = Field(default=32, ge=1, description="the fewest shared "
+                                          "tokens that make two examples one pack")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: bf16 on CUDA and on CPUs with native bf16 "
         "(AVX512-BF16/AMX, under autocast with fp32 master weights), else fp32")
@@ -97,6 +103,8 @@ class Recipe(BaseModel):
             if "lm_head" in self.lora_target_modules:
                 raise ValueError("lora_target_modules cannot include lm_head (TRL computes the "
                                  "loss from its weight directly, so the adapter would not train)")
+        if self.shared_prefix and self.packing:
+            raise ValueError("packing and shared_prefix are two ways to pack; choose one")
         if self.quantization == "nf4" and self.precision == "fp16":
             raise ValueError("quantization nf4 computes in bf16 or fp32; use precision auto, "
                              "bf16 or fp32")

@@ -12,6 +12,7 @@ over processes and only the main process writes files.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -180,13 +181,11 @@ def lora_config(recipe: Recipe) -> Any:
                       target_modules=recipe.lora_target_modules)
 
 
-def sft_config(recipe: Recipe, out: Path, precision: str, device: str, *, has_eval: bool,
-               progress: bool) -> Any:
-    """TRL's ``SFTConfig`` for the recipe: completion-only loss, checkpoints in OUT."""
-    from trl import SFTConfig
-
+def training_kwargs(recipe: Recipe, out: Path, precision: str, device: str, *, has_eval: bool,
+                    progress: bool) -> dict[str, Any]:
+    """The ``TrainingArguments`` both trainers share: schedule, precision, checkpoints in OUT."""
     evaluate = has_eval and recipe.eval_steps > 0
-    return SFTConfig(
+    return dict(
         output_dir=str(out / CHECKPOINTS),
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps or -1,
@@ -199,11 +198,6 @@ def sft_config(recipe: Recipe, out: Path, precision: str, device: str, *, has_ev
         weight_decay=recipe.weight_decay,
         max_grad_norm=recipe.max_grad_norm,
         seed=recipe.seed,
-        max_length=recipe.max_length,
-        packing=recipe.packing,
-        packing_strategy="bfd",
-        padding_free=recipe.packing,
-        completion_only_loss=True,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
@@ -215,10 +209,25 @@ def sft_config(recipe: Recipe, out: Path, precision: str, device: str, *, has_ev
         save_strategy="steps",
         save_steps=recipe.save_steps,
         save_total_limit=recipe.save_total_limit,
-        include_num_input_tokens_seen="non_padding",
         report_to="none",
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+    )
+
+
+def sft_config(recipe: Recipe, out: Path, precision: str, device: str, *, has_eval: bool,
+               progress: bool) -> Any:
+    """TRL's ``SFTConfig`` for the recipe: completion-only loss, checkpoints in OUT."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        **training_kwargs(recipe, out, precision, device, has_eval=has_eval, progress=progress),
+        max_length=recipe.max_length,
+        packing=recipe.packing,
+        packing_strategy="bfd",
+        padding_free=recipe.packing,
+        completion_only_loss=True,
+        include_num_input_tokens_seen="non_padding",
     )
 
 
@@ -248,6 +257,12 @@ def build_trainer(recipe: Recipe, base: Path, train: Any, val: Any | None, out: 
         raise SllmboError(f"the tokenizer of {base} has no chat template",
                           hint="use an instruct model (its template is what inference uses)")
     model = load_base(recipe, base, precision, device)
+    if recipe.shared_prefix:
+        trainer = _shared_prefix_trainer(recipe, model, tokenizer, train, val, out, precision,
+                                         device, progress=progress, callbacks=callbacks)
+        trainer.sllmbo_precision = precision
+        trainer.sllmbo_device = device
+        return trainer
     if device == "cpu" and compact_head:
         score_completions_only_on_cpu()
     args = sft_config(recipe, out, precision, device, has_eval=val is not None,
@@ -258,6 +273,47 @@ def build_trainer(recipe: Recipe, base: Path, train: Any, val: Any | None, out: 
     trainer.sllmbo_precision = precision
     trainer.sllmbo_device = device
     return trainer
+
+
+def _shared_prefix_trainer(recipe: Recipe, model: Any, tokenizer: Any, train: Any,
+                           val: Any | None, out: Path, precision: str, device: str, *,
+                           progress: bool, callbacks: list[Any] | None) -> Any:
+    """A ``transformers.Trainer`` on shared-prefix packs (``shared_prefix.py``), LoRA from
+    the recipe; the loss is the completion tokens' cross-entropy, as on the TRL path."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    from . import shared_prefix
+
+    shared_prefix.check_attention(model)
+    set_seed(recipe.seed)  # the LoRA init draws from it (TRL's trainer seeds before its init)
+    if recipe.quantization == "nf4":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=recipe.gradient_checkpointing)
+    elif recipe.gradient_checkpointing:
+        model.enable_input_require_grads()
+    model = get_peft_model(model, lora_config(recipe))
+    pack = functools.partial(shared_prefix.packed_dataset, tokenizer,
+                             max_length=recipe.max_length,
+                             min_shared=recipe.shared_prefix_min_tokens)
+    args = TrainingArguments(
+        **training_kwargs(recipe, out, precision, device, has_eval=val is not None,
+                          progress=progress),
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="all",  # packs are padded only to the batch's longest
+    )
+
+    class SharedPrefixTrainer(Trainer):
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            loss, outputs = shared_prefix.packed_loss(model, inputs, num_items_in_batch)
+            return (loss, outputs) if return_outputs else loss
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return SharedPrefixTrainer(model=model, args=args, train_dataset=pack(train),
+                               eval_dataset=pack(val) if val is not None else None,
+                               data_collator=shared_prefix.SharedPrefixCollator(pad),
+                               processing_class=tokenizer, callbacks=callbacks)
 
 
 def score_completions_only_on_cpu() -> bool:
