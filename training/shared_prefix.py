@@ -18,8 +18,9 @@ loss puts it, and the LM head projects only the positions that carry a label.
 
 Which examples share a head is found from the tokens, not from the data's columns: examples
 are sorted by their prompt's tokens, and neighbours join a pack while they share at least
-``min_shared`` tokens with it and the pack fits ``max_length``. The head never reaches into a
-completion. TRL's packing cannot express this (its packs separate examples entirely), so this
+``min_shared`` tokens with it, joining saves tokens (the system prompt alone, shared by every
+example, does not make two cards one pack) and the pack fits ``max_length``. The head never
+reaches into a completion. TRL's packing cannot express this (its packs separate examples entirely), so this
 module builds the rows and the mask and trains with ``transformers.Trainer``; LoRA and QLoRA
 come from the same recipe keys as the TRL path. Needs an attention implementation that reads a
 4D mask: ``sdpa`` (the CPU default) or ``eager``.
@@ -102,7 +103,9 @@ def pack_shared_prefix(examples: Sequence[Tokenized], max_length: int,
         if group:
             shared = min(head, _common_prefix(group[0].ids, example.ids), example.n_prompt)
             length = shared + sum(len(e.ids) - shared for e in group) + len(example.ids) - shared
-            if shared >= min_shared and length <= max_length:
+            # Join only where it saves tokens: a shorter head lengthens every tail already in.
+            saves = shared > (head - shared) * len(group)
+            if shared >= min_shared and saves and length <= max_length:
                 group.append(example)
                 head = shared
                 continue
