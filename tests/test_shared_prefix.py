@@ -115,11 +115,12 @@ def write_score_data(root: Path, train: list[dict], validation: list[dict]) -> P
 
 @pytest.mark.slow
 def test_the_scoring_formulation_trains_two_steps_and_its_scores_parse(tiny_model, tmp_path):
+    from test_training import recipe
+
     from sllmbo.families import get_family
     from sllmbo.inference.transformers_backend import TransformersBackend
     from sllmbo.scoring import decile_probabilities, pool_candidates
     from sllmbo.training.sft import train
-    from test_training import recipe
 
     rows = score_rows("diabetes", {i: i % 10 for i in range(12)})
     data = write_score_data(tmp_path / "data", rows[:10], rows[10:])
@@ -159,6 +160,8 @@ def trainable_tiny(embedded_model: Path, tmp_path_factory: pytest.TempPathFactor
 @pytest.mark.slow
 @pytest.mark.parametrize("favourite", [4, 7])
 def test_a_scorer_taught_a_favourite_ranks_it_first(trainable_tiny, tmp_path, favourite):
+    from test_training import recipe
+
     from sllmbo.data.registry import load_task
     from sllmbo.families import get_family
     from sllmbo.inference.transformers_backend import TransformersBackend
@@ -166,7 +169,6 @@ def test_a_scorer_taught_a_favourite_ranks_it_first(trainable_tiny, tmp_path, fa
     from sllmbo.resolve import build_card
     from sllmbo.scoring import pool_candidates, score_recommend
     from sllmbo.training.sft import train
-    from test_training import recipe
 
     taught = {i: (0 if i == favourite else 9) for i in range(10)}
     rows = score_rows("diabetes", taught)

@@ -1,0 +1,256 @@
+"""Choose a formulation on the training split's validation datasets, from the matrix.
+
+[10/12] chooses between adapters (generation, scoring, combinations) on datasets the adapter
+did not train on and that are not held out: the validation datasets of its instruction data
+(``data_card.json``'s ``tasks.validation``, every variant of a dataset on one side). The
+training matrix holds every pool entry's repeated-CV score on those variants, so methods that
+pick pool entries get an exact regret with no fit:
+
+- ``score``: the adapter's predicted rank deciles of the whole pool, the complementary list
+  (``sllmbo.scoring``), what ``recommend --decode score`` answers;
+- ``portfolio``, ``knn``, ``size-portfolio`` (``eval/pool_headroom.py``), ``defaults``: built
+  from the training matrix *without* the validation datasets, so they know no more than the
+  adapter does.
+
+``generate`` (``--generate``): the adapter's ``recommend`` answers (consensus or greedy)
+are not pool entries; each is cross-validated on the variant as the matrix's cells were
+(``cv_scorer``: 3 x 3-fold below 2,000 rows) and put on the row's regret scale (0 = the
+row's best pool entry, 1 = its median or worse). Those fits cost minutes per variant.
+
+Statistics are over datasets (variants averaged first): mean regret at budgets 1, 2, 3, 5 and
+wins/ties/losses with a Wilcoxon signed-rank test against the portfolio.
+
+    python -m sllmbo.eval.validate_adapter --adapter PATH [--generate] --out FILE.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sllmbo.errors import SllmboError
+
+BUDGETS = (1, 2, 3, 5)
+BASELINES = ("defaults", "portfolio", "knn", "size-portfolio")
+
+
+def validation_datasets(adapter: Path) -> list[str]:
+    """The datasets of the adapter's validation split (its copy of the data card)."""
+    card_path = adapter / "data_card.json"
+    if not card_path.is_file():
+        raise SllmboError(f"{adapter} has no data_card.json, so its validation datasets are "
+                          "unknown", hint="pass --datasets NAME,NAME (training-split datasets "
+                          "the adapter did not train on)")
+    tasks = json.loads(card_path.read_text()).get("tasks", {}).get("validation", [])
+    return sorted({t.split("@", 1)[0] for t in tasks})
+
+
+def row_regret(row: Mapping[str, float], value: float) -> float:
+    """``value``'s regret on a matrix row (the portfolio's scale: ``(v - best) / (median -
+    best)`` clipped to [0, 1]; a failed fit is 1)."""
+    finite = np.array([v for v in row.values() if v is not None and math.isfinite(v)])
+    if not math.isfinite(value) or finite.size == 0:
+        return 1.0
+    best = float(finite.min())
+    scale = float(np.median(finite)) - best
+    if scale <= 0:
+        scale = float(finite.max()) - best
+    if scale <= 0:
+        return 0.0
+    return float(np.clip((value - best) / scale, 0.0, 1.0))
+
+
+def check_not_heldout(datasets: Sequence[str]) -> None:
+    from sllmbo.data.splits import heldout_match
+
+    held = sorted(d for d in datasets if heldout_match(d))
+    if held:
+        raise SllmboError(f"validation datasets {held} are held out: they choose nothing",
+                          hint="validate on training-split datasets (the adapter's data card "
+                          "lists them)")
+
+
+def baseline_picks(selectors: Any, family: str, train_scores: Any, card: Mapping[str, Any],
+                   size: int) -> dict[str, list[str]]:
+    """Config ids of each baseline for one variant, learned from ``train_scores`` only."""
+    from sllmbo.eval.pool_headroom import size_portfolio
+    from sllmbo.eval.zeroshot_baselines import knn, portfolio, task_type_of
+
+    cards = selectors.cards
+    return {"defaults": [selectors.pools[family].configs[0].id],
+            "portfolio": portfolio(cards, train_scores, task_type_of(card), size),
+            "knn": knn(card, cards, train_scores, size),
+            "size-portfolio": size_portfolio(card, cards, train_scores, size)}
+
+
+def score_picks(backend: Any, variant: str, family_name: str, pool: Any, size: int) -> list[str]:
+    """The adapter's complementary list of pool ids for a variant (``recommend --decode
+    score``)."""
+    from sllmbo.data.registry import load_task
+    from sllmbo.families import get_family
+    from sllmbo.objective import EvalSettings
+    from sllmbo.resolve import build_card
+    from sllmbo.scoring import complementary_order, decile_probabilities
+
+    task = load_task(variant)
+    family = get_family(family_name)
+    space = family.default_space(task.task_type)
+    card = build_card(task, family, EvalSettings())
+    ids, configs = [], []
+    for entry in pool.configs:
+        ids.append(entry.id)
+        configs.append({k: entry.config[k] for k in space.names if k in entry.config})
+    probs = decile_probabilities(backend, card, space, configs)
+    return [ids[i] for i in complementary_order(probs, size)]
+
+
+def generate_regrets(backend: Any, variant: str, family_name: str, row: Mapping[str, float],
+                     size: int, decode: str,
+                     scorer: Callable[..., dict[str, Any]] | None = None) -> list[float]:
+    """Regrets of the adapter's first ``size`` generated answers, each cross-validated."""
+    from sllmbo.data.matrix import cv_scorer
+    from sllmbo.data.registry import load_task
+    from sllmbo.families import get_family
+    from sllmbo.objective import EvalSettings
+    from sllmbo.recommend import recommend_with
+    from sllmbo.resolve import build_card
+
+    scorer = scorer or cv_scorer
+    task = load_task(variant)
+    family = get_family(family_name)
+    space = family.default_space(task.task_type)
+    card = build_card(task, family, EvalSettings())
+    rec = recommend_with(backend, card, space, size, decode=decode)
+    out = []
+    for config in rec.configs:
+        try:
+            value = float(scorer(task, family, config)["score"])
+        except Exception:  # a failed fit is the worst regret, as a failed matrix cell
+            value = float("nan")
+        out.append(row_regret(row, value))
+    return out
+
+
+def best_of(values: Sequence[float], budget: int) -> float:
+    chosen = [v for v in values[:budget] if math.isfinite(v)]
+    return min(chosen) if chosen else 1.0
+
+
+def validate(backend: Any | None, datasets: Sequence[str], *, generate: bool = False,
+             decode: str = "consensus", families: Sequence[str] | None = None,
+             echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Per family: regret per method and budget over the validation ``datasets``."""
+    from sllmbo.eval.pool_headroom import _row_regret
+    from sllmbo.eval.zeroshot_baselines import dataset_of, load_selectors
+
+    check_not_heldout(datasets)
+    selectors = load_selectors()
+    wanted = set(datasets)
+    result: dict[str, Any] = {"datasets": sorted(wanted), "families": {}}
+    for family in families or sorted(selectors.pools):
+        scores = selectors.scores(family)
+        is_val = [dataset_of(v) in wanted for v in scores.index]
+        train_scores = scores.loc[[not x for x in is_val]]
+        val_variants = [v for v, x in zip(scores.index, is_val, strict=True) if x]
+        if not val_variants:
+            echo(f"{family}: no whole matrix row of a validation dataset yet; skipped")
+            continue
+        per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        seconds: dict[str, float] = defaultdict(float)
+        size = max(BUDGETS)
+        for variant in val_variants:
+            card = selectors.cards[variant]
+            regret = _row_regret(scores.loc[variant])
+            picks = baseline_picks(selectors, family, train_scores, card, size)
+            if backend is not None:
+                start = time.perf_counter()
+                picks["score"] = score_picks(backend, variant, family, selectors.pools[family],
+                                             size)
+                seconds["score"] += time.perf_counter() - start
+            values = {m: [regret.get(i, 1.0) for i in ids] for m, ids in picks.items()}
+            if backend is not None and generate:
+                start = time.perf_counter()
+                row = {k: float(v) for k, v in scores.loc[variant].items()}
+                values["generate"] = generate_regrets(backend, variant, family, row, size,
+                                                      decode)
+                seconds["generate"] += time.perf_counter() - start
+            for method, vals in values.items():
+                for b in BUDGETS:
+                    per[dataset_of(variant)][f"{method}@{b}"].append(best_of(vals, b))
+            echo(f"{family} {variant}: " + " ".join(
+                f"{m}={best_of(v, 1):.2f}" for m, v in values.items()))
+        result["families"][family] = {**summarize(per), "variants": len(val_variants),
+                                      "seconds": {k: round(v, 1) for k, v in seconds.items()}}
+    return result
+
+
+def summarize(per: Mapping[str, Mapping[str, list[float]]]) -> dict[str, Any]:
+    """Means over datasets, and each method against the portfolio (Wilcoxon over datasets)."""
+    from scipy.stats import wilcoxon
+
+    keys = sorted({k for d in per.values() for k in d})
+    means = {k: [float(np.mean(d[k])) for d in per.values() if d.get(k)] for k in keys}
+    versus: dict[str, Any] = {}
+    for key in keys:
+        method, budget = key.rsplit("@", 1)
+        if method == "portfolio":
+            continue
+        base = np.array(means[f"portfolio@{budget}"])
+        diff = np.array(means[key]) - base
+        p = float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
+        versus[key] = {"wins": int((diff < 0).sum()), "ties": int((diff == 0).sum()),
+                       "losses": int((diff > 0).sum()), "wilcoxon_p": round(p, 4)}
+    return {"n_datasets": len(per),
+            "mean_regret": {k: round(float(np.mean(v)), 4) for k, v in means.items()},
+            "versus_portfolio": versus}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--adapter", default=None,
+                        help="adapter folder (its data card names the validation datasets); "
+                        "omit to report the baselines only (then --datasets is needed)")
+    parser.add_argument("--datasets", default=None, help="comma-separated dataset names")
+    parser.add_argument("--backend", default="auto", help="auto, llamacpp or transformers")
+    parser.add_argument("--generate", action="store_true",
+                        help="also cross-validate the adapter's generated answers (slow)")
+    parser.add_argument("--decode", default="consensus", choices=("consensus", "greedy"))
+    parser.add_argument("--families", default=None, help="comma-separated (default: all)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.datasets:
+            datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        elif args.adapter:
+            datasets = validation_datasets(Path(args.adapter))
+        else:
+            raise SllmboError("nothing to validate on", hint="pass --adapter or --datasets")
+        backend = None
+        if args.adapter:
+            from sllmbo.inference.factory import create_backend
+
+            backend = create_backend(args.backend, adapter=args.adapter)
+        families = args.families.split(",") if args.families else None
+        result = validate(backend, datasets, generate=args.generate, decode=args.decode,
+                          families=families)
+    except SllmboError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
