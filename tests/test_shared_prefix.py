@@ -190,3 +190,17 @@ def test_a_scorer_taught_a_favourite_ranks_it_first(trainable_tiny, tmp_path, fa
         backend.close()
     assert rec.configs[0] == candidates[favourite]
     assert rec.scores[0] < 1 and min(rec.scores[1:]) > 8  # taught "0" for it, "9" for the rest
+
+
+def test_validation_keeps_whole_packs_within_the_example_budget():
+    from datasets import Dataset
+
+    from sllmbo.training.shared_prefix import subsample_packs
+
+    packs = Dataset.from_list([{"segments": [0, 0] + [k for k in range(1, n + 1)]}
+                               for n in (5, 3, 4, 1)])
+    chosen = subsample_packs(packs, 8, seed=0)
+    sizes = [len(set(r["segments"]) - {0}) for r in chosen]
+    assert 0 < sum(sizes) <= 8 and set(sizes) <= {5, 3, 4, 1}
+    assert len(subsample_packs(packs, None, seed=0)) == 4
+    assert len(subsample_packs(packs, 2, seed=0)) == 1  # one pack even when it is bigger

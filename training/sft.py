@@ -106,7 +106,8 @@ def load_splits(data: TrainingData, recipe: Recipe) -> tuple[Any, Any | None]:
     val = dsd["validation"].select_columns(keep) if "validation" in dsd else None
     if val is not None and len(val) == 0:
         val = None
-    if val is not None and recipe.eval_max_examples and len(val) > recipe.eval_max_examples:
+    if (val is not None and recipe.eval_max_examples and len(val) > recipe.eval_max_examples
+            and not recipe.shared_prefix):  # shared-prefix packs are subsampled whole
         val = val.shuffle(seed=recipe.seed).select(range(recipe.eval_max_examples))
     return train, val
 
@@ -310,8 +311,12 @@ def _shared_prefix_trainer(recipe: Recipe, model: Any, tokenizer: Any, train: An
             return (loss, outputs) if return_outputs else loss
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    val_packs = None
+    if val is not None:
+        val_packs = shared_prefix.subsample_packs(pack(val), recipe.eval_max_examples,
+                                                  recipe.seed)
     return SharedPrefixTrainer(model=model, args=args, train_dataset=pack(train),
-                               eval_dataset=pack(val) if val is not None else None,
+                               eval_dataset=val_packs,
                                data_collator=shared_prefix.SharedPrefixCollator(pad),
                                processing_class=tokenizer, callbacks=callbacks)
 

@@ -217,6 +217,25 @@ def _attention_of(model: Any) -> str | None:
     return getattr(config, "_attn_implementation", None)
 
 
+def subsample_packs(packs: Any, max_examples: int | None, seed: int) -> Any:
+    """A seeded random subset of whole packs holding at most ``max_examples`` examples (at
+    least one pack): a subsample of rows would break the groups that make packs short."""
+    if not max_examples:
+        return packs
+    import random
+
+    order = list(range(len(packs)))
+    random.Random(seed).shuffle(order)
+    chosen, examples = [], 0
+    for i in order:
+        n = len(set(packs[i]["segments"]) - {0}) or 1
+        if chosen and examples + n > max_examples:
+            continue
+        chosen.append(i)
+        examples += n
+    return packs.select(sorted(chosen))
+
+
 def check_attention(model: Any) -> None:
     implementation = _attention_of(model)
     if implementation not in MASKABLE_ATTENTION:
