@@ -10,6 +10,9 @@ variant, the space the family's default space, in which every pool configuration
 - ``matrix-score``: ``score_messages(card, space, config)`` -> the configuration's rank decile
   on that variant ("0": among the best tenth of the pool, "9": the worst tenth; a failed fit
   is "9"), the scoring formulation: a model that ranks candidates for a card, then picks.
+- ``matrix-pick``: ``pick_messages(card, pool name, size)`` -> the name (``PICK_NAMES``, by
+  pool position) of one of the variant's ``pick_top_k`` best pool entries, each its own
+  example: the pick formulation, a classifier over the named pool read off one forward pass.
 
 Only the training matrix is read: ``read_matrix`` refuses another split, and every variant is
 checked against the held-out split again here.
@@ -27,9 +30,15 @@ from typing import Any
 from sllmbo.data.matrix import POOL_FILE, TRAIN_MATRIX, Matrix, read_matrix
 from sllmbo.data.pool import Pool, read_pools
 from sllmbo.data.splits import heldout_match
-from sllmbo.prompts import recommend_messages, render_config, score_messages
+from sllmbo.prompts import (
+    PICK_NAMES,
+    pick_messages,
+    recommend_messages,
+    render_config,
+    score_messages,
+)
 
-MATRIX_KINDS = ("matrix-single-shot", "matrix-score")
+MATRIX_KINDS = ("matrix-single-shot", "matrix-score", "matrix-pick")
 N_DECILES = 10
 
 
@@ -37,15 +46,19 @@ N_DECILES = 10
 class MatrixOptions:
     """``top_k`` best configurations per variant and family as single-shot examples;
     ``score_per_variant`` pool configurations per variant and family as scoring examples
-    (None: all of them; sampled with ``seed`` otherwise, stratified over deciles)."""
+    (None: all of them; sampled with ``seed`` otherwise, stratified over deciles);
+    ``pick_top_k`` best pool entries per variant and family as pick examples."""
 
     top_k: int = 5
     score_per_variant: int | None = 20
     seed: int = 0
+    pick_top_k: int = 0
 
     def __post_init__(self) -> None:
         if self.top_k < 0 or (self.score_per_variant is not None and self.score_per_variant < 0):
             raise ValueError("top_k and score_per_variant must be >= 0")
+        if self.pick_top_k < 0:
+            raise ValueError("pick_top_k must be >= 0")
 
 
 def rank_deciles(scores: dict[str, float | None]) -> dict[str, int]:
@@ -107,6 +120,14 @@ def matrix_examples(matrix: Matrix | str | Path = TRAIN_MATRIX,
                                                                         space))}],
                 "kind": "matrix-single-shot", **meta, "config_id": config_id,
                 "value": value, "rank": rank})
+        if options.pick_top_k:
+            position = {c.id: i for i, c in enumerate(pool.configs)}
+            pick = pick_messages(card, pick_pool_name(pool), len(pool))
+            for rank, (value, config_id) in enumerate(ranked[: options.pick_top_k], start=1):
+                rows.append({"prompt": pick, "completion": [
+                    {"role": "assistant", "content": PICK_NAMES[position[config_id]]}],
+                    "kind": "matrix-pick", **meta, "config_id": config_id, "value": value,
+                    "rank": rank})
         chosen = _stratified(sorted(scores), deciles, options.score_per_variant, rng)
         for config_id in chosen:
             config = _ordered(configs[config_id], space)
@@ -115,6 +136,11 @@ def matrix_examples(matrix: Matrix | str | Path = TRAIN_MATRIX,
                 "kind": "matrix-score", **meta, "config_id": config_id,
                 "value": scores[config_id], "rank": deciles[config_id]})
     return rows
+
+
+def pick_pool_name(pool: Pool) -> str:
+    """How ``pick_messages`` names a pool: its family and hash."""
+    return f"{pool.family}-{pool.hash}"
 
 
 def _ordered(config: dict[str, Any], space: Any) -> dict[str, Any]:

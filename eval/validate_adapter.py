@@ -8,11 +8,13 @@ pick pool entries get an exact regret with no fit:
 
 - ``score``: the adapter's predicted rank deciles of the whole pool, the complementary list
   (``sllmbo.scoring``), what ``recommend --decode score`` answers;
+- ``pick``: the pool entries in the order of the probability the adapter names them (one
+  forward pass), what ``recommend --decode pick`` answers;
 - ``portfolio``, ``knn``, ``size-portfolio`` (``eval/pool_headroom.py``), ``defaults``: built
   from the training matrix *without* the validation datasets, so they know no more than the
   adapter does.
 
-``generate`` (``--generate``): the adapter's ``recommend`` answers (consensus or greedy)
+``generate`` (``--methods generate``): the adapter's ``recommend`` answers (consensus or greedy)
 are not pool entries; each is cross-validated on the variant as the matrix's cells were
 (``cv_scorer``: 3 x 3-fold below 2,000 rows) and put on the row's regret scale (0 = the
 row's best pool entry, 1 = its median or worse). Those fits cost minutes per variant.
@@ -20,7 +22,7 @@ row's best pool entry, 1 = its median or worse). Those fits cost minutes per var
 Statistics are over datasets (variants averaged first): mean regret at budgets 1, 2, 3, 5 and
 wins/ties/losses with a Wilcoxon signed-rank test against the portfolio.
 
-    python -m sllmbo.eval.validate_adapter --adapter PATH [--generate] --out FILE.json
+    python -m sllmbo.eval.validate_adapter --adapter PATH --methods score,pick --out FILE.json
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from sllmbo.errors import SllmboError
 
 BUDGETS = (1, 2, 3, 5)
 BASELINES = ("defaults", "portfolio", "knn", "size-portfolio")
+ADAPTER_METHODS = ("score", "pick", "generate")
 
 
 def validation_datasets(adapter: Path) -> list[str]:
@@ -113,6 +116,20 @@ def score_picks(backend: Any, variant: str, family_name: str, pool: Any, size: i
     return [ids[i] for i in complementary_order(probs, size)]
 
 
+def pick_picks(backend: Any, variant: str, family_name: str, pool: Any, size: int) -> list[str]:
+    """The pool ids the adapter names most probably for a variant (``recommend --decode
+    pick``)."""
+    from sllmbo.data.registry import load_task
+    from sllmbo.families import get_family
+    from sllmbo.objective import EvalSettings
+    from sllmbo.resolve import build_card
+    from sllmbo.scoring import pick_probabilities
+
+    card = build_card(load_task(variant), get_family(family_name), EvalSettings())
+    probs = pick_probabilities(backend, card, family_name)
+    return [pool.configs[i].id for i in np.argsort(-probs, kind="stable")[:size]]
+
+
 def generate_regrets(backend: Any, variant: str, family_name: str, row: Mapping[str, float],
                      size: int, decode: str,
                      scorer: Callable[..., dict[str, Any]] | None = None) -> list[float]:
@@ -145,10 +162,16 @@ def best_of(values: Sequence[float], budget: int) -> float:
     return min(chosen) if chosen else 1.0
 
 
-def validate(backend: Any | None, datasets: Sequence[str], *, generate: bool = False,
-             decode: str = "consensus", families: Sequence[str] | None = None,
+def validate(backend: Any | None, datasets: Sequence[str], *,
+             methods: Sequence[str] = ("score",), decode: str = "consensus",
+             families: Sequence[str] | None = None,
              echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Per family: regret per method and budget over the validation ``datasets``."""
+    """Per family: regret per method and budget over the validation ``datasets``; the
+    adapter ``methods`` run only with a ``backend``."""
+    unknown = sorted(set(methods) - set(ADAPTER_METHODS))
+    if unknown:
+        raise SllmboError(f"unknown methods {unknown}",
+                          hint=f"choose from {', '.join(ADAPTER_METHODS)}")
     from sllmbo.eval.pool_headroom import _row_regret
     from sllmbo.eval.zeroshot_baselines import dataset_of, load_selectors
 
@@ -171,13 +194,14 @@ def validate(backend: Any | None, datasets: Sequence[str], *, generate: bool = F
             card = selectors.cards[variant]
             regret = _row_regret(scores.loc[variant])
             picks = baseline_picks(selectors, family, train_scores, card, size)
-            if backend is not None:
+            pickers = {"score": score_picks, "pick": pick_picks}
+            for method in [m for m in methods if m in pickers and backend is not None]:
                 start = time.perf_counter()
-                picks["score"] = score_picks(backend, variant, family, selectors.pools[family],
-                                             size)
-                seconds["score"] += time.perf_counter() - start
+                picks[method] = pickers[method](backend, variant, family,
+                                                selectors.pools[family], size)
+                seconds[method] += time.perf_counter() - start
             values = {m: [regret.get(i, 1.0) for i in ids] for m, ids in picks.items()}
-            if backend is not None and generate:
+            if backend is not None and "generate" in methods:
                 start = time.perf_counter()
                 row = {k: float(v) for k, v in scores.loc[variant].items()}
                 values["generate"] = generate_regrets(backend, variant, family, row, size,
@@ -221,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                         "omit to report the baselines only (then --datasets is needed)")
     parser.add_argument("--datasets", default=None, help="comma-separated dataset names")
     parser.add_argument("--backend", default="auto", help="auto, llamacpp or transformers")
-    parser.add_argument("--generate", action="store_true",
-                        help="also cross-validate the adapter's generated answers (slow)")
+    parser.add_argument("--methods", default="score",
+                        help="the adapter's methods, comma-separated: score, pick, generate "
+                        "(generated answers are cross-validated: slow)")
     parser.add_argument("--decode", default="consensus", choices=("consensus", "greedy"))
     parser.add_argument("--families", default=None, help="comma-separated (default: all)")
     parser.add_argument("--out", type=Path, default=None)
@@ -240,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
 
             backend = create_backend(args.backend, adapter=args.adapter)
         families = args.families.split(",") if args.families else None
-        result = validate(backend, datasets, generate=args.generate, decode=args.decode,
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        result = validate(backend, datasets, methods=methods, decode=args.decode,
                           families=families)
     except SllmboError as err:
         print(f"error: {err}", file=sys.stderr)

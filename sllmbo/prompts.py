@@ -273,6 +273,31 @@ def score_messages(card: TaskCard | None, space: SearchSpace,
 SCORE_ANSWERS: tuple[str, ...] = tuple(str(d) for d in range(10))
 
 
+# -- (f) picking from the pool by name -------------------------------------------------------
+#: The names of a pool's entries in ``pick_messages``, in pool order: one token each in the
+#: embedded tokenizer (and in Llama's), so one forward pass scores every entry.
+PICK_NAMES: tuple[str, ...] = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                    "abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def pick_messages(card: TaskCard | None, pool_name: str, n_entries: int) -> Messages:
+    """Ask which entry of a fixed, named pool suits the task: the pick formulation. The
+    entries are not shown (the model learned them in training, by name), so the prompt is
+    the card alone and one forward pass ranks the whole pool (~220 prompt tokens, one answer
+    token). ``pool_name`` carries the pool's hash: a model trained on another pool reads
+    another question."""
+    if not 0 < n_entries <= len(PICK_NAMES):
+        raise ValueError(f"a pick pool holds 1 to {len(PICK_NAMES)} entries, not {n_entries}")
+    user = (
+        f"{render_card(card)}\n\n"
+        f"The candidate pool {pool_name} holds {n_entries} fixed configurations of this "
+        f"model, named {PICK_NAMES[0]} to {PICK_NAMES[n_entries - 1]} (capitals, then small "
+        "letters, then digits). No trials have been run. Which one will score best on this "
+        "task? Answer with its name only."
+    )
+    return _messages(user)
+
+
 def config_schema(space: SearchSpace) -> dict[str, Any]:
     """The JSON Schema of one configuration (constrained decoding for (b) and (d))."""
     return space.to_json_schema()

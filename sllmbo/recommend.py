@@ -15,6 +15,8 @@ of 0.63 at one trial, the consensus of 8 samples 0.19 (library defaults 0.43).
 ``decode="greedy"`` keeps the single greedy answer (one request, the fastest path).
 ``decode="score"`` decodes nothing: the model scores the committed pool of configurations
 and the best-ranked come back (``sllmbo.scoring``, the scoring formulation).
+``decode="pick"`` decodes nothing either: one forward pass gives the probability the model
+names each pool entry, and the most probable come back (the pick formulation).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class Recommendation:
     scores: list[float] = field(default_factory=list)
 
 
-DECODES = ("consensus", "greedy", "score")
+DECODES = ("consensus", "greedy", "score", "pick")
 #: Sampled answers a consensus is formed from (8 measured better than 4 and no worse than 16).
 CONSENSUS_SAMPLES = 8
 #: Further batches asked when too few answers of the first were valid and distinct.
@@ -182,6 +184,12 @@ def recommend_with(backend: Backend, card: TaskCard | None, space: SearchSpace, 
         if candidates is None:
             raise SllmboError("decode 'score' needs candidate configurations to score")
         return score_recommend(backend, card, space, n, candidates)
+    if decode == "pick":
+        from sllmbo.scoring import pick_recommend
+
+        if card is None:
+            raise SllmboError("decode 'pick' needs a task card (it names the model family)")
+        return pick_recommend(backend, card, space, n, card.model_family)
 
     def ask(first: int = 0, count: int | None = None) -> list[Completion]:
         return backend.complete(build_requests(

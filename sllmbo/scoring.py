@@ -1,6 +1,7 @@
 """Recommend by scoring: rank a pool of candidate configurations with the model, no decoding.
 
-The scoring formulation of [10/12]. For each candidate the model reads
+The scoring formulation of [10/12] (and, at the end, the pick formulation: the model names a
+pool entry, and one forward pass ranks the whole pool). For each candidate the model reads
 ``score_messages(card, space, config)`` and its next-token distribution over the ten digits
 ``SCORE_ANSWERS`` is the predicted rank decile of that configuration on this task (0: among the
 best tenth of the pool). One forward pass per candidate and no decoding: the backend's
@@ -89,6 +90,55 @@ def pool_candidates(family: str, space: SearchSpace) -> list[dict[str, Any]]:
         raise SllmboError(f"no {family} pool configuration lies in this search space",
                           hint="use the family's default space, or --decode consensus")
     return out
+
+
+def pick_probabilities(backend: Backend, card: TaskCard | None, family: str) -> np.ndarray:
+    """The model's probability of each committed pool entry of ``family`` (pool order), read
+    off one forward pass of ``pick_messages``: the pick formulation."""
+    from sllmbo.data.matrix import POOL_FILE
+    from sllmbo.data.matrix_examples import pick_pool_name
+    from sllmbo.data.pool import read_pools
+    from sllmbo.prompts import PICK_NAMES, pick_messages
+
+    pools = read_pools(POOL_FILE)
+    if family not in pools:
+        raise SllmboError(f"the committed pool has no {family} configurations",
+                          hint=f"pick with one of {', '.join(sorted(pools))}, or "
+                          "--decode consensus")
+    pool = pools[family]
+    names = PICK_NAMES[:len(pool)]
+    (logp,) = np.asarray(backend.choice_logprobs(
+        [pick_messages(card, pick_pool_name(pool), len(pool))], names), dtype=float)
+    if logp.shape != (len(pool),) or not np.isfinite(logp).all():
+        raise SllmboError(f"the {backend.name} backend returned {logp.shape} scores for a "
+                          f"pool of {len(pool)}", hint="report this as a bug")
+    p = np.exp(logp - logp.max())
+    return p / p.sum()
+
+
+def pick_recommend(backend: Backend, card: TaskCard | None, space: SearchSpace, n: int,
+                   family: str) -> Recommendation:
+    """The ``n`` pool entries the model names most probably (those that lie in ``space``)."""
+    from sllmbo.data.matrix import POOL_FILE
+    from sllmbo.data.pool import read_pools
+    from sllmbo.recommend import Recommendation
+
+    start = time.perf_counter()
+    probs = pick_probabilities(backend, card, family)
+    configs, scores = [], []
+    for i in np.argsort(-probs, kind="stable"):
+        try:
+            configs.append(space.validate(read_pools(POOL_FILE)[family].configs[i].config))
+        except ConfigError:
+            continue
+        scores.append(float(probs[i]))
+        if len(configs) == n:
+            break
+    if not configs:
+        raise SllmboError(f"no {family} pool configuration lies in this search space",
+                          hint="use the family's default space, or --decode consensus")
+    return Recommendation(configs=configs, repairs=[[] for _ in configs], requests=1,
+                          latency_s=time.perf_counter() - start, scores=scores)
 
 
 def score_recommend(backend: Backend, card: TaskCard | None, space: SearchSpace, n: int,

@@ -44,6 +44,8 @@ def build_command(
         "(data/matrix/train.csv.gz): its variants' top configurations and scoring rows."),
     matrix_top_k: int = typer.Option(5, "--matrix-top-k", help="Single-shot examples per "
                                      "matrix variant and family (its best pool configurations)."),
+    matrix_picks: int = typer.Option(0, "--matrix-picks", help="Pick examples per matrix "
+                                     "variant and family (its best pool entries, by name)."),
     matrix_scores: int = typer.Option(20, "--matrix-scores", help="Scoring examples per matrix "
                                       "variant and family (0: none; -1: every configuration)."),
     cards: list[Path] = typer.Option([], "--cards", help="Task cards YAML for foreign studies "
@@ -72,7 +74,7 @@ def build_command(
                                seed=seed)
         from sllmbo.data.matrix_examples import MatrixOptions
 
-        matrix_options = MatrixOptions(top_k=matrix_top_k, seed=seed,
+        matrix_options = MatrixOptions(top_k=matrix_top_k, seed=seed, pick_top_k=matrix_picks,
                                        score_per_variant=None if matrix_scores == -1
                                        else matrix_scores)
     except ValueError as err:

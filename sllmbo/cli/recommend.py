@@ -20,6 +20,8 @@ Examples:
 
   sllmbo recommend --task diabetes --decode score --n 5   # the model ranks the shipped pool
 
+  sllmbo recommend --task diabetes --decode pick --n 5    # one forward pass names pool entries
+
   sllmbo recommend --task diabetes --backend openai --base-url http://127.0.0.1:8000/v1
 
 Prints one JSON object (or a list with --n > 1); notes on rejected candidates go to stderr.
@@ -27,6 +29,8 @@ The first configuration is the consensus of --samples sampled answers (per param
 median, or the most common choice), the others are sampled answers. With --decode score the
 model writes nothing: it scores each configuration of the committed pool (one forward pass
 each, their shared prompt computed once) and the list it ranks best together comes back.
+With --decode pick one forward pass gives the probability it names each pool entry (an
+adapter trained on matrix-pick examples knows the entries by name).
 """
 
 
@@ -47,8 +51,8 @@ def recommend_command(
     temperature: float = typer.Option(0.8, "--temperature",
                                       help="Sampling temperature of the sampled answers."),
     decode: str = typer.Option("consensus", "--decode",
-                               help="consensus (of --samples sampled answers), greedy, or score "
-                               "(rank the committed pool)."),
+                               help="consensus (of --samples sampled answers), greedy, score "
+                               "(rank the committed pool) or pick (name pool entries)."),
     samples: int = typer.Option(8, "--samples",
                                 help="Sampled answers the consensus is formed from."),
     backend: str = typer.Option(
