@@ -678,6 +678,24 @@ def score_pool_speed(backend: Any, pool_size: int) -> dict[str, Any]:
     return {"score_pool_s": time.perf_counter() - t, "score_pool_n": pool_size}
 
 
+def pick_pool_speed(backend: Any) -> dict[str, Any]:
+    """``recommend --decode pick``'s work: the probability of every committed LightGBM pool
+    entry's name for one task card (one ``choice_logprobs`` prompt), after a warm-up on
+    another card."""
+    from sllmbo.families import get_family
+    from sllmbo.objective import EvalSettings
+    from sllmbo.resolve import registered_card
+    from sllmbo.scoring import pick_probabilities
+
+    fam = get_family("lightgbm")
+    warm_card, card = (registered_card(t, fam, EvalSettings())
+                       for t in ("diabetes", "bike_sharing"))
+    pick_probabilities(backend, warm_card, "lightgbm")
+    t = time.perf_counter()
+    probs = pick_probabilities(backend, card, "lightgbm")
+    return {"pick_pool_s": time.perf_counter() - t, "pick_pool_n": len(probs)}
+
+
 def _close_share(a: dict[str, Any], b: dict[str, Any]) -> tuple[int, int]:
     """(values of ``a`` within a factor of 2 of ``b``'s, or equal choices; values)."""
     import math
@@ -723,6 +741,8 @@ def cpu_engine_speed(engine: str, *, n_prompts: int, n_sampled: int, max_tokens:
     out["eight_over_one"] = out["eight_sampled_s"] / out["warm_answer_s"]
     out.update(score_pool_speed(backend, pool_size))
     out["score_pool_over_one"] = out["score_pool_s"] / out["warm_answer_s"]
+    out.update(pick_pool_speed(backend))
+    out["pick_pool_over_one"] = out["pick_pool_s"] / out["warm_answer_s"]
     texts, walls = [], []
     for i in range(n_prompts):
         t = time.perf_counter()
@@ -806,6 +826,7 @@ def cpu_engine(args: argparse.Namespace) -> dict[str, Any]:
             "served_answer": t["served_answer_s"] / f["served_answer_s"],
             "eight_sampled": t["eight_sampled_s"] / f["eight_sampled_s"],
             "score_pool": t["score_pool_s"] / f["score_pool_s"],
+            "pick_pool": t["pick_pool_s"] / f["pick_pool_s"],
         },
         "load_avg_1min_at_start": load_avg,
         "cpus": os.cpu_count(),
@@ -852,6 +873,9 @@ def _print_cpu_engine(block: dict[str, Any], path: Path) -> None:
     table.add_row(f"score {f['score_pool_n']} configs / one answer", "<= 2x",
                   f"{t['score_pool_over_one']:.2f}x", f"{f['score_pool_over_one']:.2f}x",
                   f"{t['score_pool_s'] / f['score_pool_s']:.2f}")
+    table.add_row(f"pick among {f['pick_pool_n']} pool entries / one answer", "<= 2x",
+                  f"{t['pick_pool_over_one']:.2f}x", f"{f['pick_pool_over_one']:.2f}x",
+                  f"{t['pick_pool_s'] / f['pick_pool_s']:.2f}")
     table.add_row("llm-tpe extra per trial", "<= 0.3 s",
                   f"{o['transformers']['extra_per_trial_s']:.2f} s",
                   f"{o['llamacpp']['extra_per_trial_s']:.2f} s", "")
