@@ -454,8 +454,9 @@ def _single_shot(job: RunJob, task: Task, family: ModelFamily, settings: RunSett
 
     key = f"{job.key}:answers"
     stored = store.run(key)
-    scoring = job.method.removesuffix("-base") == "single-shot-score"
-    decode = "score" if scoring else DECODES[0]
+    method = job.method.removesuffix("-base")
+    scoring = method == "single-shot-score"
+    decode = {"single-shot-score": "score", "single-shot-pick": "pick"}.get(method, DECODES[0])
     # Answers stored before the consensus decode (greedy first) are asked again.
     if stored is not None and stored.get("decode") == decode:
         return stored["configs"], stored["cost"]

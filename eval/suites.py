@@ -32,14 +32,15 @@ ZERO_SHOT_METHODS: tuple[str, ...] = (
     "defaults", "portfolio", "knn", "flaml-zeroshot", "oracle-pool",
     "tpe", "tpe-seeded", "tpe-seeded-portfolio", "single-shot", "llm-tpe",
 )
-#: The scoring formulation ([10/12]): the adapter ranks the committed pool, no decoding.
-SCORING_METHODS: tuple[str, ...] = ("single-shot-score",)
+#: The scoring and pick formulations ([10/12]): the adapter ranks the committed pool (one
+#: forward pass per entry, or one for the whole pool), no decoding.
+SCORING_METHODS: tuple[str, ...] = ("single-shot-score", "single-shot-pick")
 ALL_METHODS: tuple[str, ...] = tuple(dict.fromkeys(METHODS + ZERO_SHOT_METHODS
                                                    + SCORING_METHODS))
 #: Methods that are not competitors (ceilings).
 CEILINGS: tuple[str, ...] = ("oracle-pool",)
 #: Methods that run the fine-tuned adapter (need one); their ``-base`` twins run without.
-ADAPTER_METHODS: tuple[str, ...] = ("single-shot", "llm", "llm-tpe", "single-shot-score")
+ADAPTER_METHODS: tuple[str, ...] = ("single-shot", "llm", "llm-tpe", *SCORING_METHODS)
 LLM_METHODS: tuple[str, ...] = ADAPTER_METHODS + tuple(f"{m}-base" for m in ADAPTER_METHODS)
 ALL_FAMILIES: tuple[str, ...] = ("lightgbm", "xgboost", "random_forest", "mlp")
 
@@ -144,9 +145,9 @@ SUITES["zero-shot"] = Suite(
     seeds=2,
     n_folds=3,
     budget_caps={m: 5 for m in ("defaults", "portfolio", "knn", "flaml-zeroshot",
-                                "oracle-pool", "single-shot", "single-shot-score")},
+                                "oracle-pool", "single-shot", *SCORING_METHODS)},
     single_seed=("defaults", "portfolio", "knn", "flaml-zeroshot", "oracle-pool",
-                 "single-shot-score"),
+                 *SCORING_METHODS),
     portfolio_source="matrix",
     heldout_variants=True,
     backend="auto",  # the fast CPU engine ([11/12]); the default suite keeps the engine it ran on
