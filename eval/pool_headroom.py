@@ -215,25 +215,16 @@ def learning_curve(selectors: PoolSelectors, family: str, shares: tuple[float, .
 
 
 def _summary(per_dataset: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
-    from scipy.stats import wilcoxon
+    from sllmbo.eval.validate_adapter import summarize
 
     keys = sorted({k for d in per_dataset.values() for k in d})
     table = {k: [float(np.nanmean(d[k])) for d in per_dataset.values() if d.get(k)]
              for k in keys}
-    versus: dict[str, Any] = {}
-    for b in BUDGETS:
-        base = [np.nanmean(d[f"portfolio@{b}"]) for d in per_dataset.values()]
-        for method in COMPARED:
-            other = [np.nanmean(d[f"{method}@{b}"]) for d in per_dataset.values()]
-            diff = np.array(other) - np.array(base)
-            diff = diff[np.isfinite(diff)]
-            p = float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
-            versus[f"{method}@{b}"] = {"wins": int((diff < 0).sum()), "ties": int((diff == 0).sum()),
-                                       "losses": int((diff > 0).sum()), "wilcoxon_p": round(p, 4)}
-    return {"n_datasets": len(per_dataset),
-            "mean_regret": {k: round(float(np.nanmean(v)), 4) for k, v in table.items()},
+    summary = summarize(per_dataset)
+    return {"n_datasets": summary["n_datasets"], "mean_regret": summary["mean_regret"],
             "median_regret": {k: round(float(np.nanmedian(v)), 4) for k, v in table.items()},
-            "versus_portfolio": versus}
+            "versus_portfolio": {k: v for k, v in summary["versus_portfolio"].items()
+                                 if k.rsplit("@", 1)[0] in COMPARED}}
 
 
 def main(argv: list[str] | None = None) -> int:

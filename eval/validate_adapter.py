@@ -218,24 +218,36 @@ def validate(backend: Any | None, datasets: Sequence[str], *,
 
 
 def summarize(per: Mapping[str, Mapping[str, list[float]]]) -> dict[str, Any]:
-    """Means over datasets, and each method against the portfolio (Wilcoxon over datasets)."""
-    from scipy.stats import wilcoxon
+    """Means over datasets, and each method against the portfolio (``paired_test``: wins,
+    ties, losses and the Wilcoxon p over datasets)."""
+    from sllmbo.eval.overdatasets import paired_test
 
     keys = sorted({k for d in per.values() for k in d})
-    means = {k: [float(np.mean(d[k])) for d in per.values() if d.get(k)] for k in keys}
+    table = {k: np.array([np.mean(d[k]) if d.get(k) else np.nan for d in per.values()])
+             for k in keys}
     versus: dict[str, Any] = {}
     for key in keys:
         method, budget = key.rsplit("@", 1)
-        if method == "portfolio":
-            continue
-        base = np.array(means[f"portfolio@{budget}"])
-        diff = np.array(means[key]) - base
-        p = float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
-        versus[key] = {"wins": int((diff < 0).sum()), "ties": int((diff == 0).sum()),
-                       "losses": int((diff > 0).sum()), "wilcoxon_p": round(p, 4)}
+        if method != "portfolio":
+            paired = paired_test(table[key], table[f"portfolio@{budget}"])
+            versus[key] = {"wins": paired.wins, "ties": paired.ties, "losses": paired.losses,
+                           "wilcoxon_p": paired.p_value}
     return {"n_datasets": len(per),
-            "mean_regret": {k: round(float(np.mean(v)), 4) for k, v in means.items()},
+            "mean_regret": {k: round(float(np.nanmean(v)), 4) for k, v in table.items()},
             "versus_portfolio": versus}
+
+
+def print_table(result: Mapping[str, Any]) -> None:
+    """Mean regret per method and budget, one block per family."""
+    for family, block in result["families"].items():
+        means = block["mean_regret"]
+        methods = sorted({k.rsplit("@", 1)[0] for k in means})
+        print(f"{family}: {block['n_datasets']} datasets, {block['variants']} variants "
+              "(mean regret over datasets; 0 = the variant's best pool entry)")
+        print("  budget " + " ".join(f"{m:>15s}" for m in methods))
+        for b in BUDGETS:
+            print(f"  {b:6d} " + " ".join(f"{means.get(f'{m}@{b}', float('nan')):15.3f}"
+                                         for m in methods))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,10 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     except SllmboError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    text = json.dumps(result, indent=1)
-    print(text)
     if args.out is not None:
-        args.out.write_text(text + "\n")
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print_table(result)
     return 0
 
 
