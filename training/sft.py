@@ -402,8 +402,13 @@ def train(recipe: Recipe, *, data: str | Path | None = None, out: str | Path | N
         if isinstance(longest, int) and longest > recipe.max_length:
             echo(f"note: the longest training example has {longest} tokens (data card); "
                  f"max_length {recipe.max_length} cuts longer ones from the end")
-        echo(f"training {recipe.name}: {len(train_rows)} train / "
-             f"{len(val_rows) if val_rows is not None else 0} validation examples, "
+        n_val = len(val_rows) if val_rows is not None else 0
+        packs = ""
+        if recipe.shared_prefix:
+            packs = f" in {len(trainer.train_dataset)} shared-prefix packs"
+            n_val = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
+        echo(f"training {recipe.name}: {len(train_rows)} train examples{packs} / {n_val} "
+             f"validation {'packs' if recipe.shared_prefix else 'examples'}, "
              f"{plan['max_steps']} steps of ~{plan['tokens_per_step']:.0f} tokens, "
              f"{trainer.sllmbo_precision} on {trainer.sllmbo_device}"
              + (f", resuming from {checkpoint.name}" if checkpoint else ""))

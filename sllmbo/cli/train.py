@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 HELP = (
-    "Fine-tune a LoRA (or QLoRA) adapter on instruction data with TRL's SFT trainer.\n\n"
+    "Fine-tune a LoRA (or QLoRA) adapter on instruction data with TRL's SFT trainer (with "
+    "shared_prefix: true, transformers' Trainer on shared-prefix packs).\n\n"
     "The loss is on the completion only, in the base model's chat template. The recipe (YAML) "
     "sets the base model, LoRA rank/alpha/dropout/targets, 4-bit NF4 (quantization: nf4), the "
     "schedule and precision; --set overrides any of its keys. Checkpoints go to "
