@@ -685,14 +685,15 @@ def pick_pool_speed(backend: Any) -> dict[str, Any]:
     from sllmbo.families import get_family
     from sllmbo.objective import EvalSettings
     from sllmbo.resolve import registered_card
-    from sllmbo.scoring import pick_probabilities
+    from sllmbo.scoring import committed_pool, pick_probabilities
 
     fam = get_family("lightgbm")
     warm_card, card = (registered_card(t, fam, EvalSettings())
                        for t in ("diabetes", "bike_sharing"))
-    pick_probabilities(backend, warm_card, "lightgbm")
+    pool = committed_pool("lightgbm")
+    pick_probabilities(backend, warm_card, pool)
     t = time.perf_counter()
-    probs = pick_probabilities(backend, card, "lightgbm")
+    probs = pick_probabilities(backend, card, pool)
     return {"pick_pool_s": time.perf_counter() - t, "pick_pool_n": len(probs)}
 
 

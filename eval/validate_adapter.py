@@ -126,7 +126,7 @@ def pick_picks(backend: Any, variant: str, family_name: str, pool: Any, size: in
     from sllmbo.scoring import pick_probabilities
 
     card = build_card(load_task(variant), get_family(family_name), EvalSettings())
-    probs = pick_probabilities(backend, card, family_name)
+    probs = pick_probabilities(backend, card, pool)
     return [pool.configs[i].id for i in np.argsort(-probs, kind="stable")[:size]]
 
 

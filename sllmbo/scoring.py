@@ -28,6 +28,7 @@ from sllmbo.space import SearchSpace
 from sllmbo.taskcard import TaskCard
 
 if TYPE_CHECKING:
+    from sllmbo.data.pool import Pool
     from sllmbo.inference.base import Backend
     from sllmbo.recommend import Recommendation
 
@@ -69,19 +70,24 @@ def complementary_order(probs: np.ndarray, n: int) -> list[int]:
     return chosen
 
 
-def pool_candidates(family: str, space: SearchSpace) -> list[dict[str, Any]]:
-    """The committed pool of ``family`` (``data/matrix/pool.json``), the entries that lie in
-    ``space`` (all of them in the family's default space)."""
+def committed_pool(family: str) -> Pool:
+    """The committed pool of ``family`` (``data/matrix/pool.json``), read once per call."""
     from sllmbo.data.matrix import POOL_FILE
     from sllmbo.data.pool import read_pools
 
     pools = read_pools(POOL_FILE)
     if family not in pools:
         raise SllmboError(f"the committed pool has no {family} configurations",
-                          hint=f"score with one of {', '.join(sorted(pools))}, or "
+                          hint=f"use one of {', '.join(sorted(pools))}, or "
                           "--decode consensus")
+    return pools[family]
+
+
+def pool_candidates(family: str, space: SearchSpace) -> list[dict[str, Any]]:
+    """The committed pool of ``family`` (``data/matrix/pool.json``), the entries that lie in
+    ``space`` (all of them in the family's default space)."""
     out = []
-    for entry in pools[family].configs:
+    for entry in committed_pool(family).configs:
         try:
             out.append(space.validate(entry.config))
         except ConfigError:
@@ -92,20 +98,12 @@ def pool_candidates(family: str, space: SearchSpace) -> list[dict[str, Any]]:
     return out
 
 
-def pick_probabilities(backend: Backend, card: TaskCard | None, family: str) -> np.ndarray:
-    """The model's probability of each committed pool entry of ``family`` (pool order), read
-    off one forward pass of ``pick_messages``: the pick formulation."""
-    from sllmbo.data.matrix import POOL_FILE
+def pick_probabilities(backend: Backend, card: TaskCard | None, pool: Pool) -> np.ndarray:
+    """The model's probability of each entry of ``pool`` (pool order), read off one forward
+    pass of ``pick_messages``: the pick formulation."""
     from sllmbo.data.matrix_examples import pick_pool_name
-    from sllmbo.data.pool import read_pools
     from sllmbo.prompts import PICK_NAMES, pick_messages
 
-    pools = read_pools(POOL_FILE)
-    if family not in pools:
-        raise SllmboError(f"the committed pool has no {family} configurations",
-                          hint=f"pick with one of {', '.join(sorted(pools))}, or "
-                          "--decode consensus")
-    pool = pools[family]
     names = PICK_NAMES[:len(pool)]
     (logp,) = np.asarray(backend.choice_logprobs(
         [pick_messages(card, pick_pool_name(pool), len(pool))], names), dtype=float)
@@ -119,16 +117,15 @@ def pick_probabilities(backend: Backend, card: TaskCard | None, family: str) -> 
 def pick_recommend(backend: Backend, card: TaskCard | None, space: SearchSpace, n: int,
                    family: str) -> Recommendation:
     """The ``n`` pool entries the model names most probably (those that lie in ``space``)."""
-    from sllmbo.data.matrix import POOL_FILE
-    from sllmbo.data.pool import read_pools
     from sllmbo.recommend import Recommendation
 
     start = time.perf_counter()
-    probs = pick_probabilities(backend, card, family)
+    pool = committed_pool(family)
+    probs = pick_probabilities(backend, card, pool)
     configs, scores = [], []
     for i in np.argsort(-probs, kind="stable"):
         try:
-            configs.append(space.validate(read_pools(POOL_FILE)[family].configs[i].config))
+            configs.append(space.validate(pool.configs[i].config))
         except ConfigError:
             continue
         scores.append(float(probs[i]))
