@@ -101,7 +101,10 @@ def pack_shared_prefix(examples: Sequence[Tokenized], max_length: int,
     for i in order:
         example = examples[i]
         if group:
-            shared = min(head, _common_prefix(group[0].ids, example.ids), example.n_prompt)
+            # The head stops before a prompt's last token: a tail must hold the position that
+            # predicts its first completion token, or examples with one whole prompt (a pick's
+            # names) would predict it from the previous tail's end.
+            shared = min(head, _common_prefix(group[0].ids, example.ids), example.n_prompt - 1)
             length = shared + sum(len(e.ids) - shared for e in group) + len(example.ids) - shared
             # Join only where it saves tokens: a shorter head lengthens every tail already in.
             saves = shared > (head - shared) * len(group)
@@ -110,7 +113,7 @@ def pack_shared_prefix(examples: Sequence[Tokenized], max_length: int,
                 head = shared
                 continue
             packs.append(_build(group, head, max_length))
-        group, head = [example], example.n_prompt
+        group, head = [example], example.n_prompt - 1
     if group:
         packs.append(_build(group, head, max_length))
     return packs
