@@ -111,6 +111,8 @@ def build_dataset(
     for study in _progress(selection.usable, progress):
         rows += sequential_examples(study, options, count_text)
     rows = dedupe(rows + matrix_rows)
+    if any("weight" in r for r in rows):  # one schema: an unweighted example weighs 1
+        rows = [{**r, "weight": r.get("weight", 1.0)} for r in rows]
     kept, too_long = _measure(rows, tokenizer, options.max_tokens)
     if not kept:  # before anything is written: an empty dataset trains nothing
         _no_examples(read, selection, too_long, options.max_tokens)

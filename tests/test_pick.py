@@ -4,6 +4,7 @@ ranks the whole pool (prompts, matrix-pick examples, ``recommend --decode pick``
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -121,3 +122,63 @@ def test_the_pick_formulation_trains_two_steps_and_its_picks_parse(tiny_model, t
     assert len(rec.configs) == 4 and rec.requests == 1
     assert len({json.dumps(c, sort_keys=True) for c in rec.configs}) == 4
     assert rec.scores == sorted(rec.scores, reverse=True) and 0 < sum(rec.scores) <= 1
+
+
+def test_soft_pick_targets_weigh_every_entry_by_its_regret_best_first():
+    from sllmbo.data.matrix_examples import soft_pick_targets
+
+    scores = {"a": 3.0, "b": 1.0, "c": 2.0, "d": None, "e": 9.0}
+    warm = soft_pick_targets(scores, 1.0)
+    assert [i for i, _ in warm] == ["b", "c", "a", "d", "e"]  # ties by id
+    weights = dict(warm)
+    assert sum(weights.values()) == pytest.approx(len(scores), abs=1e-4)
+    # regret: b 0; c 1/1.5 (the finite median 2.5 is 1.5 above the best); a, e and the
+    # failed d at the cap, 1
+    assert weights["b"] > weights["c"] > weights["a"] == weights["d"] == weights["e"]
+    assert weights["b"] / weights["c"] == pytest.approx(math.exp(1 / 1.5), rel=1e-4)
+    cold = dict(soft_pick_targets(scores, 0.1))
+    assert cold["b"] > weights["b"] and cold["e"] < weights["e"]
+
+
+def test_a_pick_temperature_makes_every_pool_entry_a_weighted_example():
+    from sllmbo.data.matrix_examples import MatrixOptions, matrix_examples
+    from sllmbo.eval.zeroshot_baselines import load_selectors
+
+    selectors = load_selectors()
+    scores = selectors.scores("lightgbm")
+    variant = sorted(scores.index)[0]
+    rows = [r for r in matrix_examples(options=MatrixOptions(top_k=0, score_per_variant=0,
+                                                             pick_temperature=0.5),
+                                       variants=[variant]) if r["family"] == "lightgbm"]
+    ids = [c.id for c in selectors.pools["lightgbm"].configs]
+    assert len(rows) == len(ids) and {r["kind"] for r in rows} == {"matrix-pick"}
+    assert sum(r["weight"] for r in rows) == pytest.approx(len(ids), abs=1e-3)
+    best = scores.loc[variant].idxmin()
+    assert rows[0]["completion"][0]["content"] == PICK_NAMES[ids.index(best)]
+    assert rows[0]["weight"] == max(r["weight"] for r in rows)
+    assert len({r["completion"][0]["content"] for r in rows}) == len(ids)
+
+
+@pytest.mark.parametrize("options", [{"pick_temperature": 0.0}, {"pick_temperature": -1.0},
+                                     {"pick_temperature": float("nan")},
+                                     {"pick_temperature": 1.0, "pick_top_k": 3}])
+def test_bad_pick_targets_are_refused(options):
+    from sllmbo.data.matrix_examples import MatrixOptions
+
+    with pytest.raises(ValueError, match="pick_t"):
+        MatrixOptions(**options)
+
+
+def test_weighted_examples_train_only_on_the_shared_prefix_path(tmp_path):
+    from test_training import chat_row, recipe, write_data
+
+    from sllmbo.training.recipe import RecipeError
+    from sllmbo.training.sft import check_data, load_splits
+
+    rows = [{**chat_row("task_a", "Pick one.", name), "weight": w}
+            for name, w in (("A", 1.5), ("B", 0.5))]
+    data = check_data(write_data(tmp_path / "data", rows, rows[:1]))
+    with pytest.raises(RecipeError, match="weighted examples"):
+        load_splits(data, recipe(tmp_path))
+    train, _ = load_splits(data, recipe(tmp_path, shared_prefix=True))
+    assert train["weight"] == [1.5, 0.5]

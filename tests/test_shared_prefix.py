@@ -37,6 +37,14 @@ def test_one_whole_prompt_leaves_each_tail_the_token_that_predicts_its_answer():
     assert pack.segments == [0, 0, 1, 1, 1, 2, 2, 2]
 
 
+def test_a_tails_answer_tokens_carry_its_weight_and_nothing_else_does():
+    same_prompt = [Tokenized((1, 2, 3, 7, 8), 3, 2.0), Tokenized((1, 2, 3, 9, 8), 3, 0.5)]
+    (pack,) = pack_shared_prefix(same_prompt, max_length=100, min_shared=2)
+    assert pack.weights == [0.0, 0.0, 0.0, 2.0, 2.0, 0.0, 0.5, 0.5]
+    (alone,) = pack_shared_prefix([Tokenized((1, 2, 7), 2, 3.0)], max_length=100)
+    assert alone.weights == [0.0, 0.0, 3.0]
+
+
 def test_packs_stay_within_max_length_and_short_heads_do_not_pack():
     group = [Tokenized((1, 2, 3, 4, 20 + i, 30 + i), 5) for i in range(5)]
     packs = pack_shared_prefix(group, max_length=10, min_shared=3)
@@ -226,3 +234,39 @@ def test_validation_keeps_whole_packs_within_the_example_budget():
     assert 0 < sum(sizes) <= 8 and set(sizes) <= {5, 3, 4, 1}
     assert len(subsample_packs(packs, None, seed=0)) == 4
     assert len(subsample_packs(packs, 2, seed=0)) == 1  # one pack even when it is bigger
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("heavy", ["C", "q"])
+def test_soft_pick_targets_teach_the_heavier_name_more_probability(trainable_tiny, tmp_path,
+                                                                    heavy):
+    """Two names for one card, weighted 1.7 and 0.3: soft cross-entropy's optimum gives the
+    heavier 85% of their mass; unweighted, both would get half. Either name may be heavy, so
+    a loss that ignores the weights fails one of the two cases."""
+    import math
+
+    from test_training import recipe
+
+    from sllmbo.inference.transformers_backend import TransformersBackend
+    from sllmbo.training.sft import train
+
+    rows = pick_rows("diabetes", ["C", "q"])
+    for row in rows:
+        row["weight"] = 1.7 if row["completion"][0]["content"] == heavy else 0.3
+    data = write_score_data(tmp_path / "data", rows * 3, rows)
+    out = tmp_path / "adapter"
+    train(recipe(trainable_tiny, max_steps=60, epochs=100, shared_prefix=True,
+                 max_length=1024, batch_size=1, learning_rate=1e-2, lora_r=8, lora_alpha=16,
+                 eval_steps=0), data=data, out=out, progress=False, echo=lambda _: None)
+    backend = TransformersBackend(trainable_tiny, adapter_path=out, device="cpu",
+                                  dtype="float32")
+    try:
+        (logprobs,) = backend.choice_logprobs([rows[0]["prompt"]], ["C", "q"])
+    finally:
+        backend.close()
+    mass = dict(zip(["C", "q"], (math.exp(v) for v in logprobs), strict=True))
+    light = "q" if heavy == "C" else "C"
+    # Weighted: ~0.6 against ~0.002 after 60 steps (a random 2-layer model pulls one hidden
+    # state toward the heavier name); weights ignored: 0.13 against 0.07 either way.
+    assert mass[heavy] > 0.3
+    assert mass[heavy] > 2.5 * mass[light]  # 1.7 / 0.3 = 5.7 at the optimum

@@ -84,7 +84,8 @@ def check_data(path: str | Path) -> TrainingData:
 
 
 def load_splits(data: TrainingData, recipe: Recipe) -> tuple[Any, Any | None]:
-    """Train and validation ``Dataset``s (prompt/completion only); validation subsampled to
+    """Train and validation ``Dataset``s (prompt/completion, and weight where examples are
+    weighted); validation subsampled to
     ``eval_max_examples`` by a seeded shuffle, None when the split is empty."""
     from datasets import load_from_disk
 
@@ -102,6 +103,15 @@ def load_splits(data: TrainingData, recipe: Recipe) -> tuple[Any, Any | None]:
                                   f"{leaked} are in the data although its card omits them",
                                   hint="rebuild the data with `sllmbo data build`")
     keep = ["prompt", "completion"]
+    if "weight" in dsd["train"].column_names:
+        if not recipe.shared_prefix:
+            if any(w != 1.0 for split in dsd.values() for w in split["weight"]):
+                raise RecipeError(f"{data.path} has weighted examples (soft pick targets), "
+                                  "which only the shared-prefix trainer weighs",
+                                  hint="set shared_prefix: true in the recipe, or rebuild the "
+                                  "data with --matrix-picks instead of a temperature")
+        else:
+            keep.append("weight")
     train = dsd["train"].select_columns(keep)
     val = dsd["validation"].select_columns(keep) if "validation" in dsd else None
     if val is not None and len(val) == 0:

@@ -40,28 +40,33 @@ MASKABLE_ATTENTION = ("sdpa", "eager")
 
 @dataclass(frozen=True)
 class Tokenized:
-    """One example's token ids (prompt then completion) and its prompt length."""
+    """One example's token ids (prompt then completion), its prompt length, and the weight
+    of its completion tokens in the loss (soft targets: ``matrix-pick`` with a temperature)."""
 
     ids: tuple[int, ...]
     n_prompt: int
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
 class Pack:
-    """One training row: ``segments`` is 0 on the head and i on the i-th tail."""
+    """One training row: ``segments`` is 0 on the head and i on the i-th tail; ``weights``
+    is each token's label weight (0 where there is no label)."""
 
     input_ids: list[int]
     labels: list[int]
     position_ids: list[int]
     segments: list[int]
+    weights: list[float]
 
-    def as_row(self) -> dict[str, list[int]]:
+    def as_row(self) -> dict[str, list[Any]]:
         return {"input_ids": self.input_ids, "labels": self.labels,
-                "position_ids": self.position_ids, "segments": self.segments}
+                "position_ids": self.position_ids, "segments": self.segments,
+                "weights": self.weights}
 
 
 def tokenize(tokenizer: Any, prompt: list[dict[str, str]],
-             completion: list[dict[str, str]]) -> Tokenized:
+             completion: list[dict[str, str]], weight: float = 1.0) -> Tokenized:
     """The chat template's tokens of prompt + completion, as TRL tokenizes a conversational
     prompt/completion row (and as inference renders the prompt, generation prompt included)."""
     prompt_ids = _ids(tokenizer.apply_chat_template(prompt, tokenize=True,
@@ -72,7 +77,7 @@ def tokenize(tokenizer: Any, prompt: list[dict[str, str]],
                           "conversation, so completion tokens cannot be told apart",
                           hint="use a base model whose template puts the assistant turn after "
                           "the generation prompt, or train without shared_prefix")
-    return Tokenized(tuple(full), len(prompt_ids))
+    return Tokenized(tuple(full), len(prompt_ids), float(weight))
 
 
 def _ids(rendered: Any) -> list[int]:
@@ -124,19 +129,24 @@ def _build(group: list[Tokenized], head: int, max_length: int) -> Pack:
         example = group[0]
         ids = list(example.ids[:max_length])
         n_prompt = min(example.n_prompt, len(ids))
+        n_answer = len(ids) - n_prompt
         return Pack(ids, [-100] * n_prompt + ids[n_prompt:], list(range(len(ids))),
-                    [0] * n_prompt + [1] * (len(ids) - n_prompt))
+                    [0] * n_prompt + [1] * n_answer,
+                    [0.0] * n_prompt + [example.weight] * n_answer)
     ids = list(group[0].ids[:head])
     labels = [-100] * head
     positions = list(range(head))
     segments = [0] * head
+    weights = [0.0] * head
     for k, example in enumerate(group, start=1):
         tail = example.ids[head:]
+        answer = example.ids[example.n_prompt:]
         ids.extend(tail)
-        labels.extend([-100] * (example.n_prompt - head) + list(example.ids[example.n_prompt:]))
+        labels.extend([-100] * (example.n_prompt - head) + list(answer))
         positions.extend(range(head, head + len(tail)))
         segments.extend([k] * len(tail))
-    return Pack(ids, labels, positions, segments)
+        weights.extend([0.0] * (example.n_prompt - head) + [example.weight] * len(answer))
+    return Pack(ids, labels, positions, segments, weights)
 
 
 def attention_mask(segments: Any) -> Any:
@@ -165,15 +175,16 @@ class SharedPrefixCollator:
 
         longest = max(len(f["input_ids"]) for f in features)
 
-        def padded(key: str, fill: int) -> Any:
+        def padded(key: str, fill: Any, dtype: Any = torch.long) -> Any:
             return torch.tensor([list(f[key]) + [fill] * (longest - len(f[key]))
-                                 for f in features], dtype=torch.long)
+                                 for f in features], dtype=dtype)
 
         segments = padded("segments", -1)
         return {"input_ids": padded("input_ids", self.pad_token_id),
                 "labels": padded("labels", -100),
                 "position_ids": padded("position_ids", 0),
-                "attention_mask": attention_mask(segments)}
+                "attention_mask": attention_mask(segments),
+                "weights": padded("weights", 0.0, torch.float32)}
 
 
 def label_positions(labels: Any) -> Any:
@@ -187,13 +198,14 @@ def label_positions(labels: Any) -> Any:
 
 
 def packed_loss(model: Any, inputs: dict[str, Any], num_items: Any = None) -> tuple[Any, Any]:
-    """Summed next-token cross-entropy over the label tokens, divided by ``num_items`` (the
-    Trainer's label count across gradient accumulation) or by this batch's count."""
+    """Summed next-token cross-entropy over the label tokens, each times its weight (1 but
+    for soft targets), divided by ``num_items`` (the Trainer's label count across gradient
+    accumulation) or by this batch's count."""
     import torch
 
     labels = inputs["labels"]
     keep = label_positions(labels)
-    model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+    model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "weights")}
     mask = model_inputs["attention_mask"]
     if mask.dtype == torch.bool and _attention_of(model) == "eager":  # eager adds the mask
         model_inputs["attention_mask"] = torch.zeros(mask.shape).masked_fill(
@@ -201,7 +213,10 @@ def packed_loss(model: Any, inputs: dict[str, Any], num_items: Any = None) -> tu
     outputs = model(**model_inputs, logits_to_keep=keep)
     logits = outputs.logits.reshape(-1, outputs.logits.shape[-1]).float()
     targets = labels[:, 1:][keep[:, :-1]]
-    total = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    if "weights" in inputs:
+        losses = losses * inputs["weights"][:, 1:][keep[:, :-1]]
+    total = losses.sum()
     count = num_items if num_items is not None else targets.numel()
     return total / count, outputs
 
@@ -210,7 +225,8 @@ def packed_dataset(tokenizer: Any, rows: Any, max_length: int, min_shared: int) 
     """A ``Dataset`` of packs from prompt/completion rows."""
     from datasets import Dataset
 
-    examples = [tokenize(tokenizer, r["prompt"], r["completion"]) for r in rows]
+    examples = [tokenize(tokenizer, r["prompt"], r["completion"], r.get("weight", 1.0))
+                for r in rows]
     return Dataset.from_list([p.as_row() for p in pack_shared_prefix(examples, max_length,
                                                                      min_shared)])
 

@@ -46,6 +46,9 @@ def build_command(
                                      "matrix variant and family (its best pool configurations)."),
     matrix_picks: int = typer.Option(0, "--matrix-picks", help="Pick examples per matrix "
                                      "variant and family (its best pool entries, by name)."),
+    matrix_pick_temperature: float | None = typer.Option(
+        None, "--matrix-pick-temperature", help="Soft pick targets instead of --matrix-picks: "
+        "every pool entry of a variant, weighted exp(-regret / T) (trains with shared_prefix)."),
     matrix_scores: int = typer.Option(20, "--matrix-scores", help="Scoring examples per matrix "
                                       "variant and family (0: none; -1: every configuration)."),
     cards: list[Path] = typer.Option([], "--cards", help="Task cards YAML for foreign studies "
@@ -75,6 +78,7 @@ def build_command(
         from sllmbo.data.matrix_examples import MatrixOptions
 
         matrix_options = MatrixOptions(top_k=matrix_top_k, seed=seed, pick_top_k=matrix_picks,
+                                       pick_temperature=matrix_pick_temperature,
                                        score_per_variant=None if matrix_scores == -1
                                        else matrix_scores)
     except ValueError as err:
