@@ -72,8 +72,10 @@ def _row_regret(row: Any) -> dict[str, float]:
 
 
 def _best_of(regret: dict[str, float], picks: list[str], budget: int) -> float:
-    chosen = [regret[p] for p in picks[:budget] if p in regret]
-    return min(chosen) if chosen else float("nan")
+    """The best regret of the first ``budget`` picks on one row (``validate_adapter``'s rule)."""
+    from sllmbo.eval.validate_adapter import best_of
+
+    return best_of([regret.get(p, 1.0) for p in picks], budget)
 
 
 def _config_vector(config: dict[str, Any], keys: list[str]) -> list[float]:

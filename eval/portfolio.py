@@ -278,15 +278,22 @@ def regret_matrix(scores: np.ndarray) -> np.ndarray:
         finite = np.isfinite(column)
         if not finite.any():
             continue
-        best = column[finite].min()
-        scale = float(np.median(column[finite])) - best
-        if scale <= 0:
-            scale = column[finite].max() - best
+        best, scale = regret_scale(column[finite])
         if scale <= 0:
             regret[finite, col] = 0.0
             continue
         regret[finite, col] = np.clip((column[finite] - best) / scale, 0.0, 1.0)
     return regret
+
+
+def regret_scale(finite: np.ndarray) -> tuple[float, float]:
+    """A row's best finite score and the spread that regret 1 stands for: the median's
+    distance from the best, or the worst's where the median ties the best (0: no spread)."""
+    best = float(finite.min())
+    scale = float(np.median(finite)) - best
+    if scale <= 0:
+        scale = float(finite.max()) - best
+    return best, scale
 
 
 def greedy_portfolio(regret: np.ndarray, size: int) -> tuple[list[int], list[float]]:

@@ -60,13 +60,12 @@ def validation_datasets(adapter: Path) -> list[str]:
 def row_regret(row: Mapping[str, float], value: float) -> float:
     """``value``'s regret on a matrix row (the portfolio's scale: ``(v - best) / (median -
     best)`` clipped to [0, 1]; a failed fit is 1)."""
+    from sllmbo.eval.portfolio import regret_scale
+
     finite = np.array([v for v in row.values() if v is not None and math.isfinite(v)])
     if not math.isfinite(value) or finite.size == 0:
         return 1.0
-    best = float(finite.min())
-    scale = float(np.median(finite)) - best
-    if scale <= 0:
-        scale = float(finite.max()) - best
+    best, scale = regret_scale(finite)
     if scale <= 0:
         return 0.0
     return float(np.clip((value - best) / scale, 0.0, 1.0))
@@ -158,6 +157,7 @@ def generate_regrets(backend: Any, variant: str, family_name: str, row: Mapping[
 
 
 def best_of(values: Sequence[float], budget: int) -> float:
+    """The best regret among the first ``budget`` picks (1, the cap, when none is finite)."""
     chosen = [v for v in values[:budget] if math.isfinite(v)]
     return min(chosen) if chosen else 1.0
 

@@ -1,0 +1,42 @@
+"""The pool-headroom probes (eval/pool_headroom.py): the size-conditioned portfolio learns from
+variants of a similar size only, and a pick list counts by its best entry within the budget."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from sllmbo.eval.pool_headroom import _best_of, size_portfolio
+
+
+def size_split_matrix() -> tuple[dict, pd.DataFrame]:
+    """Config "small" wins on ~100-row variants, "large" on ~10,000-row ones; "mid" is a close
+    second everywhere, so it is the global portfolio's first pick (least mean regret)."""
+    rows = {"a@100": 100, "b@120": 120, "c@130": 130, "a@10000": 10000, "b@12000": 12000,
+            "c@13000": 13000}
+    cards = {v: {"n_rows": n, "n_classes": 0} for v, n in rows.items()}
+    scores = pd.DataFrame(
+        {"small": [0.0 if n < 1000 else 10.0 for n in rows.values()],
+         "large": [10.0 if n < 1000 else 0.0 for n in rows.values()],
+         "mid": [1.0] * 6, "bad": [20.0] * 6},
+        index=list(rows))
+    return cards, scores
+
+
+def test_the_size_portfolio_follows_the_querys_size():
+    cards, scores = size_split_matrix()
+    assert size_portfolio({"n_rows": 110, "n_classes": 0}, cards, scores, 1) == ["small"]
+    assert size_portfolio({"n_rows": 11000, "n_classes": 0}, cards, scores, 1) == ["large"]
+
+
+def test_with_too_few_near_variants_it_is_the_task_types_portfolio():
+    cards, scores = size_split_matrix()
+    assert size_portfolio({"n_rows": 1000, "n_classes": 0}, cards, scores, 1) == ["mid"]
+    assert size_portfolio({"n_rows": 110, "n_classes": 2}, cards, scores, 1) == []  # no rows
+
+
+def test_a_pick_list_counts_by_its_best_within_the_budget():
+    regret = {"x": 0.7, "y": 0.1, "z": 0.0}
+    assert _best_of(regret, ["x", "y", "z"], 1) == 0.7
+    assert _best_of(regret, ["x", "y", "z"], 2) == 0.1
+    assert _best_of(regret, ["gone", "z"], 1) == 1.0  # an entry the row lacks is the cap
+    assert _best_of(regret, [], 3) == 1.0
