@@ -29,6 +29,10 @@ conditional signal is limited by how many datasets it has.
 
 Each probe is also compared with the portfolio by a Wilcoxon signed-rank test over datasets.
 
+``pick_target_ceiling_at_1`` asks what the pick formulation's training targets can teach: the
+leave-one-dataset-out regret of a perfect learner of top-k targets and of soft targets
+(``--matrix-pick-temperature``), reading the task type alone or the type and the size.
+
 Regret is the portfolio objective's (``sllmbo.eval.portfolio.regret_matrix``): 0 = the row's
 best pool configuration, 1 = its median or worse; the first ``b`` picks count by their best
 (an upper bound of what CV selection within b achieves). Means are over datasets (variants
@@ -216,6 +220,56 @@ def learning_curve(selectors: PoolSelectors, family: str, shares: tuple[float, .
     return out
 
 
+PICK_TARGETS = ("top1", "top5", "soft0.1", "soft0.5", "soft1")
+
+
+def pick_target_distribution(row: Any, kind: str) -> dict[str, float]:
+    """What ``matrix-pick`` examples of one variant's row teach, as a distribution over the
+    pool: ``topK`` (its K best entries, equally) or ``softT`` (``soft_pick_targets``)."""
+    from sllmbo.data.matrix_examples import soft_pick_targets
+
+    if kind.startswith("top"):
+        best = row.sort_values(kind="stable").index[: int(kind[3:])]
+        return {str(i): 1.0 / len(best) for i in best}
+    scores = {str(i): (float(v) if np.isfinite(v) else None) for i, v in row.items()}
+    weights = dict(soft_pick_targets(scores, float(kind[4:])))
+    total = sum(weights.values())
+    return {i: w / total for i, w in weights.items()}
+
+
+def pick_target_ceiling(selectors: PoolSelectors, family: str,
+                        kinds: tuple[str, ...] = PICK_TARGETS) -> dict[str, float]:
+    """Leave-one-dataset-out regret at 1 trial of a perfect learner of each pick target: the
+    most probable entry of the targets averaged over the training variants a card cannot
+    tell apart (``kind/type``: those of its task type; ``kind/size``: of its task type
+    within a factor e in rows). It bounds what cross-entropy on those targets can teach a
+    picker that reads only the task type, or the size."""
+    scores, cards = selectors.scores(family), selectors.cards
+    targets = {k: {v: pick_target_distribution(scores.loc[v], k) for v in scores.index}
+               for k in kinds}
+    per_dataset: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for variant in scores.index:
+        dataset, card = dataset_of(variant), cards[variant]
+        regret = _row_regret(scores.loc[variant])
+        same = [v for v in scores.index if dataset_of(v) != dataset
+                and task_type_of(cards[v]) == task_type_of(card)]
+        log_rows = math.log(max(int(card["n_rows"]), 1))
+        near = [v for v in same
+                if abs(math.log(max(int(cards[v]["n_rows"]), 1)) - log_rows) <= SIZE_WINDOW]
+        for kind in kinds:
+            for name, group in (("type", same), ("size", near if len(near) >= 3 else same)):
+                mass: dict[str, float] = defaultdict(float)
+                for v in group:
+                    for config_id, p in targets[kind][v].items():
+                        mass[config_id] += p
+                if mass:
+                    best = max(sorted(mass), key=mass.__getitem__)
+                    per_dataset[dataset][f"{kind}/{name}"].append(regret[best])
+    keys = sorted({k for d in per_dataset.values() for k in d})
+    return {k: round(float(np.mean([np.mean(d[k]) for d in per_dataset.values() if d.get(k)])),
+                     4) for k in keys}
+
+
 def _summary(per_dataset: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
     from sllmbo.eval.validate_adapter import summarize
 
@@ -243,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
               "leave_one_dataset_out": {f: leave_one_dataset_out(selectors, f)
                                         for f in selectors.pools},
               "heldout": {f: heldout(selectors, f) for f in selectors.pools}}
+    result["pick_target_ceiling_at_1"] = {f: pick_target_ceiling(selectors, f)
+                                          for f in selectors.pools}
     if args.curve:
         result["learning_curve_at_1"] = {f: learning_curve(selectors, f) for f in selectors.pools}
     text = json.dumps(result, indent=1)

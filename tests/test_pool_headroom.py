@@ -4,6 +4,7 @@ variants of a similar size only, and a pick list counts by its best entry within
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from sllmbo.eval.pool_headroom import _best_of, size_portfolio
 
@@ -40,3 +41,15 @@ def test_a_pick_list_counts_by_its_best_within_the_budget():
     assert _best_of(regret, ["x", "y", "z"], 2) == 0.1
     assert _best_of(regret, ["gone", "z"], 1) == 1.0  # an entry the row lacks is the cap
     assert _best_of(regret, [], 3) == 1.0
+
+
+def test_pick_targets_are_distributions_over_the_row():
+    from sllmbo.eval.pool_headroom import pick_target_distribution
+
+    _, scores = size_split_matrix()
+    row = scores.loc["a@100"]
+    assert pick_target_distribution(row, "top1") == {"small": 1.0}
+    assert pick_target_distribution(row, "top2") == {"small": 0.5, "mid": 0.5}
+    soft = pick_target_distribution(row, "soft0.5")
+    assert sum(soft.values()) == pytest.approx(1.0)
+    assert max(soft, key=soft.get) == "small" and soft["mid"] > soft["large"]
