@@ -342,3 +342,13 @@ def test_merge_refuses_an_adapter_it_cannot_map(tmp_path):
         {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_dora": True}))
     with pytest.raises(BackendError, match="not a plain LoRA"):
         lora_deltas(Path(tmp_path), 9, 3)
+
+
+def test_openmp_workers_spin_unless_the_machine_is_oversubscribed():
+    from sllmbo.inference.llamacpp_backend import omp_wait_policy
+
+    assert omp_wait_policy(2, load=0.0) is None  # quiet: libgomp's brief spin, 2.7x a step
+    assert omp_wait_policy(2, load=2.5) is None  # busy but not oversubscribed
+    assert omp_wait_policy(2, load=4.0) == "PASSIVE"
+    assert omp_wait_policy(2, load=7.1) == "PASSIVE"
+    assert omp_wait_policy(1, load=2.0) == "PASSIVE"
