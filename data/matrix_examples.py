@@ -15,11 +15,10 @@ variant, the space the family's default space, in which every pool configuration
   example: the pick formulation, a classifier over the named pool read off one forward pass.
   With ``pick_temperature`` every entry is an example, weighted ``exp(-regret / T)`` (the
   portfolio's regret scale; weights average 1 per variant): a soft target. Top-k targets
-  teach how often an entry is among the best, whose most frequent answer is not the one of
-  least mean regret; on the training matrix, the best answer a perfect learner of top-5
-  targets could give (among variants of the same task type) has regret 0.46 for LightGBM
-  against the portfolio's 0.41, and one of soft targets at T = 1 has 0.42 (0.38 among
-  variants of similar size, the size-conditioned portfolio's level).
+  teach how often an entry is among the best, whose most frequent answer need not be the
+  one of least mean regret; ``sllmbo.eval.pool_headroom``'s ``pick_target_ceiling`` measures
+  what a perfect learner of each target reaches (on 90 LightGBM variants: top-5 0.46 and
+  soft T = 1 0.42 against the portfolio's 0.41).
 
 Only the training matrix is read: ``read_matrix`` refuses another split, and every variant is
 checked against the held-out split again here.
