@@ -33,6 +33,15 @@ Each probe is also compared with the portfolio by a Wilcoxon signed-rank test ov
 leave-one-dataset-out regret of a perfect learner of top-k targets and of soft targets
 (``--matrix-pick-temperature``), reading the task type alone or the type and the size.
 
+``structure`` asks where the portfolio's regret comes from, on the training datasets that have
+several variants (sizes): ``sibling-portfolio`` is the greedy portfolio of a variant's own
+siblings (the other sizes of its dataset), what a selector that recognized the dataset
+perfectly could reach; ``noise-floor@1`` is the regret, on the row's means, of the best entry
+of the row re-measured once with each cell's CV standard error (``score_std / sqrt(n_fits)``),
+the part of a regret no selector can remove; ``variance_share`` splits the regret matrix's sum
+of squares into a configuration main effect, a per-variant offset, configuration x dataset,
+and what is left within a dataset (size and noise).
+
 Regret is the portfolio objective's (``sllmbo.eval.portfolio.regret_matrix``): 0 = the row's
 best pool configuration, 1 = its median or worse; the first ``b`` picks count by their best
 (an upper bound of what CV selection within b achieves). Means are over datasets (variants
@@ -51,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from sllmbo.eval.portfolio import greedy_portfolio, regret_matrix
 from sllmbo.eval.zeroshot_baselines import (
@@ -270,6 +280,90 @@ def pick_target_ceiling(selectors: PoolSelectors, family: str,
                      4) for k in keys}
 
 
+STRUCTURE_BUDGETS = (1, 5)
+
+
+def noise_floor(scores: Any, std_error: Any, draws: int = 50, seed: int = 0) -> list[float]:
+    """Per variant (rows of ``scores``): the mean regret, on the row's means, of the best entry
+    of the row re-measured ``draws`` times with Gaussian noise of ``std_error`` (NaN: 0)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for variant in scores.index:
+        means = scores.loc[variant].to_numpy(float)
+        error = np.nan_to_num(std_error.loc[variant, scores.columns].to_numpy(float))
+        regret = regret_matrix(means[:, None])[:, 0]
+        finite = np.isfinite(means)
+        picks = []
+        for _ in range(draws):
+            noisy = np.where(finite, means + rng.standard_normal(len(means)) * error, np.inf)
+            picks.append(regret[int(np.argmin(noisy))])
+        out.append(float(np.mean(picks)))
+    return out
+
+
+def variance_share(regret: Any) -> dict[str, float]:
+    """Shares of the regret table's (variants x configs, no NaN) sum of squares: the configs'
+    main effect, the variants' offsets, configuration x dataset, and the rest within a dataset.
+    Meaningful on datasets with several variants (one variant's rest is all "dataset")."""
+    x = regret.to_numpy(float)
+    grand = x.mean()
+    config = x.mean(axis=0, keepdims=True) - grand
+    offset = x.mean(axis=1, keepdims=True) - grand
+    additive = grand + config + offset
+    groups = [dataset_of(v) for v in regret.index]
+    interaction = (pd.DataFrame(x - additive, index=regret.index)
+                   .groupby(groups).transform("mean").to_numpy())
+    within = x - additive - interaction
+    total = float(((x - grand) ** 2).sum())
+    parts = {"config": float((config ** 2).sum()) * x.shape[0],
+             "variant_offset": float((offset ** 2).sum()) * x.shape[1],
+             "config_x_dataset": float((interaction ** 2).sum()),
+             "within_dataset": float((within ** 2).sum())}
+    return {k: round(v / total, 3) for k, v in parts.items()} if total > 0 else parts
+
+
+def structure(selectors: PoolSelectors, family: str,
+              budgets: tuple[int, ...] = STRUCTURE_BUDGETS) -> dict[str, Any]:
+    """Leave-one-dataset-out portfolio against the sibling portfolio (the dataset's other
+    variants), the noise floor and the variance shares, on datasets with several variants."""
+    scores, cards = selectors.scores(family), selectors.cards
+    by_dataset: dict[str, list[str]] = defaultdict(list)
+    for variant in scores.index:
+        by_dataset[dataset_of(variant)].append(variant)
+    multi = {d: vs for d, vs in by_dataset.items() if len(vs) >= 2}
+    if not multi:
+        return {}
+    cells = selectors.train.cells
+    cells = cells[(cells["family"] == family) & cells["variant"].isin(scores.index)]
+    std_error = (cells.pivot(index="variant", columns="config_id", values="score_std")
+                 / np.sqrt(cells.pivot(index="variant", columns="config_id",
+                                       values="n_fits").clip(lower=1)))
+    per_dataset: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    size = max(budgets)
+    for dataset, variants in sorted(multi.items()):
+        rest = scores.loc[[dataset_of(v) != dataset for v in scores.index]]
+        folio = portfolio(cards, rest, task_type_of(cards[variants[0]]), size)
+        floors = noise_floor(scores.loc[variants], std_error)
+        for variant, floor in zip(variants, floors, strict=True):
+            siblings = scores.loc[[v for v in variants if v != variant]]
+            order, _ = greedy_portfolio(regret_matrix(siblings.to_numpy().T), size)
+            sibling = [str(siblings.columns[i]) for i in order]
+            regret = _row_regret(scores.loc[variant])
+            for b in budgets:
+                per_dataset[dataset][f"portfolio@{b}"].append(_best_of(regret, folio, b))
+                per_dataset[dataset][f"sibling-portfolio@{b}"].append(
+                    _best_of(regret, sibling, b))
+            per_dataset[dataset]["noise-floor@1"].append(floor)
+    keys = sorted({k for d in per_dataset.values() for k in d})
+    means = {k: round(float(np.mean([np.mean(d[k]) for d in per_dataset.values()])), 4)
+             for k in keys}
+    table = scores.loc[[v for vs in multi.values() for v in vs]]
+    regret = pd.DataFrame(regret_matrix(table.to_numpy().T).T, index=table.index,
+                          columns=table.columns).dropna(axis=1)
+    return {"n_datasets": len(multi), "n_variants": len(table), "mean_regret": means,
+            "variance_share": variance_share(regret)}
+
+
 def _summary(per_dataset: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
     from sllmbo.eval.validate_adapter import summarize
 
@@ -299,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
               "heldout": {f: heldout(selectors, f) for f in selectors.pools}}
     result["pick_target_ceiling_at_1"] = {f: pick_target_ceiling(selectors, f)
                                           for f in selectors.pools}
+    result["structure"] = {f: structure(selectors, f) for f in selectors.pools}
     if args.curve:
         result["learning_curve_at_1"] = {f: learning_curve(selectors, f) for f in selectors.pools}
     text = json.dumps(result, indent=1)

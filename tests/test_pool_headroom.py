@@ -53,3 +53,52 @@ def test_pick_targets_are_distributions_over_the_row():
     soft = pick_target_distribution(row, "soft0.5")
     assert sum(soft.values()) == pytest.approx(1.0)
     assert max(soft, key=soft.get) == "small" and soft["mid"] > soft["large"]
+
+
+def test_variance_share_tells_a_global_best_from_a_dataset_specific_one():
+    from sllmbo.eval.pool_headroom import variance_share
+
+    index = ["a@1", "a@2", "b@1", "b@2"]
+    same_everywhere = pd.DataFrame({"x": [0.0] * 4, "y": [1.0] * 4}, index=index)
+    assert variance_share(same_everywhere)["config"] == pytest.approx(1.0)
+    per_dataset = pd.DataFrame({"x": [0.0, 0.0, 1.0, 1.0], "y": [1.0, 1.0, 0.0, 0.0]},
+                               index=index)
+    share = variance_share(per_dataset)
+    assert share["config_x_dataset"] == pytest.approx(1.0)
+    assert share["config"] == pytest.approx(0.0) and share["within_dataset"] == pytest.approx(0.0)
+    by_size = pd.DataFrame({"x": [0.0, 1.0, 0.0, 1.0], "y": [1.0, 0.0, 1.0, 0.0]}, index=index)
+    assert variance_share(by_size)["within_dataset"] == pytest.approx(1.0)
+
+
+def test_the_noise_floor_is_zero_without_noise_and_grows_with_it():
+    from sllmbo.eval.pool_headroom import noise_floor
+
+    scores = pd.DataFrame({"x": [0.0], "y": [1.0], "z": [2.0]}, index=["a@1"])
+    quiet = noise_floor(scores, scores * 0.0)
+    loud = noise_floor(scores, scores * 0.0 + 5.0)
+    assert quiet == [0.0]
+    assert 0.2 < loud[0] <= 1.0
+
+
+def test_structure_compares_the_portfolio_with_a_datasets_own_siblings():
+    """Dataset "a" prefers "ax" at both sizes, "b" prefers "bx"; "mid" is second everywhere
+    and so the other datasets' portfolio: the siblings know better, the portfolio does not."""
+    from types import SimpleNamespace
+
+    from sllmbo.eval.pool_headroom import structure
+
+    variants = ["a@1", "a@2", "b@1", "b@2", "c@1", "c@2"]
+    best = {"a": "ax", "b": "bx", "c": "cx"}
+    scores = pd.DataFrame({c: [0.0 if best[v[0]] == c else 2.0 for v in variants]
+                           for c in ("ax", "bx", "cx")}, index=variants)
+    scores["mid"] = 0.8
+    scores["bad"] = 3.0
+    cells = pd.DataFrame([{"variant": v, "family": "f", "config_id": c, "score_std": 0.0,
+                           "n_fits": 3} for v in variants for c in scores.columns])
+    selectors = SimpleNamespace(scores=lambda family: scores, train=SimpleNamespace(cells=cells),
+                                cards={v: {"n_rows": 100, "n_classes": 0} for v in variants})
+    result = structure(selectors, "f", budgets=(1,))
+    assert result["n_datasets"] == 3 and result["n_variants"] == 6
+    assert result["mean_regret"]["sibling-portfolio@1"] == 0.0
+    assert result["mean_regret"]["portfolio@1"] == pytest.approx(0.4)  # mid: 0.8 of a median of 2
+    assert result["mean_regret"]["noise-floor@1"] == 0.0
