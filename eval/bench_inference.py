@@ -376,7 +376,9 @@ def llm_tpe_overhead(model: str | None, adapter: str, *, n_trials: int,
                      task: str = "bike_sharing", kind: str = "transformers") -> dict[str, Any]:
     """Seconds a trial spends outside model fitting (sampling, LLM, bookkeeping) under TPE and
     under ``llm-tpe`` (p = 0.5, the default adapter, the fast path), on one real task: the mean
-    over the trials the sampler chose; the initializer's one call is ``setup_llm_s``."""
+    over the trials the sampler chose (early stopping off, so all ``n_trials`` run), the mean
+    LLM seconds of the trials the LLM answered (``mean_llm_trial_s``); the initializer's one
+    call is ``setup_llm_s``."""
     import tempfile
 
     import optuna
@@ -384,9 +386,11 @@ def llm_tpe_overhead(model: str | None, adapter: str, *, n_trials: int,
     from sllmbo.eval.runs import setup_cost, trial_rows
     from sllmbo.inference.factory import create_backend
     from sllmbo.samplers.attrs import SOURCE
-    from sllmbo.tune import tune
+    from sllmbo.tune import LLMOptions, tune
 
     backend = create_backend(kind, model=model, adapter=adapter, device="cpu")
+    # Stopping off: every one of the n_trials runs, so the LLM's share of them is p = 0.5.
+    options = LLMOptions(patience=0)
     out: dict[str, Any] = {"task": task, "n_trials": n_trials, "backend": backend.name}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -394,7 +398,7 @@ def llm_tpe_overhead(model: str | None, adapter: str, *, n_trials: int,
             for sampler in ("tpe", "llm-tpe"):
                 tune(task, model="lightgbm", sampler=sampler, n_trials=n_trials,
                      storage=storage, study_name=sampler, n_folds=3, max_rows=1000,
-                     score_test=False, progress=False,
+                     score_test=False, progress=False, llm=options,
                      backend=backend if sampler != "tpe" else None)
                 study = optuna.load_study(study_name=sampler, storage=storage)
                 source = {t.number: t.user_attrs.get(SOURCE) for t in study.trials}
@@ -406,6 +410,9 @@ def llm_tpe_overhead(model: str | None, adapter: str, *, n_trials: int,
                                 "mean_fit_s": statistics.mean(r.fit_s for r in rows),
                                 "sampled_trials": len(rows),
                                 "llm_trials": sum(r.llm_calls > 0 for r in rows),
+                                "mean_llm_trial_s": (statistics.mean(
+                                    r.llm_s for r in rows if r.llm_calls > 0)
+                                    if any(r.llm_calls > 0 for r in rows) else None),
                                 "setup_llm_s": setup_cost(study)["llm_s"]}
     finally:
         backend.close()
@@ -711,6 +718,25 @@ def _close_share(a: dict[str, Any], b: dict[str, Any]) -> tuple[int, int]:
     return close, len(a)
 
 
+#: Tokens per decode step whose cost the llama.cpp half measures (rows x (1 + draft)).
+STEP_TOKENS = (1, 2, 4, 8, 16, 32)
+
+
+def decode_floors(row: dict[str, Any]) -> dict[str, float]:
+    """What the decode alone must cost at the measured step prices, from the answers' own
+    token accounting (``last_stats``): one answer, its ``forward_passes`` one after another
+    at no less than a one-token step; 8 answers, their passes at the price of a step of
+    their mean tokens per pass (the nearest measured size at or below it)."""
+    steps = row["decode_step_s"]
+    one, eight = row["warm_answer_stats"], row["eight_sampled_stats"]
+    per_pass = eight["answer_tokens"] / max(1, eight["forward_passes"])
+    size = max([n for n in steps if n <= per_pass] or [min(steps)])
+    one_floor = one["forward_passes"] * steps[1]
+    eight_floor = eight["forward_passes"] * steps[size] * per_pass / size
+    return {"one_answer_s": one_floor, "eight_answers_s": eight_floor,
+            "eight_over_one": eight_floor / one_floor, "tokens_per_pass_eight": per_pass}
+
+
 def cpu_engine_speed(engine: str, *, n_prompts: int, n_sampled: int, max_tokens: int,
                      pool_size: int) -> dict[str, Any]:
     """One engine in process, default adapter: load time, a warm greedy answer (the same
@@ -731,6 +757,7 @@ def cpu_engine_speed(engine: str, *, n_prompts: int, n_sampled: int, max_tokens:
         backend.complete([first])
         warm.append(time.perf_counter() - t)
     out["warm_answer_s"] = statistics.median(warm)
+    out["warm_answer_stats"] = dict(getattr(backend, "last_stats", {}))
     eight = []
     for r in range(2):
         requests = [make_request(0, SamplingParams(max_tokens=max_tokens, temperature=0.8,
@@ -739,7 +766,11 @@ def cpu_engine_speed(engine: str, *, n_prompts: int, n_sampled: int, max_tokens:
         backend.complete(requests)
         eight.append(time.perf_counter() - t)
     out["eight_sampled_s"] = statistics.median(eight)
+    out["eight_sampled_stats"] = dict(getattr(backend, "last_stats", {}))
     out["eight_over_one"] = out["eight_sampled_s"] / out["warm_answer_s"]
+    if hasattr(backend, "decode_step_seconds"):
+        out["decode_step_s"] = {n: backend.decode_step_seconds(n) for n in STEP_TOKENS}
+        out["floors"] = decode_floors(out)
     out.update(score_pool_speed(backend, pool_size))
     out["score_pool_over_one"] = out["score_pool_s"] / out["warm_answer_s"]
     out.update(pick_pool_speed(backend))
@@ -884,6 +915,16 @@ def _print_cpu_engine(block: dict[str, Any], path: Path) -> None:
                   f"{t['sampled_valid']}/{t['sampled_n']}",
                   f"{f['sampled_valid']}/{f['sampled_n']}", "")
     console.print(table)
+    if "floors" in f:
+        fl, st = f["floors"], f["decode_step_s"]
+        one, eight = f["warm_answer_stats"], f["eight_sampled_stats"]
+        console.print(
+            "llama.cpp decode step: " + ", ".join(f"{n} tok {1000 * v:.1f} ms"
+                                                  for n, v in st.items())
+            + f". One answer: {one['answer_tokens']} tokens in {one['forward_passes']} "
+            f"passes, floor {fl['one_answer_s']:.2f} s; 8 answers: {eight['answer_tokens']} "
+            f"tokens in {eight['forward_passes']} passes, floor {fl['eight_answers_s']:.2f} s "
+            f"({fl['eight_over_one']:.2f}x one)")
     console.print(f"greedy values within 2x of the reference: "
                   f"{block['greedy_values_within_2x']:.0%}; written to {path}")
 

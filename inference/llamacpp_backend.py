@@ -401,6 +401,38 @@ class LlamaCppBackend(Backend):
                 engine.seq_rm(slot, 0)
         return out
 
+    def decode_step_seconds(self, n_tokens: int, repeats: int = 8) -> float:
+        """Median seconds of one ``llama_decode`` of ``n_tokens`` tokens, one per parallel
+        sequence (up to ``MAX_ROWS``, then several per sequence), after a 64-token prompt,
+        logits at every token: what one decode step of that many rows and drafts costs
+        (benchmarks; the prompt cache is left empty)."""
+        if self._engine is None:
+            raise BackendError("this backend was closed", hint="create a new backend")
+        if not 1 <= n_tokens <= N_BATCH:
+            raise BackendError(f"n_tokens must be in 1..{N_BATCH}, got {n_tokens}")
+        engine = self._engine
+        engine.seq_rm(0, 0)
+        self._cache_ids = []
+        prompt = [self.stop_token_ids[0]] * 64
+        engine.decode([(t, j, 0, False) for j, t in enumerate(prompt)])
+        seqs = min(n_tokens, MAX_ROWS)
+        entries = [(prompt[0], len(prompt) + i // seqs, 1 + i % seqs, True)
+                   for i in range(n_tokens)]
+        walls = []
+        try:
+            for _ in range(repeats + 1):  # the first one warms up
+                for slot in range(1, seqs + 1):
+                    engine.seq_cp(0, slot, len(prompt))
+                start = time.perf_counter()
+                engine.decode(entries)
+                walls.append(time.perf_counter() - start)
+                for slot in range(1, seqs + 1):
+                    engine.seq_rm(slot, 0)
+        finally:
+            engine.seq_rm(0, 0)
+        walls = sorted(walls[1:])
+        return walls[len(walls) // 2]
+
     def close(self) -> None:
         if getattr(self, "_engine", None) is not None:
             self._engine.close()

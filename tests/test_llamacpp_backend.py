@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sllmbo.errors import BackendError
 from sllmbo.inference.base import ChatRequest, SamplingParams
 from sllmbo.inference.llamacpp_backend import unavailable_reason
 
@@ -132,7 +133,6 @@ def test_auto_picks_llamacpp_on_a_cpu_and_says_why_not_otherwise(
 
 
 def test_forcing_llamacpp_where_it_cannot_run_is_one_clear_error(embedded_model, monkeypatch):
-    from sllmbo.errors import BackendError
     from sllmbo.inference import factory, llamacpp_backend
 
     monkeypatch.setattr(llamacpp_backend, "unavailable_reason", lambda: "llguidance is gone")
@@ -199,6 +199,21 @@ def test_eight_answers_share_one_prefill_and_decode_as_one_batch(engine):
 
 
 @needs_engine
+def test_a_timed_decode_step_leaves_the_engine_answering_as_before(engine):
+    """The benchmark's step timer uses the engine's own sequences: a greedy answer after it
+    is the answer before it, and bad sizes are one clear error."""
+    messages, schema, _ = recommend_prompt("concrete_strength", "xgboost")
+    request = ChatRequest(messages, schema, SamplingParams(temperature=0.0))
+    [before] = engine.complete([request])
+    assert engine.decode_step_seconds(1, repeats=2) > 0
+    assert engine.decode_step_seconds(40, repeats=2) > 0  # more tokens than sequences
+    [after] = engine.complete([request])
+    assert after.text == before.text
+    with pytest.raises(BackendError, match="n_tokens"):
+        engine.decode_step_seconds(0)
+
+
+@needs_engine
 def test_score_ranks_continuations_once_per_prompt(engine):
     """``score`` is the log-probability of each answer; the greedy answer beats the same
     answer with a value the model would not write, and a candidate scores the same alone as
@@ -248,7 +263,6 @@ def test_choice_logprobs_share_the_head_and_match_one_prompt_at_a_time(engine):
         assert np.allclose(pooled[i], alone[i], atol=0.15)  # (measured: at most 0.09)
         assert int(np.argmax(pooled[i])) == int(np.argmax(alone[i]))
     assert not np.allclose(pooled[0], pooled[-1])  # the candidate is read
-    from sllmbo.errors import BackendError
 
     with pytest.raises(BackendError, match="not one"):
         engine.choice_logprobs(prompts[:1], ["lightgbm is"])
@@ -335,7 +349,6 @@ def test_recommend_command_imports_no_torch_and_says_which_engine_answered(embed
 
 
 def test_merge_refuses_an_adapter_it_cannot_map(tmp_path):
-    from sllmbo.errors import BackendError
     from sllmbo.inference.gguf_merge import lora_deltas
 
     (tmp_path / "adapter_config.json").write_text(json.dumps(
@@ -352,3 +365,19 @@ def test_openmp_workers_spin_unless_the_machine_is_oversubscribed():
     assert omp_wait_policy(2, load=4.0) == "PASSIVE"
     assert omp_wait_policy(2, load=7.1) == "PASSIVE"
     assert omp_wait_policy(1, load=2.0) == "PASSIVE"
+
+
+def test_decode_floors_price_the_answers_own_passes():
+    """One answer of 50 passes at 10 ms a one-token step cannot take under 0.5 s; 8 answers of
+    640 tokens in 40 passes (16 a pass) at 60 ms a 16-token step, under 2.4 s."""
+    from sllmbo.eval.bench_inference import decode_floors
+
+    row = {"decode_step_s": {1: 0.010, 2: 0.020, 8: 0.032, 16: 0.060, 32: 0.130},
+           "warm_answer_stats": {"forward_passes": 50, "answer_tokens": 94},
+           "eight_sampled_stats": {"forward_passes": 40, "answer_tokens": 640}}
+    floors = decode_floors(row)
+    assert floors["one_answer_s"] == pytest.approx(0.5)
+    assert floors["eight_answers_s"] == pytest.approx(2.4)
+    assert floors["eight_over_one"] == pytest.approx(4.8)
+    row["eight_sampled_stats"] = {"forward_passes": 40, "answer_tokens": 480}  # 12 a pass
+    assert decode_floors(row)["eight_answers_s"] == pytest.approx(40 * 0.032 * 12 / 8)
