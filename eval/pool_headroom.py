@@ -18,6 +18,11 @@ reached from what a card says:
   log-scaled values) to the cell's regret, fitted on the training rows, picking the pool
   entries it predicts best: a learned pointwise scorer, the shape of [10/12]'s scoring
   formulation, with the meta-features given as numbers;
+- ``feedback``: few-shot, not zero-shot: the portfolio's first ``FEEDBACK_START`` entries,
+  then each next entry the one of least mean regret on the ``FEEDBACK_NEIGHBOURS`` training
+  variants whose scores on the entries tried so far, min-max scaled among those entries, are
+  nearest to the query's own (a run knows the scores it has seen, never its row's best or
+  median): whether trials 2-5 gain from the task's first results;
 - ``size-portfolio``: the greedy portfolio of the training variants of the same task type
   whose rows lie within a factor e of the query's (the global one when fewer than 3 do): a
   hand-made prior that conditions on size alone.
@@ -74,7 +79,9 @@ from sllmbo.eval.zeroshot_baselines import (
 
 BUDGETS = (1, 2, 3, 5)
 #: Selectors compared with the portfolio by a Wilcoxon test over datasets.
-COMPARED = ("defaults", "knn", "surrogate", "size-portfolio")
+COMPARED = ("defaults", "knn", "surrogate", "size-portfolio", "feedback")
+FEEDBACK_START = 2
+FEEDBACK_NEIGHBOURS = 10
 CURVE_SHARES = (0.25, 0.5, 0.75, 1.0)
 SIZE_WINDOW = 1.0  # |log rows - log query rows|: within a factor e
 
@@ -139,6 +146,43 @@ def size_portfolio(card: dict[str, Any], cards: dict[str, Any], scores: Any, siz
     return [str(table.columns[i]) for i in order]
 
 
+def _scaled(values: np.ndarray) -> np.ndarray:
+    """Min-max scaled among themselves (all 0 where they do not spread; NaN stays NaN)."""
+    low, high = np.nanmin(values), np.nanmax(values)
+    return np.zeros_like(values) if not high > low else (values - low) / (high - low)
+
+
+def feedback_picks(start: list[str], observed: Any, scores: Any, cards: dict[str, Any],
+                   task_type: str, budget: int,
+                   neighbours: int = FEEDBACK_NEIGHBOURS) -> list[str]:
+    """``start``, then entries chosen one at a time from the query's observed scores
+    (``observed``: config id -> score, read only for the entries tried): the next is the
+    entry of least mean regret over the ``neighbours`` training variants of ``task_type`` in
+    ``scores`` whose scaled scores on the tried entries are nearest to the query's."""
+    same = [v for v in scores.index if task_type_of(cards[v]) == task_type]
+    if not same:
+        return list(start[:budget])
+    table = scores.loc[same]
+    regret = pd.DataFrame(regret_matrix(table.to_numpy().T).T, index=same,
+                          columns=table.columns)
+    tried = list(start[:budget])
+    while len(tried) < budget:
+        seen = _scaled(np.array([observed[c] for c in tried], dtype=float))
+        left = [c for c in table.columns if c not in tried]
+        if not left:
+            break
+        if np.isfinite(seen).all():
+            rows = np.array([_scaled(r) for r in table[tried].to_numpy(float)])
+            distance = np.nanmean(np.abs(rows - seen), axis=1)
+            distance = np.where(np.isfinite(distance), distance, np.inf)
+            near = np.argsort(distance, kind="stable")[:neighbours]
+            tried.append(str(regret.iloc[near][left].mean(axis=0).idxmin()))
+        else:  # a failed fit among them: nothing to compare, the next portfolio entry
+            folio = portfolio(cards, scores, task_type, len(tried) + 1)
+            tried.append(next((c for c in folio if c not in tried), left[0]))
+    return tried
+
+
 def leave_one_dataset_out(selectors: PoolSelectors, family: str) -> dict[str, Any]:
     """Per budget: mean regret over training datasets of defaults, portfolio, knn, oracle."""
     scores = selectors.scores(family)
@@ -160,7 +204,10 @@ def leave_one_dataset_out(selectors: PoolSelectors, family: str) -> dict[str, An
                      "portfolio": folios[task_type_of(card)],
                      "knn": knn(card, cards, rest, max(BUDGETS)),
                      "surrogate": surrogate.ranked(card, max(BUDGETS)),
-                     "size-portfolio": size_portfolio(card, cards, rest, max(BUDGETS))}
+                     "size-portfolio": size_portfolio(card, cards, rest, max(BUDGETS)),
+                     "feedback": feedback_picks(folios[task_type_of(card)][:FEEDBACK_START],
+                                                scores.loc[variant], rest, cards,
+                                                task_type_of(card), max(BUDGETS))}
             for b in BUDGETS:
                 for method, chosen in picks.items():
                     per_dataset[dataset][f"{method}@{b}"].append(_best_of(regret, chosen, b))
@@ -189,7 +236,10 @@ def heldout(selectors: PoolSelectors, family: str) -> dict[str, Any]:
                  "knn": knn(card, selectors.cards, train, max(BUDGETS),
                             exclude_dataset=dataset_of(variant)),
                  "surrogate": surrogate.ranked(card, max(BUDGETS)),
-                 "size-portfolio": size_portfolio(card, selectors.cards, train, max(BUDGETS))}
+                 "size-portfolio": size_portfolio(card, selectors.cards, train, max(BUDGETS)),
+                 "feedback": feedback_picks(folios[task_type_of(card)][:FEEDBACK_START],
+                                            test.loc[variant], train, selectors.cards,
+                                            task_type_of(card), max(BUDGETS))}
         for b in BUDGETS:
             for method, chosen in picks.items():
                 per_dataset[dataset_of(variant)][f"{method}@{b}"].append(

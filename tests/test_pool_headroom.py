@@ -102,3 +102,25 @@ def test_structure_compares_the_portfolio_with_a_datasets_own_siblings():
     assert result["mean_regret"]["sibling-portfolio@1"] == 0.0
     assert result["mean_regret"]["portfolio@1"] == pytest.approx(0.4)  # mid: 0.8 of a median of 2
     assert result["mean_regret"]["noise-floor@1"] == 0.0
+
+
+def test_feedback_follows_the_training_rows_that_agree_with_what_the_run_has_seen():
+    """Two kinds of dataset: on "A" rows probe p beats probe q and "a" is best, on "B" rows q
+    beats p and "b" is best. A query that saw q beat p goes to "b" next, one that saw p
+    beat q to "a"; the scores' scale (the query's units) does not matter."""
+    from sllmbo.eval.pool_headroom import feedback_picks
+
+    kinds = {"a1@1": "A", "a2@1": "A", "a3@1": "A", "b1@1": "B", "b2@1": "B", "b3@1": "B"}
+    rows = {"A": {"p": 1.0, "q": 3.0, "a": 0.0, "b": 5.0, "z": 9.0},
+            "B": {"p": 3.0, "q": 1.0, "a": 5.0, "b": 0.0, "z": 9.0}}
+    scores = pd.DataFrame([rows[k] for k in kinds.values()], index=list(kinds))
+    cards = {v: {"n_rows": 100, "n_classes": 0} for v in kinds}
+    like_b = {"p": 300.0, "q": 100.0, "a": 500.0, "b": 0.0, "z": 900.0}
+    like_a = {"p": 0.1, "q": 0.3, "a": 0.0, "b": 0.5, "z": 0.9}
+    assert feedback_picks(["p", "q"], like_b, scores, cards, "regression", 3,
+                          neighbours=3) == ["p", "q", "b"]
+    assert feedback_picks(["p", "q"], like_a, scores, cards, "regression", 3,
+                          neighbours=3) == ["p", "q", "a"]
+    assert feedback_picks(["p", "q"], like_a, scores, cards, "regression", 1) == ["p"]
+    failed = {**like_a, "q": float("nan")}  # nothing to compare: the portfolio's next entry
+    assert len(feedback_picks(["p", "q"], failed, scores, cards, "regression", 3)) == 3
