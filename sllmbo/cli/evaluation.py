@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from sllmbo.cli import options
+from sllmbo.eval.suites import SUITES
 
 EXAMPLES = """
 
@@ -35,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
 def eval_command(
     suite: str = typer.Option("default", "--suite",
-                              help="smoke | default | sllmbo-paper | gpu"),
+                              help=" | ".join(SUITES)),
     task: list[str] = typer.Option([], "--task", help="A task to run (repeatable); "
                                    "replaces the suite's tasks."),
     data: list[Path] = typer.Option([], "--data", help="Your CSV/Parquet file (repeatable, "
