@@ -176,12 +176,6 @@ class LlamaCppBackend(Backend):
         self.kv_dir = (merged_cache.kv_dir() if kv_files and
                        os.environ.get("SLLMBO_KV_CACHE", "1") != "0" else None)
         self._load_text_side()
-        # The grammar's tokenizer (~0.2 s of parsing and indexing) builds in a thread while
-        # llama.cpp loads the weights: a cold command does not wait for both in turn.
-        vocab_hint = _read_json(self.model_path / "config.json").get("vocab_size")
-        self._llg_pending = (_GrammarTokenizer(self.model_path / "tokenizer.json",
-                                               vocab_hint, self.stop_token_ids[0])
-                             if constrained and isinstance(vocab_hint, int) else None)
         self._engine = _Engine(self.gguf_path, n_threads=self.n_threads, n_ctx=n_ctx,
                                n_seq_max=MAX_ROWS + 1)
         self.context_length = self._engine.n_ctx_train
@@ -276,13 +270,9 @@ class LlamaCppBackend(Backend):
         import llguidance
 
         if self._llg_tokenizer is None:
-            pending, self._llg_pending = self._llg_pending, None
-            built = pending.result() if pending is not None else None
-            if built is None or pending.n_vocab != self.vocab_size:
-                built = llguidance.LLTokenizer(str(self.model_path / "tokenizer.json"),
-                                               n_vocab=self.vocab_size,
-                                               eos_token=self.stop_token_ids[0])
-            self._llg_tokenizer = built
+            self._llg_tokenizer = llguidance.LLTokenizer(
+                str(self.model_path / "tokenizer.json"), n_vocab=self.vocab_size,
+                eos_token=self.stop_token_ids[0])
         matcher = llguidance.LLMatcher(self._llg_tokenizer, self._grammar(schema), log_level=0)
         if matcher.is_error():
             raise BackendError(f"the constrained decoder rejected this JSON Schema: "
@@ -670,34 +660,6 @@ class LlamaCppBackend(Backend):
         return Completion(text=text, finish_reason=reason, prompt_tokens=len(row.prompt),
                           completion_tokens=len(body) + row.stopped, latency_s=latency,
                           error=error)
-
-
-class _GrammarTokenizer:
-    """llguidance's tokenizer for ``tokenizer.json``, built in a daemon thread from
-    construction on; ``result()`` waits for it (None where building failed: the caller
-    builds it again in its own thread, so the error, if any, surfaces there)."""
-
-    def __init__(self, path: Path, n_vocab: int, eos_token: int) -> None:
-        import threading
-
-        self.n_vocab = n_vocab
-        self._value: Any = None
-        self._thread = threading.Thread(target=self._build, args=(path, n_vocab, eos_token),
-                                        name="sllmbo-grammar-tokenizer", daemon=True)
-        self._thread.start()
-
-    def _build(self, path: Path, n_vocab: int, eos_token: int) -> None:
-        try:
-            import llguidance
-
-            self._value = llguidance.LLTokenizer(str(path), n_vocab=n_vocab,
-                                                 eos_token=eos_token)
-        except Exception:
-            self._value = None
-
-    def result(self) -> Any:
-        self._thread.join()
-        return self._value
 
 
 class _Engine:

@@ -381,30 +381,3 @@ def test_decode_floors_price_the_answers_own_passes():
     assert floors["eight_over_one"] == pytest.approx(4.8)
     row["eight_sampled_stats"] = {"forward_passes": 40, "answer_tokens": 480}  # 12 a pass
     assert decode_floors(row)["eight_answers_s"] == pytest.approx(40 * 0.032 * 12 / 8)
-
-
-def test_the_grammar_tokenizer_built_in_a_thread_fails_quietly(tmp_path):
-    """A thread that cannot build it leaves None: the caller builds it again, and any error
-    is raised there, in the caller's thread."""
-    from sllmbo.inference.llamacpp_backend import _GrammarTokenizer
-
-    broken = tmp_path / "tokenizer.json"
-    broken.write_text("{not json")
-    assert _GrammarTokenizer(broken, 10, 0).result() is None
-
-
-@needs_engine
-def test_a_prebuilt_grammar_tokenizer_of_another_vocab_size_is_not_used(embedded_model):
-    from sllmbo.inference.llamacpp_backend import LlamaCppBackend
-
-    backend = LlamaCppBackend(embedded_model, kv_files=False)
-    try:
-        assert backend._llg_pending is not None  # started at construction
-        backend._llg_pending.n_vocab = backend.vocab_size + 7  # as if config.json disagreed
-        messages, schema, space = recommend_prompt()
-        [answer] = backend.complete([ChatRequest(messages, schema,
-                                                 SamplingParams(temperature=0.0))])
-        space.validate(json.loads(answer.text))
-        assert backend._llg_tokenizer.vocab_size == backend.vocab_size
-    finally:
-        backend.close()
