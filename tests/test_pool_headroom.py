@@ -124,3 +124,24 @@ def test_feedback_follows_the_training_rows_that_agree_with_what_the_run_has_see
     assert feedback_picks(["p", "q"], like_a, scores, cards, "regression", 1) == ["p"]
     failed = {**like_a, "q": float("nan")}  # nothing to compare: the portfolio's next entry
     assert len(feedback_picks(["p", "q"], failed, scores, cards, "regression", 3)) == 3
+
+
+def test_feedback_reads_only_the_scores_of_the_entries_it_has_tried():
+    """The probe is few-shot, not an oracle: choosing the third entry reads the scores of the
+    first two only (a normalization by the row's best or median would read them all)."""
+    from sllmbo.eval.pool_headroom import feedback_picks
+
+    _, scores = size_split_matrix()
+    cards = {v: {"n_rows": n, "n_classes": 0}
+             for v, n in zip(scores.index, (100, 120, 130, 10000, 12000, 13000), strict=True)}
+    reads: list[str] = []
+
+    class Observed(dict):
+        def __getitem__(self, key):
+            reads.append(key)
+            return super().__getitem__(key)
+
+    out = feedback_picks(["mid", "bad"], Observed(scores.loc["a@100"].to_dict()), scores,
+                         cards, "regression", 3, neighbours=2)
+    assert out[:2] == ["mid", "bad"] and len(out) == 3
+    assert reads and set(reads) <= {"mid", "bad"}
