@@ -152,20 +152,26 @@ def _scaled(values: np.ndarray) -> np.ndarray:
     return np.zeros_like(values) if not high > low else (values - low) / (high - low)
 
 
-def feedback_picks(start: list[str], observed: Any, scores: Any, cards: dict[str, Any],
-                   task_type: str, budget: int,
+def _regret_table(scores: Any) -> pd.DataFrame:
+    """A (variants x config ids) score table as regrets, each row on its own scale."""
+    return pd.DataFrame(regret_matrix(scores.to_numpy().T).T, index=scores.index,
+                        columns=scores.columns)
+
+
+def feedback_picks(folio: list[str], observed: Any, scores: Any, cards: dict[str, Any],
+                   task_type: str, budget: int, start: int = FEEDBACK_START,
                    neighbours: int = FEEDBACK_NEIGHBOURS) -> list[str]:
-    """``start``, then entries chosen one at a time from the query's observed scores
-    (``observed``: config id -> score, read only for the entries tried): the next is the
-    entry of least mean regret over the ``neighbours`` training variants of ``task_type`` in
-    ``scores`` whose scaled scores on the tried entries are nearest to the query's."""
+    """The first ``start`` entries of ``folio`` (the task type's portfolio on ``scores``),
+    then entries chosen one at a time from the query's observed scores (``observed``:
+    config id -> score, read only for the entries tried): the next is the entry of least
+    mean regret over the ``neighbours`` training variants of ``task_type`` in ``scores``
+    whose scaled scores on the tried entries are nearest to the query's."""
     same = [v for v in scores.index if task_type_of(cards[v]) == task_type]
     if not same:
-        return list(start[:budget])
+        return list(folio[:min(start, budget)])
     table = scores.loc[same]
-    regret = pd.DataFrame(regret_matrix(table.to_numpy().T).T, index=same,
-                          columns=table.columns)
-    tried = list(start[:budget])
+    regret = _regret_table(table)
+    tried = list(folio[:min(start, budget)])
     while len(tried) < budget:
         seen = _scaled(np.array([observed[c] for c in tried], dtype=float))
         left = [c for c in table.columns if c not in tried]
@@ -178,8 +184,7 @@ def feedback_picks(start: list[str], observed: Any, scores: Any, cards: dict[str
             near = np.argsort(distance, kind="stable")[:neighbours]
             tried.append(str(regret.iloc[near][left].mean(axis=0).idxmin()))
         else:  # a failed fit among them: nothing to compare, the next portfolio entry
-            folio = portfolio(cards, scores, task_type, len(tried) + 1)
-            tried.append(next((c for c in folio if c not in tried), left[0]))
+            tried.append(next((c for c in folio[:len(tried) + 1] if c not in tried), left[0]))
     return tried
 
 
@@ -205,7 +210,7 @@ def leave_one_dataset_out(selectors: PoolSelectors, family: str) -> dict[str, An
                      "knn": knn(card, cards, rest, max(BUDGETS)),
                      "surrogate": surrogate.ranked(card, max(BUDGETS)),
                      "size-portfolio": size_portfolio(card, cards, rest, max(BUDGETS)),
-                     "feedback": feedback_picks(folios[task_type_of(card)][:FEEDBACK_START],
+                     "feedback": feedback_picks(folios[task_type_of(card)],
                                                 scores.loc[variant], rest, cards,
                                                 task_type_of(card), max(BUDGETS))}
             for b in BUDGETS:
@@ -237,7 +242,7 @@ def heldout(selectors: PoolSelectors, family: str) -> dict[str, Any]:
                             exclude_dataset=dataset_of(variant)),
                  "surrogate": surrogate.ranked(card, max(BUDGETS)),
                  "size-portfolio": size_portfolio(card, selectors.cards, train, max(BUDGETS)),
-                 "feedback": feedback_picks(folios[task_type_of(card)][:FEEDBACK_START],
+                 "feedback": feedback_picks(folios[task_type_of(card)],
                                             test.loc[variant], train, selectors.cards,
                                             task_type_of(card), max(BUDGETS))}
         for b in BUDGETS:
@@ -396,8 +401,7 @@ def structure(selectors: PoolSelectors, family: str,
         floors = noise_floor(scores.loc[variants], std_error)
         for variant, floor in zip(variants, floors, strict=True):
             siblings = scores.loc[[v for v in variants if v != variant]]
-            order, _ = greedy_portfolio(regret_matrix(siblings.to_numpy().T), size)
-            sibling = [str(siblings.columns[i]) for i in order]
+            sibling = portfolio(cards, siblings, task_type_of(cards[variant]), size)
             regret = _row_regret(scores.loc[variant])
             for b in budgets:
                 per_dataset[dataset][f"portfolio@{b}"].append(_best_of(regret, folio, b))
@@ -408,8 +412,7 @@ def structure(selectors: PoolSelectors, family: str,
     means = {k: round(float(np.mean([np.mean(d[k]) for d in per_dataset.values()])), 4)
              for k in keys}
     table = scores.loc[[v for vs in multi.values() for v in vs]]
-    regret = pd.DataFrame(regret_matrix(table.to_numpy().T).T, index=table.index,
-                          columns=table.columns).dropna(axis=1)
+    regret = _regret_table(table)
     return {"n_datasets": len(multi), "n_variants": len(table), "mean_regret": means,
             "variance_share": variance_share(regret)}
 
