@@ -19,6 +19,13 @@ variant, the space the family's default space, in which every pool configuration
   one of least mean regret; ``sllmbo.eval.pool_headroom``'s ``pick_target_ceiling`` measures
   what a perfect learner of each target reaches (on 90 LightGBM variants: top-5 0.46 and
   soft T = 1 0.42 against the portfolio's 0.41).
+- ``matrix-pick-feedback``: the few-shot pick. ``pick_messages(card, pool name, size, tried)``
+  where ``tried`` is a history of pool entries with this variant's own scores -> every
+  untried entry, weighted ``exp(-regret / T)`` (averaging 1 per history). Histories start,
+  as a run does, with the portfolio's first ``FEEDBACK_START`` entries (its task type's, on
+  this matrix), then random entries; some are wholly random, so that the model reads the
+  scores and not the names alone. ``sllmbo.eval.pool_headroom``'s ``feedback`` probe found
+  that a run's first scores carry signal a card does not.
 
 Only the training matrix is read: ``read_matrix`` refuses another split, and every variant is
 checked against the held-out split again here.
@@ -44,8 +51,12 @@ from sllmbo.prompts import (
     score_messages,
 )
 
-MATRIX_KINDS = ("matrix-single-shot", "matrix-score", "matrix-pick")
+MATRIX_KINDS = ("matrix-single-shot", "matrix-score", "matrix-pick", "matrix-pick-feedback")
 N_DECILES = 10
+#: Entries a few-shot pick history starts with (the portfolio's first ones, as a run does).
+FEEDBACK_START = 2
+#: The most entries a few-shot history holds (a run asks at budgets up to 5: 4 tried).
+FEEDBACK_MAX_TRIED = 4
 
 
 @dataclass(frozen=True)
@@ -54,15 +65,23 @@ class MatrixOptions:
     ``score_per_variant`` pool configurations per variant and family as scoring examples
     (None: all of them; sampled with ``seed`` otherwise, stratified over deciles);
     ``pick_top_k`` best pool entries per variant and family as pick examples, or, with
-    ``pick_temperature``, every entry weighted by ``exp(-regret / pick_temperature)``."""
+    ``pick_temperature``, every entry weighted by ``exp(-regret / pick_temperature)``;
+    ``feedback_histories`` few-shot pick histories per variant and family, their untried
+    entries weighted by ``exp(-regret / feedback_temperature)``."""
 
     top_k: int = 5
     score_per_variant: int | None = 20
     seed: int = 0
     pick_top_k: int = 0
     pick_temperature: float | None = None
+    feedback_histories: int = 0
+    feedback_temperature: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.feedback_histories < 0:
+            raise ValueError("feedback_histories must be >= 0")
+        if not (math.isfinite(self.feedback_temperature) and self.feedback_temperature > 0):
+            raise ValueError("feedback_temperature must be a positive number")
         if self.top_k < 0 or (self.score_per_variant is not None and self.score_per_variant < 0):
             raise ValueError("top_k and score_per_variant must be >= 0")
         if self.pick_top_k < 0:
@@ -107,6 +126,7 @@ def matrix_examples(matrix: Matrix | str | Path = TRAIN_MATRIX,
     wanted = None if variants is None else set(variants)
     rows: list[dict[str, Any]] = []
     rng = random.Random(options.seed)
+    folios = _portfolios(matrix, pools) if options.feedback_histories else {}
     cells = matrix.cells
     for (variant, family_name), group in cells.groupby(["variant", "family"], sort=True):
         if wanted is not None and variant not in wanted:
@@ -149,6 +169,21 @@ def matrix_examples(matrix: Matrix | str | Path = TRAIN_MATRIX,
                 if options.pick_temperature:
                     row["weight"] = weight
                 rows.append(row)
+        if options.feedback_histories:
+            folio = folios[family_name, task.task_type]
+            position = {c.id: i for i, c in enumerate(pool.configs)}
+            for tried in feedback_histories(folio, sorted(scores), options.feedback_histories,
+                                            rng):
+                prompt = pick_messages(card, pick_pool_name(pool), len(pool),
+                                       [(position[c], scores[c]) for c in tried])
+                targets = soft_pick_targets({c: v for c, v in scores.items()
+                                             if c not in tried}, options.feedback_temperature,
+                                            row=scores)
+                for rank, (config_id, weight) in enumerate(targets, start=1):
+                    rows.append({"prompt": prompt, "completion": [
+                        {"role": "assistant", "content": PICK_NAMES[position[config_id]]}],
+                        "kind": "matrix-pick-feedback", **meta, "config_id": config_id,
+                        "value": scores[config_id], "rank": rank, "weight": weight})
         chosen = _stratified(sorted(scores), deciles, options.score_per_variant, rng)
         for config_id in chosen:
             config = _ordered(configs[config_id], space)
@@ -159,22 +194,58 @@ def matrix_examples(matrix: Matrix | str | Path = TRAIN_MATRIX,
     return rows
 
 
-def soft_pick_targets(scores: dict[str, float | None],
-                      temperature: float) -> list[tuple[str, float]]:
-    """Every configuration of one variant's row with the weight ``exp(-regret / T)``, scaled
-    to average 1, best first. Regret is the portfolio's (0: the row's best, 1: its median or
-    worse, a failed fit 1), so a perfect learner's most probable entry tends, as T grows, to
-    the one of least mean regret among the cards it cannot tell apart."""
+def soft_pick_targets(scores: dict[str, float | None], temperature: float,
+                      row: dict[str, float | None] | None = None) -> list[tuple[str, float]]:
+    """Every configuration of ``scores`` with the weight ``exp(-regret / T)``, scaled to
+    average 1, best first. Regret is the portfolio's on the variant's whole ``row`` (default:
+    ``scores`` itself; 0: the row's best, 1: its median or worse, a failed fit 1), so a
+    perfect learner's most probable entry tends, as T grows, to the one of least mean regret
+    among the cards it cannot tell apart."""
     import numpy as np
 
     from sllmbo.eval.portfolio import regret_matrix
 
+    row = scores if row is None else row
+    everything = sorted(row)
+    column = np.array([[np.nan if row[i] is None else row[i]] for i in everything], dtype=float)
+    regret = dict(zip(everything, regret_matrix(column)[:, 0], strict=True))
     ids = sorted(scores)
-    column = np.array([[np.nan if scores[i] is None else scores[i]] for i in ids], dtype=float)
-    weights = np.exp(-regret_matrix(column)[:, 0] / temperature)
+    weights = np.exp(-np.array([regret[i] for i in ids]) / temperature)
     weights *= len(ids) / weights.sum()
     order = sorted(range(len(ids)), key=lambda i: (-weights[i], ids[i]))
     return [(ids[i], round(float(weights[i]), 6)) for i in order]
+
+
+def feedback_histories(folio: list[str], ids: list[str], n: int,
+                       rng: random.Random) -> list[list[str]]:
+    """``n`` histories of tried config ids for few-shot pick examples: the first is the
+    portfolio's first ``FEEDBACK_START`` entries; later ones alternate between that start
+    with 1 to ``FEEDBACK_MAX_TRIED - FEEDBACK_START`` random entries after it, and
+    ``FEEDBACK_START`` to ``FEEDBACK_MAX_TRIED`` wholly random entries."""
+    start = folio[:FEEDBACK_START]
+    out: list[list[str]] = []
+    for k in range(n):
+        if k == 0 and len(start) == FEEDBACK_START:
+            out.append(list(start))
+        elif k % 2 == 1 and len(start) == FEEDBACK_START:
+            rest = [c for c in ids if c not in start]
+            out.append(start + rng.sample(rest, rng.randint(1, FEEDBACK_MAX_TRIED
+                                                           - FEEDBACK_START)))
+        else:
+            out.append(rng.sample(ids, rng.randint(FEEDBACK_START, FEEDBACK_MAX_TRIED)))
+    return out
+
+
+def _portfolios(matrix: Matrix, pools: dict[str, Pool]) -> dict[tuple[str, str], list[str]]:
+    """The greedy portfolio (config ids) of each family and task type on ``matrix``'s whole
+    rows: what a few-shot run tries first."""
+    from sllmbo.eval.zeroshot_baselines import PoolSelectors, portfolio
+
+    selectors = PoolSelectors(matrix, None, pools)
+    return {(family, task_type): portfolio(selectors.cards, selectors.scores(family),
+                                           task_type, FEEDBACK_MAX_TRIED)
+            for family in pools if family in set(matrix.cells["family"])
+            for task_type in ("classification", "regression")}
 
 
 def pick_pool_name(pool: Pool) -> str:

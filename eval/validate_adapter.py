@@ -10,9 +10,13 @@ pick pool entries get an exact regret with no fit:
   (``sllmbo.scoring``), what ``recommend --decode score`` answers;
 - ``pick``: the pool entries in the order of the probability the adapter names them (one
   forward pass), what ``recommend --decode pick`` answers;
-- ``portfolio``, ``knn``, ``size-portfolio`` (``eval/pool_headroom.py``), ``defaults``: built
-  from the training matrix *without* the validation datasets, so they know no more than the
-  adapter does.
+- ``pick-feedback``: the few-shot pick. The portfolio's first entries are tried, then each next
+  entry is the untried one the adapter names most probably given the scores so far (the
+  variant's own matrix scores of the entries tried, and of no other);
+- ``portfolio``, ``knn``, ``size-portfolio``, ``feedback`` (``eval/pool_headroom.py``; the
+  few-shot baseline, from the nearest training variants' scores on the tried entries),
+  ``defaults``: built from the training matrix *without* the validation datasets, so they
+  know no more than the adapter does.
 
 ``generate`` (``--methods generate``): the adapter's ``recommend`` answers (consensus or greedy)
 are not pool entries; each is cross-validated on the variant as the matrix's cells were
@@ -42,8 +46,8 @@ import numpy as np
 from sllmbo.errors import SllmboError
 
 BUDGETS = (1, 2, 3, 5)
-BASELINES = ("defaults", "portfolio", "knn", "size-portfolio")
-ADAPTER_METHODS = ("score", "pick", "generate")
+BASELINES = ("defaults", "portfolio", "knn", "size-portfolio", "feedback")
+ADAPTER_METHODS = ("score", "pick", "pick-feedback", "generate")
 
 
 def validation_datasets(adapter: Path) -> list[str]:
@@ -82,16 +86,20 @@ def check_not_heldout(datasets: Sequence[str]) -> None:
 
 
 def baseline_picks(selectors: Any, family: str, train_scores: Any, card: Mapping[str, Any],
-                   size: int) -> dict[str, list[str]]:
-    """Config ids of each baseline for one variant, learned from ``train_scores`` only."""
-    from sllmbo.eval.pool_headroom import size_portfolio
+                   size: int, observed: Mapping[str, float]) -> dict[str, list[str]]:
+    """Config ids of each baseline for one variant, learned from ``train_scores`` only
+    (``observed``: the variant's own scores, which ``feedback`` reads for tried entries)."""
+    from sllmbo.eval.pool_headroom import feedback_picks, size_portfolio
     from sllmbo.eval.zeroshot_baselines import knn, portfolio, task_type_of
 
     cards = selectors.cards
+    folio = portfolio(cards, train_scores, task_type_of(card), size)
     return {"defaults": [selectors.pools[family].configs[0].id],
-            "portfolio": portfolio(cards, train_scores, task_type_of(card), size),
+            "portfolio": folio,
             "knn": knn(card, cards, train_scores, size),
-            "size-portfolio": size_portfolio(card, cards, train_scores, size)}
+            "size-portfolio": size_portfolio(card, cards, train_scores, size),
+            "feedback": feedback_picks(folio, observed, train_scores, cards,
+                                       task_type_of(card), size)}
 
 
 def score_picks(backend: Any, variant: str, family_name: str, pool: Any, size: int) -> list[str]:
@@ -127,6 +135,26 @@ def pick_picks(backend: Any, variant: str, family_name: str, pool: Any, size: in
     card = build_card(load_task(variant), get_family(family_name), EvalSettings())
     probs = pick_probabilities(backend, card, pool)
     return [pool.configs[i].id for i in np.argsort(-probs, kind="stable")[:size]]
+
+
+def pick_feedback_picks(backend: Any, variant: str, family_name: str, pool: Any, size: int,
+                        folio: Sequence[str], observed: Mapping[str, float]) -> list[str]:
+    """The few-shot pick's ``size`` tries: the portfolio's first ``FEEDBACK_START`` entries,
+    then each the adapter's pick given the ``observed`` scores of the entries tried."""
+    from sllmbo.data.matrix_examples import FEEDBACK_START
+    from sllmbo.data.registry import load_task
+    from sllmbo.families import get_family
+    from sllmbo.objective import EvalSettings
+    from sllmbo.resolve import build_card
+    from sllmbo.scoring import feedback_pick
+
+    card = build_card(load_task(variant), get_family(family_name), EvalSettings())
+    position = {c.id: i for i, c in enumerate(pool.configs)}
+    tried = list(folio[:min(FEEDBACK_START, size)])
+    while len(tried) < min(size, len(pool)):
+        history = [(position[c], observed.get(c)) for c in tried]
+        tried.append(pool.configs[feedback_pick(backend, card, pool, history)].id)
+    return tried
 
 
 def generate_regrets(backend: Any, variant: str, family_name: str, row: Mapping[str, float],
@@ -193,18 +221,24 @@ def validate(backend: Any | None, datasets: Sequence[str], *,
         for variant in val_variants:
             card = selectors.cards[variant]
             regret = _row_regret(scores.loc[variant])
-            picks = baseline_picks(selectors, family, train_scores, card, size)
+            observed = {k: float(v) for k, v in scores.loc[variant].items()}
+            picks = baseline_picks(selectors, family, train_scores, card, size, observed)
             pickers = {"score": score_picks, "pick": pick_picks}
             for method in [m for m in methods if m in pickers and backend is not None]:
                 start = time.perf_counter()
                 picks[method] = pickers[method](backend, variant, family,
                                                 selectors.pools[family], size)
                 seconds[method] += time.perf_counter() - start
+            if backend is not None and "pick-feedback" in methods:
+                start = time.perf_counter()
+                picks["pick-feedback"] = pick_feedback_picks(
+                    backend, variant, family, selectors.pools[family], size,
+                    picks["portfolio"], observed)
+                seconds["pick-feedback"] += time.perf_counter() - start
             values = {m: [regret.get(i, 1.0) for i in ids] for m, ids in picks.items()}
             if backend is not None and "generate" in methods:
                 start = time.perf_counter()
-                row = {k: float(v) for k, v in scores.loc[variant].items()}
-                values["generate"] = generate_regrets(backend, variant, family, row, size,
+                values["generate"] = generate_regrets(backend, variant, family, observed, size,
                                                       decode)
                 seconds["generate"] += time.perf_counter() - start
             for method, vals in values.items():
@@ -258,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default=None, help="comma-separated dataset names")
     parser.add_argument("--backend", default="auto", help="auto, llamacpp or transformers")
     parser.add_argument("--methods", default="score",
-                        help="the adapter's methods, comma-separated: score, pick, generate "
+                        help="the adapter's methods, comma-separated: score, pick, pick-feedback, "
+                        "generate "
                         "(generated answers are cross-validated: slow)")
     parser.add_argument("--decode", default="consensus", choices=("consensus", "greedy"))
     parser.add_argument("--families", default=None, help="comma-separated (default: all)")

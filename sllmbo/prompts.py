@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sllmbo.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace
@@ -280,22 +280,49 @@ PICK_NAMES: tuple[str, ...] = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                     "abcdefghijklmnopqrstuvwxyz0123456789")
 
 
-def pick_messages(card: TaskCard | None, pool_name: str, n_entries: int) -> Messages:
+def pick_messages(card: TaskCard | None, pool_name: str, n_entries: int,
+                  tried: Sequence[tuple[int, float | None]] = ()) -> Messages:
     """Ask which entry of a fixed, named pool suits the task: the pick formulation. The
     entries are not shown (the model learned them in training, by name), so the prompt is
     the card alone and one forward pass ranks the whole pool (~220 prompt tokens, one answer
     token). ``pool_name`` carries the pool's hash: a model trained on another pool reads
-    another question."""
+    another question.
+
+    ``tried`` (pool position, score) in trial order makes it the few-shot pick: which untried
+    entry is best given how the tried ones scored on this task. Scores are shown min-max
+    scaled among the tried ones (0 = the best of them, 1 = the worst; lower scores are
+    better), so the question does not depend on the metric's units (``render_tried``)."""
     if not 0 < n_entries <= len(PICK_NAMES):
         raise ValueError(f"a pick pool holds 1 to {len(PICK_NAMES)} entries, not {n_entries}")
-    user = (
+    if any(not 0 <= i < n_entries for i, _ in tried):
+        raise ValueError(f"a tried entry lies outside the pool of {n_entries}")
+    head = (
         f"{render_card(card)}\n\n"
         f"The candidate pool {pool_name} holds {n_entries} fixed configurations of this "
         f"model, named {PICK_NAMES[0]} to {PICK_NAMES[n_entries - 1]} (capitals, then small "
-        "letters, then digits). No trials have been run. Which one will score best on this "
-        "task? Answer with its name only."
+        "letters, then digits). "
     )
-    return _messages(user)
+    if not tried:
+        return _messages(head + "No trials have been run. Which one will score best on this "
+                         "task? Answer with its name only.")
+    return _messages(
+        head + f"Tried on this task so far (0 = the best of these, 1 = the worst): "
+        f"{render_tried(tried)}. Which untried one will score best? Answer with its name only.")
+
+
+def render_tried(tried: Sequence[tuple[int, float | None]]) -> str:
+    """``A=0.0, K=1.0, D=0.4``: each tried entry's score min-max scaled among the tried
+    ones, one decimal, in trial order; a failed fit is ``failed``."""
+    finite = [s for _, s in tried if s is not None and math.isfinite(s)]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
+    parts = []
+    for i, score in tried:
+        if score is None or not math.isfinite(score):
+            parts.append(f"{PICK_NAMES[i]}=failed")
+        else:
+            scaled = (score - low) / (high - low) if high > low else 0.0
+            parts.append(f"{PICK_NAMES[i]}={scaled:.1f}")
+    return ", ".join(parts)
 
 
 def config_schema(space: SearchSpace) -> dict[str, Any]:

@@ -98,20 +98,33 @@ def pool_candidates(family: str, space: SearchSpace) -> list[dict[str, Any]]:
     return out
 
 
-def pick_probabilities(backend: Backend, card: TaskCard | None, pool: Pool) -> np.ndarray:
+def pick_probabilities(backend: Backend, card: TaskCard | None, pool: Pool,
+                       tried: Sequence[tuple[int, float | None]] = ()) -> np.ndarray:
     """The model's probability of each entry of ``pool`` (pool order), read off one forward
-    pass of ``pick_messages``: the pick formulation."""
+    pass of ``pick_messages``: the pick formulation. With ``tried`` (pool position, score)
+    the few-shot pick: the tried entries get probability 0 and the rest are renormalized."""
     from sllmbo.data.matrix_examples import pick_pool_name
     from sllmbo.prompts import PICK_NAMES, pick_messages
 
     names = PICK_NAMES[:len(pool)]
     (logp,) = np.asarray(backend.choice_logprobs(
-        [pick_messages(card, pick_pool_name(pool), len(pool))], names), dtype=float)
+        [pick_messages(card, pick_pool_name(pool), len(pool), tried)], names), dtype=float)
     if logp.shape != (len(pool),) or not np.isfinite(logp).all():
         raise SllmboError(f"the {backend.name} backend returned {logp.shape} scores for a "
                           f"pool of {len(pool)}", hint="report this as a bug")
+    logp = logp.copy()
+    logp[[i for i, _ in tried]] = -np.inf
     p = np.exp(logp - logp.max())
     return p / p.sum()
+
+
+def feedback_pick(backend: Backend, card: TaskCard | None, pool: Pool,
+                  tried: Sequence[tuple[int, float | None]]) -> int:
+    """The pool position of the untried entry the model names most probably, given how the
+    ``tried`` ones scored on this task (the few-shot pick)."""
+    if len(tried) >= len(pool):
+        raise SllmboError("every pool entry has been tried: nothing left to pick")
+    return int(np.argmax(pick_probabilities(backend, card, pool, tried)))
 
 
 def pick_recommend(backend: Backend, card: TaskCard | None, space: SearchSpace, n: int,

@@ -95,9 +95,9 @@ def test_baselines_are_learned_without_the_validation_datasets(monkeypatch):
     seen: list[set[str]] = []
     original = module.baseline_picks
 
-    def spy(selectors, family, train_scores, card, size):
+    def spy(selectors, family, train_scores, card, size, observed):
         seen.append({dataset_of(v) for v in train_scores.index})
-        return original(selectors, family, train_scores, card, size)
+        return original(selectors, family, train_scores, card, size, observed)
 
     monkeypatch.setattr(module, "baseline_picks", spy)
     validate(None, datasets, families=["lightgbm"], echo=lambda _: None)

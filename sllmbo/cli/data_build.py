@@ -49,6 +49,12 @@ def build_command(
     matrix_pick_temperature: float | None = typer.Option(
         None, "--matrix-pick-temperature", help="Soft pick targets instead of --matrix-picks: "
         "every pool entry of a variant, weighted exp(-regret / T) (trains with shared_prefix)."),
+    matrix_feedback: int = typer.Option(
+        0, "--matrix-feedback", help="Few-shot pick histories per matrix variant and family: "
+        "tried entries with the variant's scores -> every untried entry, weighted exp(-regret "
+        "/ T) (trains with shared_prefix)."),
+    matrix_feedback_temperature: float = typer.Option(
+        0.5, "--matrix-feedback-temperature", help="T of the few-shot pick targets."),
     matrix_scores: int = typer.Option(20, "--matrix-scores", help="Scoring examples per matrix "
                                       "variant and family (0: none; -1: every configuration)."),
     cards: list[Path] = typer.Option([], "--cards", help="Task cards YAML for foreign studies "
@@ -79,6 +85,8 @@ def build_command(
 
         matrix_options = MatrixOptions(top_k=matrix_top_k, seed=seed, pick_top_k=matrix_picks,
                                        pick_temperature=matrix_pick_temperature,
+                                       feedback_histories=matrix_feedback,
+                                       feedback_temperature=matrix_feedback_temperature,
                                        score_per_variant=None if matrix_scores == -1
                                        else matrix_scores)
     except ValueError as err:
