@@ -50,11 +50,10 @@ from sllmbo.prompts import (
     render_config,
     score_messages,
 )
+from sllmbo.samplers.pool import FEEDBACK_START
 
 MATRIX_KINDS = ("matrix-single-shot", "matrix-score", "matrix-pick", "matrix-pick-feedback")
 N_DECILES = 10
-#: Entries a few-shot pick history starts with (the portfolio's first ones, as a run does).
-FEEDBACK_START = 2
 #: The most entries a few-shot history holds (a run asks at budgets up to 5: 4 tried).
 FEEDBACK_MAX_TRIED = 4
 

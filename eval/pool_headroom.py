@@ -76,12 +76,11 @@ from sllmbo.eval.zeroshot_baselines import (
     portfolio,
     task_type_of,
 )
+from sllmbo.samplers.pool import FEEDBACK_NEIGHBOURS, FEEDBACK_START
 
 BUDGETS = (1, 2, 3, 5)
 #: Selectors compared with the portfolio by a Wilcoxon test over datasets.
 COMPARED = ("defaults", "knn", "surrogate", "size-portfolio", "feedback")
-FEEDBACK_START = 2
-FEEDBACK_NEIGHBOURS = 10
 CURVE_SHARES = (0.25, 0.5, 0.75, 1.0)
 SIZE_WINDOW = 1.0  # |log rows - log query rows|: within a factor e
 
@@ -163,28 +162,24 @@ def feedback_picks(folio: list[str], observed: Any, scores: Any, cards: dict[str
                    neighbours: int = FEEDBACK_NEIGHBOURS) -> list[str]:
     """The first ``start`` entries of ``folio`` (the task type's portfolio on ``scores``),
     then entries chosen one at a time from the query's observed scores (``observed``:
-    config id -> score, read only for the entries tried): the next is the entry of least
-    mean regret over the ``neighbours`` training variants of ``task_type`` in ``scores``
-    whose scaled scores on the tried entries are nearest to the query's."""
+    config id -> score, read only for the entries tried) by ``NeighbourChooser`` over the
+    training variants of ``task_type`` in ``scores``: what ``PoolSampler`` tries."""
+    from sllmbo.samplers.pool import NeighbourChooser
+
     same = [v for v in scores.index if task_type_of(cards[v]) == task_type]
-    if not same:
-        return list(folio[:min(start, budget)])
-    table = scores.loc[same]
-    regret = _regret_table(table)
     tried = list(folio[:min(start, budget)])
+    if not same:
+        return tried
+    table = scores.loc[same]
+    columns = [str(c) for c in table.columns]
+    position = {c: i for i, c in enumerate(columns)}
+    choose = NeighbourChooser(table.to_numpy(float), _regret_table(table).to_numpy(float),
+                              [position[c] for c in folio], neighbours)
     while len(tried) < budget:
-        seen = _scaled(np.array([observed[c] for c in tried], dtype=float))
-        left = [c for c in table.columns if c not in tried]
-        if not left:
+        index = choose([(position[c], observed[c]) for c in tried], {position[c] for c in tried})
+        if index is None:
             break
-        if np.isfinite(seen).all():
-            rows = np.array([_scaled(r) for r in table[tried].to_numpy(float)])
-            distance = np.nanmean(np.abs(rows - seen), axis=1)
-            distance = np.where(np.isfinite(distance), distance, np.inf)
-            near = np.argsort(distance, kind="stable")[:neighbours]
-            tried.append(str(regret.iloc[near][left].mean(axis=0).idxmin()))
-        else:  # a failed fit among them: nothing to compare, the next portfolio entry
-            tried.append(next((c for c in folio[:len(tried) + 1] if c not in tried), left[0]))
+        tried.append(columns[index])
     return tried
 
 

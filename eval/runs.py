@@ -210,7 +210,8 @@ def execute(job: RunJob, settings: RunSettings) -> RunLog:
 
 
 #: Methods whose configurations come from the training matrix in the zero-shot suite.
-MATRIX_METHODS: tuple[str, ...] = ("knn", "portfolio", "tpe-seeded", "tpe-seeded-portfolio")
+MATRIX_METHODS: tuple[str, ...] = ("knn", "portfolio", "tpe-seeded", "tpe-seeded-portfolio",
+                                   "feedback", "llm-feedback")
 
 
 def matrix_inputs(job: RunJob, settings: RunSettings) -> list[dict[str, Any]] | None:
@@ -226,6 +227,10 @@ def matrix_inputs(job: RunJob, settings: RunSettings) -> list[dict[str, Any]] | 
         return seeded_configs(task, family, None, "matrix")
     if job.method == "tpe-seeded-portfolio":
         return _portfolio(task, family, settings, SEEDED_PORTFOLIO_SIZE)
+    if job.method in ("feedback", "llm-feedback"):  # their start; the neighbours follow it
+        from sllmbo.samplers.pool import FEEDBACK_START
+
+        return _portfolio(task, family, settings, FEEDBACK_START)
     return ranked_configs(job, task, family, settings.max_budget)
 
 
@@ -282,8 +287,10 @@ def _run_study(job: RunJob, task: Task, family: ModelFamily, settings: RunSettin
     )
     notes: list[str] = []
     method = job.method
-    if method in ("random", "tpe"):
+    if method in ("random", "tpe", "feedback"):
         kwargs["sampler"] = method
+    elif method == "llm-feedback":
+        kwargs.update(sampler=method, backend=shared_backend(settings.llm, settings.adapter))
     elif method == "tpe-seeded":
         kwargs.update(sampler="tpe", enqueue=seeded_configs(task, family, protocol,
                                                             settings.portfolio_source),

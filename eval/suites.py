@@ -35,12 +35,17 @@ ZERO_SHOT_METHODS: tuple[str, ...] = (
 #: The scoring and pick formulations ([10/12]): the adapter ranks the committed pool (one
 #: forward pass per entry, or one for the whole pool), no decoding.
 SCORING_METHODS: tuple[str, ...] = ("single-shot-score", "single-shot-pick")
+#: Few-shot ([10/12]): the portfolio's first entries, then each next pool entry from the run's
+#: own scores: by the nearest training variants (``feedback``, a baseline) or the adapter's
+#: pick given them (``llm-feedback``). ``sllmbo tune --sampler`` runs the same samplers.
+FEEDBACK_METHODS: tuple[str, ...] = ("feedback", "llm-feedback")
 ALL_METHODS: tuple[str, ...] = tuple(dict.fromkeys(METHODS + ZERO_SHOT_METHODS
-                                                   + SCORING_METHODS))
+                                                   + SCORING_METHODS + FEEDBACK_METHODS))
 #: Methods that are not competitors (ceilings).
 CEILINGS: tuple[str, ...] = ("oracle-pool",)
 #: Methods that run the fine-tuned adapter (need one); their ``-base`` twins run without.
-ADAPTER_METHODS: tuple[str, ...] = ("single-shot", "llm", "llm-tpe", *SCORING_METHODS)
+ADAPTER_METHODS: tuple[str, ...] = ("single-shot", "llm", "llm-tpe", *SCORING_METHODS,
+                                     "llm-feedback")
 LLM_METHODS: tuple[str, ...] = ADAPTER_METHODS + tuple(f"{m}-base" for m in ADAPTER_METHODS)
 ALL_FAMILIES: tuple[str, ...] = ("lightgbm", "xgboost", "random_forest", "mlp")
 
@@ -140,14 +145,15 @@ SUITES["zero-shot"] = Suite(
     name="zero-shot",
     tasks=None,
     families=("lightgbm", "xgboost"),
-    methods=ZERO_SHOT_METHODS + SCORING_METHODS,
+    methods=ZERO_SHOT_METHODS + SCORING_METHODS + FEEDBACK_METHODS,
     budgets=(1, 2, 3, 5, 10),
     seeds=2,
     n_folds=3,
     budget_caps={m: 5 for m in ("defaults", "portfolio", "knn", "flaml-zeroshot",
-                                "oracle-pool", "single-shot", *SCORING_METHODS)},
+                                "oracle-pool", "single-shot", *SCORING_METHODS,
+                                *FEEDBACK_METHODS)},
     single_seed=("defaults", "portfolio", "knn", "flaml-zeroshot", "oracle-pool",
-                 *SCORING_METHODS),
+                 *SCORING_METHODS, *FEEDBACK_METHODS),
     portfolio_source="matrix",
     heldout_variants=True,
     backend="auto",  # the fast CPU engine ([11/12]); the default suite keeps the engine it ran on

@@ -141,11 +141,11 @@ def pick_feedback_picks(backend: Any, variant: str, family_name: str, pool: Any,
                         folio: Sequence[str], observed: Mapping[str, float]) -> list[str]:
     """The few-shot pick's ``size`` tries: the portfolio's first ``FEEDBACK_START`` entries,
     then each the adapter's pick given the ``observed`` scores of the entries tried."""
-    from sllmbo.data.matrix_examples import FEEDBACK_START
     from sllmbo.data.registry import load_task
     from sllmbo.families import get_family
     from sllmbo.objective import EvalSettings
     from sllmbo.resolve import build_card
+    from sllmbo.samplers.pool import FEEDBACK_START
     from sllmbo.scoring import feedback_pick
 
     card = build_card(load_task(variant), get_family(family_name), EvalSettings())

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from sllmbo.protocol import EvalProtocol
 
 LLM_SAMPLERS = ("llm", "llm-tpe")
+#: Samplers that label their own trials' sources (the LLM ones and the pool ones).
+SELF_LABELLING = (*LLM_SAMPLERS, "feedback", "llm-feedback")
 SPACE_MODES = ("default", "llm")
 
 
@@ -141,7 +143,8 @@ class LLMOptions:
 
 
 def _needs_backend(sampler: str, options: LLMOptions) -> bool:
-    return sampler in LLM_SAMPLERS or options.space == "llm" or options.adapt_every > 0
+    return (sampler in (*LLM_SAMPLERS, "llm-feedback") or options.space == "llm"
+            or options.adapt_every > 0)
 
 
 def _open_backend(options: LLMOptions) -> Backend:
@@ -225,8 +228,8 @@ def _reconsider_stop(study: optuna.Study, callbacks: Sequence[Any]) -> None:
 
 def _with_source(objective: Callable[[optuna.Trial], float],
                  sampler: str) -> Callable[[optuna.Trial], float]:
-    """Label trials of the plain samplers; the LLM samplers label their own."""
-    if sampler in LLM_SAMPLERS:
+    """Label trials of the plain samplers; the LLM and pool samplers label their own."""
+    if sampler in SELF_LABELLING:
         return objective
 
     def labelled(trial: optuna.Trial) -> float:
@@ -445,6 +448,9 @@ def tune(
                               max_tokens=options.max_tokens)
             if sampler == "llm-tpe":
                 llm_kwargs.update(p_llm=options.p_llm, adaptive=options.adaptive_p)
+        elif sampler in ("feedback", "llm-feedback"):
+            llm_kwargs = dict(space=studyinfo.get_space(study, default_space), card=card,
+                              backend=backend if sampler == "llm-feedback" else None)
         study.sampler = build_sampler(sampler, seed=worker_seed, **llm_kwargs)
         objective = _with_source(
             make_objective(loaded, family, default_space, settings, cache=cache), sampler)
@@ -462,7 +468,7 @@ def tune(
 
     result = summarize(study, loaded, family, settings, sampler, storage, n_trials, card,
                        score_test=score_test, cache=cache)
-    if backend is not None or sampler in LLM_SAMPLERS:
+    if backend is not None or sampler in (*LLM_SAMPLERS, "llm-feedback"):
         from sllmbo.summary import summarize_study
 
         result.llm = summarize_study(study).to_dict()

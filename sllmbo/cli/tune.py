@@ -28,6 +28,8 @@ Examples:
   sllmbo tune --task diabetes --sampler llm --backend openai \\
       --base-url http://127.0.0.1:8000/v1 --n-trials 20
 
+  sllmbo tune --task diabetes --model xgboost --sampler feedback --n-trials 5
+
 Run the same command again to resume: only the missing completed trials run.
 """
 
@@ -42,7 +44,10 @@ def tune_command(
     target: str | None = options.TARGET,
     task_type: str | None = options.TASK_TYPE,
     model: str = options.MODEL,
-    sampler: str = typer.Option("tpe", "--sampler", help="tpe | random | llm | llm-tpe"),
+    sampler: str = typer.Option(
+        "tpe", "--sampler", help="tpe | random | llm | llm-tpe | feedback | llm-feedback "
+        "(feedback: the committed pool's portfolio first, then each next entry from the run's "
+        "own scores by the nearest training tasks; llm-feedback: the adapter picks it)"),
     n_trials: int = typer.Option(30, "--n-trials", help="Target number of completed trials."),
     storage: str | None = typer.Option(
         None, "--storage", help="Optuna storage URL, e.g. sqlite:///runs.db (default: in memory)."

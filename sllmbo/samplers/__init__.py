@@ -1,5 +1,6 @@
-"""Optuna samplers driven by an LLM: ``LLMSampler`` and the ``LLMTPESampler`` hybrid, and
-``build_sampler`` that makes any sampler ``sllmbo tune`` knows by name."""
+"""Optuna samplers driven by an LLM: ``LLMSampler`` and the ``LLMTPESampler`` hybrid, the
+few-shot ``PoolSampler`` (``feedback``, ``llm-feedback``), and ``build_sampler`` that makes any
+sampler ``sllmbo tune`` knows by name."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from sllmbo.errors import SllmboError
 from sllmbo.inference.base import Backend
 from sllmbo.samplers.llm import LLMSampler
 from sllmbo.samplers.llm_tpe import LLMTPESampler
+from sllmbo.samplers.pool import PoolSampler, feedback_sampler
 from sllmbo.space import SearchSpace
 from sllmbo.taskcard import TaskCard
 
-KINDS = ("tpe", "random", "llm", "llm-tpe")
+KINDS = ("tpe", "random", "llm", "llm-tpe", "feedback", "llm-feedback")
+#: Samplers that try the committed pool's entries, chosen from the run's own scores.
+POOL_KINDS = ("feedback", "llm-feedback")
 #: Options only the hybrid takes.
 _HYBRID_ONLY = ("p_llm", "adaptive", "p_min", "p_max", "window")
 
@@ -35,7 +39,16 @@ def build_sampler(
     **options: Any,
 ) -> BaseSampler:
     """A sampler by name: ``tpe`` and ``random`` are Optuna's (seeded; ``options`` must be
-    empty), ``llm`` and ``llm-tpe`` need a ``backend`` and take their constructors' options."""
+    empty), ``llm`` and ``llm-tpe`` need a ``backend`` and take their constructors' options;
+    ``feedback`` and ``llm-feedback`` (the latter needs a ``backend``) need ``card`` and
+    ``space`` and take no options."""
+    if kind in POOL_KINDS:
+        if options:
+            raise SllmboError(f"sampler '{kind}' takes no options, got {sorted(options)}")
+        if card is None or space is None:
+            raise SllmboError(f"sampler '{kind}' needs the task card and the search space")
+        return feedback_sampler(kind, family=card.model_family, card=card, space=space,
+                                seed=seed, backend=backend)
     if kind in ("tpe", "random"):
         if options:
             raise SllmboError(f"sampler '{kind}' takes no options, got {sorted(options)}")
@@ -52,4 +65,5 @@ def build_sampler(
     return LLMTPESampler(backend=backend, space=space, card=card, seed=seed, **options)
 
 
-__all__ = ["KINDS", "LLMSampler", "LLMTPESampler", "build_sampler", "check_kind"]
+__all__ = ["KINDS", "POOL_KINDS", "LLMSampler", "LLMTPESampler", "PoolSampler",
+           "build_sampler", "check_kind"]

@@ -25,7 +25,7 @@ from sllmbo.studyinfo import (  # the keys are defined in studyinfo, with the ot
 )
 
 #: Where a trial's configuration came from.
-SOURCES = ("llm", "tpe", "initial", "fallback", "random")
+SOURCES = ("llm", "tpe", "initial", "fallback", "random", "pool")
 #: Why a trial fell back to the plain sampler.
 FALLBACK_CAUSES = ("backend_error", "timeout", "invalid", "duplicate")
 
