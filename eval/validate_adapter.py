@@ -10,9 +10,10 @@ pick pool entries get an exact regret with no fit:
   (``sllmbo.scoring``), what ``recommend --decode score`` answers;
 - ``pick``: the pool entries in the order of the probability the adapter names them (one
   forward pass), what ``recommend --decode pick`` answers;
-- ``pick-feedback``: the few-shot pick. The portfolio's first entries are tried, then each next
-  entry is the untried one the adapter names most probably given the scores so far (the
-  variant's own matrix scores of the entries tried, and of no other);
+- ``llm-feedback``: the few-shot pick (``sllmbo tune --sampler llm-feedback``). The
+  portfolio's first entries are tried, then each next entry is the untried one the adapter
+  names most probably given the scores so far (the variant's own matrix scores of the
+  entries tried, and of no other);
 - ``portfolio``, ``knn``, ``size-portfolio``, ``feedback`` (``eval/pool_headroom.py``; the
   few-shot baseline, from the nearest training variants' scores on the tried entries),
   ``defaults``: built from the training matrix *without* the validation datasets, so they
@@ -47,7 +48,7 @@ from sllmbo.errors import SllmboError
 
 BUDGETS = (1, 2, 3, 5)
 BASELINES = ("defaults", "portfolio", "knn", "size-portfolio", "feedback")
-ADAPTER_METHODS = ("score", "pick", "pick-feedback", "generate")
+ADAPTER_METHODS = ("score", "pick", "llm-feedback", "generate")
 
 
 def validation_datasets(adapter: Path) -> list[str]:
@@ -229,12 +230,12 @@ def validate(backend: Any | None, datasets: Sequence[str], *,
                 picks[method] = pickers[method](backend, variant, family,
                                                 selectors.pools[family], size)
                 seconds[method] += time.perf_counter() - start
-            if backend is not None and "pick-feedback" in methods:
+            if backend is not None and "llm-feedback" in methods:
                 start = time.perf_counter()
-                picks["pick-feedback"] = pick_feedback_picks(
+                picks["llm-feedback"] = pick_feedback_picks(
                     backend, variant, family, selectors.pools[family], size,
                     picks["portfolio"], observed)
-                seconds["pick-feedback"] += time.perf_counter() - start
+                seconds["llm-feedback"] += time.perf_counter() - start
             values = {m: [regret.get(i, 1.0) for i in ids] for m, ids in picks.items()}
             if backend is not None and "generate" in methods:
                 start = time.perf_counter()
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default=None, help="comma-separated dataset names")
     parser.add_argument("--backend", default="auto", help="auto, llamacpp or transformers")
     parser.add_argument("--methods", default="score",
-                        help="the adapter's methods, comma-separated: score, pick, pick-feedback, "
+                        help="the adapter's methods, comma-separated: score, pick, llm-feedback, "
                         "generate "
                         "(generated answers are cross-validated: slow)")
     parser.add_argument("--decode", default="consensus", choices=("consensus", "greedy"))

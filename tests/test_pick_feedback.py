@@ -110,3 +110,29 @@ def test_the_validation_method_feeds_back_only_the_scores_of_tried_entries():
     ids = [c.id for c in pool.configs]
     assert picks == folio + [ids[PICK_NAMES.index(n)] for n in "cAz"]
     assert observed.read == set(picks[:4])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--matrix-feedback", "-1"], "feedback_histories"),
+    (["--matrix-feedback", "2", "--matrix-feedback-temperature", "0"], "feedback_temperature"),
+])
+def test_bad_feedback_options_exit_2_before_anything_is_written(tmp_path, capsys, flags,
+                                                                message):
+    from sllmbo.cli import main
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        main(["data", "build", "--matrix", "data/matrix/train.csv.gz", "--out", str(out),
+              *flags])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_llm_feedback_in_tune_checks_its_backend_before_any_trial(capsys):
+    from sllmbo.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["tune", "--task", "diabetes", "--sampler", "llm-feedback", "--backend", "openai",
+              "--base-url", "http://127.0.0.1:9/v1", "--n-trials", "1"])
+    assert info.value.code == 2
+    assert "cannot reach the model server" in capsys.readouterr().err
