@@ -102,11 +102,14 @@ def _storage(url: str) -> Any:
 
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    from sllmbo.storage import serialize_sqlite
+
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():  # the heartbeat API is marked experimental
         warnings.simplefilter("ignore")
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(2))
+        storage = RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(2))
+    return serialize_sqlite(storage)  # two workers never pop the same cell
 
 
 def run_order(variants: Sequence[Variant]) -> list[Variant]:

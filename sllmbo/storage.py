@@ -1,6 +1,7 @@
 """Opening an Optuna storage the way sllmbo's workers need it: a lock timeout for SQLite,
-heartbeats so a dead worker's trial is retried, and the creation race of workers that start
-together on a new database absorbed instead of reported.
+transactions that hold SQLite's write lock from their start (so two workers never pop the same
+enqueued trial), heartbeats so a dead worker's trial is retried, and the creation race of
+workers that start together on a new database absorbed instead of reported.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def open_storage(url: str | None) -> Any:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 # A trial whose worker died is failed after GRACE_S and its parameters retried.
-                return optuna.storages.RDBStorage(
+                storage = optuna.storages.RDBStorage(
                     url,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=HEARTBEAT_S,
@@ -103,6 +104,7 @@ def open_storage(url: str | None) -> Any:
                         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
                     ),
                 )
+            return serialize_sqlite(storage)
         except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as err:
             # Workers starting together on a new database race to create its tables and to
             # stamp its schema version; the loser sees one of these and simply opens what the
@@ -117,6 +119,34 @@ def open_storage(url: str | None) -> Any:
                 "postgresql://user:pass@host/db",
             ) from None
     raise AssertionError("unreachable")
+
+
+def serialize_sqlite(storage: Any) -> Any:
+    """Make every transaction of a SQLite-backed ``RDBStorage`` start with ``BEGIN IMMEDIATE``.
+
+    Optuna pops an enqueued trial by reading it as WAITING and then setting it RUNNING, under
+    ``SELECT ... FOR UPDATE``, which SQLite ignores; and Python's sqlite3 opens a transaction
+    only at the first write. Two workers can then both read the same WAITING trial and both
+    run it; the second to finish fails with "Cannot tell a COMPLETE trial" (seen on the
+    matrix's last variant, 2026-12-04). Taking the write lock when the transaction begins
+    (SQLAlchemy's documented pysqlite recipe) makes the pop atomic. Other databases lock the
+    row and are left alone. Returns ``storage``."""
+    from sqlalchemy import event
+
+    engine = getattr(storage, "engine", None)
+    if engine is None or engine.dialect.name != "sqlite":
+        return storage
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # sqlite3 emits no BEGIN of its own
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while the storage set itself up get the listeners
+    return storage
 
 
 def _creation_race(err: BaseException) -> bool:
