@@ -296,20 +296,26 @@ def regret_scale(finite: np.ndarray) -> tuple[float, float]:
     return best, scale
 
 
-def greedy_portfolio(regret: np.ndarray, size: int) -> tuple[list[int], list[float]]:
+def greedy_portfolio(regret: np.ndarray, size: int,
+                     start: Sequence[int] = ()) -> tuple[list[int], list[float]]:
     """Greedy forward selection on a (candidates x tasks) regret matrix.
 
     Each step adds the candidate that minimizes the mean over tasks of the smallest regret
     among the selected candidates; ties go to the lower mean regret of the candidate alone,
-    then to the lower index. Returns the chosen row indices in order and, per step, the mean
-    best regret reached."""
+    then to the lower index. ``start`` rows are taken first, as given (a list that begins
+    with a task-specific choice and goes on with what complements it). Returns the chosen
+    row indices in order and, per step, the mean best regret reached."""
     regret = np.asarray(regret, dtype=float)
     n_candidates = regret.shape[0]
     alone = regret.mean(axis=1)
     current = np.full(regret.shape[1], np.inf)
     order: list[int] = []
     curve: list[float] = []
-    for _ in range(min(size, n_candidates)):
+    for row in list(dict.fromkeys(start))[:size]:
+        order.append(int(row))
+        current = np.minimum(current, regret[row])
+        curve.append(float(current.mean()))
+    for _ in range(min(size, n_candidates) - len(order)):
         best: tuple[float, float, int] | None = None
         for row in range(n_candidates):
             if row in order:

@@ -10,6 +10,9 @@ pick pool entries get an exact regret with no fit:
   (``sllmbo.scoring``), what ``recommend --decode score`` answers;
 - ``pick``: the pool entries in the order of the probability the adapter names them (one
   forward pass), what ``recommend --decode pick`` answers;
+- ``pick-complement``: the adapter's most probable entry, then the entries that best
+  complement it on the training variants of its task type (the greedy portfolio continued
+  from that first choice): one forward pass, a list built for the best of ``k``;
 - ``llm-feedback``: the few-shot pick (``sllmbo tune --sampler llm-feedback``). The
   portfolio's first entries are tried, then each next entry is the untried one the adapter
   names most probably given the scores so far (the variant's own matrix scores of the
@@ -48,7 +51,7 @@ from sllmbo.errors import SllmboError
 
 BUDGETS = (1, 2, 3, 5)
 BASELINES = ("defaults", "portfolio", "knn", "size-portfolio", "feedback")
-ADAPTER_METHODS = ("score", "pick", "llm-feedback", "generate")
+ADAPTER_METHODS = ("score", "pick", "pick-complement", "llm-feedback", "generate")
 
 
 def validation_datasets(adapter: Path) -> list[str]:
@@ -230,6 +233,15 @@ def validate(backend: Any | None, datasets: Sequence[str], *,
                 picks[method] = pickers[method](backend, variant, family,
                                                 selectors.pools[family], size)
                 seconds[method] += time.perf_counter() - start
+            if backend is not None and "pick-complement" in methods:
+                from sllmbo.eval.zeroshot_baselines import portfolio, task_type_of
+
+                start = time.perf_counter()
+                first = picks["pick"][0] if "pick" in picks else pick_picks(
+                    backend, variant, family, selectors.pools[family], 1)[0]
+                picks["pick-complement"] = portfolio(selectors.cards, train_scores,
+                                                     task_type_of(card), size, start=[first])
+                seconds["pick-complement"] += time.perf_counter() - start
             if backend is not None and "llm-feedback" in methods:
                 start = time.perf_counter()
                 picks["llm-feedback"] = pick_feedback_picks(
@@ -293,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default=None, help="comma-separated dataset names")
     parser.add_argument("--backend", default="auto", help="auto, llamacpp or transformers")
     parser.add_argument("--methods", default="score",
-                        help="the adapter's methods, comma-separated: score, pick, llm-feedback, "
-                        "generate "
+                        help="the adapter's methods, comma-separated: score, pick, "
+                        "pick-complement, llm-feedback, generate "
                         "(generated answers are cross-validated: slow)")
     parser.add_argument("--decode", default="consensus", choices=("consensus", "greedy"))
     parser.add_argument("--families", default=None, help="comma-separated (default: all)")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,14 +77,17 @@ def knn(query: Mapping[str, Any], cards: Mapping[str, Mapping[str, Any]], scores
 
 
 def portfolio(cards: Mapping[str, Mapping[str, Any]], scores: Any, task_type: str,
-              size: int) -> list[str]:
-    """The greedy portfolio of ``task_type``'s training variants (config ids, in order)."""
+              size: int, start: Sequence[str] = ()) -> list[str]:
+    """The greedy portfolio of ``task_type``'s training variants (config ids, in order);
+    with ``start`` (config ids), the list begins with them and goes on greedily with the
+    entries that best complement them."""
     rows = [v for v in scores.index if v in cards and task_type_of(cards[v]) == task_type]
     if not rows:
         return []
     table = scores.loc[rows]
     regret = regret_matrix(table.to_numpy().T)  # candidates x tasks
-    order, _ = greedy_portfolio(regret, size)
+    columns = [str(c) for c in table.columns]
+    order, _ = greedy_portfolio(regret, size, start=[columns.index(i) for i in start])
     return [str(table.columns[i]) for i in order]
 
 

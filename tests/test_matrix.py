@@ -154,6 +154,16 @@ def test_oracle_pool_is_the_best_entry_of_the_heldout_row() -> None:
     assert portfolio(cards, scores, "regression", 2)[0] in {"c1", "c2"}
 
 
+def test_a_portfolio_can_begin_with_a_given_choice() -> None:
+    from sllmbo.eval.zeroshot_baselines import portfolio
+
+    cards, scores = _hand_made()
+    full = portfolio(cards, scores, "regression", 3)
+    started = portfolio(cards, scores, "regression", 3, start=["c0"])
+    assert started[0] == "c0" and sorted(started) == sorted(full)
+    assert portfolio(cards, scores, "regression", 1, start=["c2"]) == ["c2"]
+
+
 def test_matrix_examples_rank_the_pool_and_prompt_as_inference_does(tmp_path: Path) -> None:
     from sllmbo.data.matrix_examples import MatrixOptions, matrix_examples, rank_deciles
     from sllmbo.families import get_family

@@ -80,6 +80,21 @@ def test_greedy_order_on_a_hand_made_matrix() -> None:
     assert pf.greedy_portfolio(regret, size=2)[0] == [2, 1]
 
 
+def test_greedy_continues_from_a_given_start() -> None:
+    regret = np.array([
+        [0.0, 1.0, 0.5],
+        [0.6, 0.0, 0.6],
+        [0.2, 0.3, 0.2],
+        [1.0, 1.0, 0.0],
+    ])
+    # from c3 (1, 1, 0): c0 -> .333, c1 -> .2, c2 -> (.2, .3, 0) .167, so c2; then c1
+    # (.2, 0, 0) .067 beats c0 (0, .3, 0) .1; c0 last.
+    order, curve = pf.greedy_portfolio(regret, size=4, start=[3])
+    assert order == [3, 2, 1, 0]
+    assert curve[0] == pytest.approx(2 / 3)
+    assert pf.greedy_portfolio(regret, size=1, start=[3, 0])[0] == [3]
+
+
 def test_greedy_ties_go_to_the_earlier_candidate() -> None:
     order, _ = pf.greedy_portfolio(np.array([[0.5, 0.5], [0.5, 0.5], [0.0, 1.0]]), size=3)
     assert order == [0, 2, 1]
