@@ -88,7 +88,7 @@ def portfolio(cards: Mapping[str, Mapping[str, Any]], scores: Any, task_type: st
     regret = regret_matrix(table.to_numpy().T)  # candidates x tasks
     columns = [str(c) for c in table.columns]
     order, _ = greedy_portfolio(regret, size, start=[columns.index(i) for i in start])
-    return [str(table.columns[i]) for i in order]
+    return [columns[i] for i in order]
 
 
 def oracle_pool(heldout_scores: Any, variant: str) -> str:
