@@ -27,8 +27,8 @@ from sllmbo.data.splits import heldout_match
 from sllmbo.data.trial_logs import LoggedTrial, StudyLog
 from sllmbo.optimizer_prompt import DEFAULT_PROMPT_TOKENS, PromptBudget, optimizer_prompt
 from sllmbo.prompts import recommend_messages, render_config
-from sllmbo.samplers.attrs import HISTORY_K, HISTORY_TRIALS
 from sllmbo.space import SearchSpace
+from sllmbo.studyinfo import HISTORY_K, HISTORY_TRIALS
 from sllmbo.taskcard import TaskCard
 
 KINDS = ("single-shot", "sequential")

@@ -42,6 +42,7 @@ from typing import Any
 
 from sllmbo.data.matrix import POOL_FILE, TRAIN_MATRIX, Matrix, read_matrix
 from sllmbo.data.pool import Pool, read_pools
+from sllmbo.data.pool_select import FEEDBACK_START, portfolio, regret_matrix, whole_rows
 from sllmbo.data.splits import heldout_match
 from sllmbo.prompts import (
     PICK_NAMES,
@@ -50,7 +51,6 @@ from sllmbo.prompts import (
     render_config,
     score_messages,
 )
-from sllmbo.samplers.pool import FEEDBACK_START
 
 MATRIX_KINDS = ("matrix-single-shot", "matrix-score", "matrix-pick", "matrix-pick-feedback")
 N_DECILES = 10
@@ -202,8 +202,6 @@ def soft_pick_targets(scores: dict[str, float | None], temperature: float,
     among the cards it cannot tell apart."""
     import numpy as np
 
-    from sllmbo.eval.portfolio import regret_matrix
-
     row = scores if row is None else row
     everything = sorted(row)
     column = np.array([[np.nan if row[i] is None else row[i]] for i in everything], dtype=float)
@@ -238,10 +236,8 @@ def feedback_histories(folio: list[str], ids: list[str], n: int,
 def _portfolios(matrix: Matrix, pools: dict[str, Pool]) -> dict[tuple[str, str], list[str]]:
     """The greedy portfolio (config ids) of each family and task type on ``matrix``'s whole
     rows: what a few-shot run tries first."""
-    from sllmbo.eval.zeroshot_baselines import PoolSelectors, portfolio
-
-    selectors = PoolSelectors(matrix, None, pools)
-    return {(family, task_type): portfolio(selectors.cards, selectors.scores(family),
+    cards = matrix.header.get("cards", {})
+    return {(family, task_type): portfolio(cards, whole_rows(matrix, pools[family]),
                                            task_type, FEEDBACK_MAX_TRIED)
             for family in pools if family in set(matrix.cells["family"])
             for task_type in ("classification", "regression")}

@@ -67,16 +67,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sllmbo.eval.portfolio import greedy_portfolio, regret_matrix
-from sllmbo.eval.zeroshot_baselines import (
-    PoolSelectors,
+from sllmbo.data.pool_select import (
+    FEEDBACK_START,
     dataset_of,
+    greedy_portfolio,
     knn,
     meta_vector,
     portfolio,
+    regret_matrix,
     task_type_of,
 )
-from sllmbo.samplers.pool import FEEDBACK_NEIGHBOURS, FEEDBACK_START
+from sllmbo.eval.zeroshot_baselines import PoolSelectors
+from sllmbo.samplers.pool import FEEDBACK_NEIGHBOURS
 
 BUDGETS = (1, 2, 3, 5)
 #: Selectors compared with the portfolio by a Wilcoxon test over datasets.

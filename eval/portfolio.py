@@ -68,6 +68,7 @@ from typing import Any
 
 import numpy as np
 
+from sllmbo.data.pool_select import greedy_portfolio, regret_matrix
 from sllmbo.data.splits import heldout_match, refuse_heldout
 from sllmbo.data.trial_logs import StudyLog, read_trial_logs
 from sllmbo.errors import SllmboError
@@ -265,71 +266,6 @@ def select_candidates(pool: CandidatePool, n: int, seed: int) -> tuple[list[Cand
             if key in sources and task not in sources[key]:
                 sources[key].append(task)
     return chosen, sources
-
-
-def regret_matrix(scores: np.ndarray) -> np.ndarray:
-    """Normalized regret of candidates (rows) on tasks (columns) from scores to minimize:
-    ``(score - best) / (median - best)`` per column, clipped to [0, 1]; NaN (a failed fit)
-    is 1. A column whose finite scores do not spread above the best is 0 where finite."""
-    scores = np.asarray(scores, dtype=float)
-    regret = np.ones_like(scores)
-    for col in range(scores.shape[1]):
-        column = scores[:, col]
-        finite = np.isfinite(column)
-        if not finite.any():
-            continue
-        best, scale = regret_scale(column[finite])
-        if scale <= 0:
-            regret[finite, col] = 0.0
-            continue
-        regret[finite, col] = np.clip((column[finite] - best) / scale, 0.0, 1.0)
-    return regret
-
-
-def regret_scale(finite: np.ndarray) -> tuple[float, float]:
-    """A row's best finite score and the spread that regret 1 stands for: the median's
-    distance from the best, or the worst's where the median ties the best (0: no spread)."""
-    best = float(finite.min())
-    scale = float(np.median(finite)) - best
-    if scale <= 0:
-        scale = float(finite.max()) - best
-    return best, scale
-
-
-def greedy_portfolio(regret: np.ndarray, size: int,
-                     start: Sequence[int] = ()) -> tuple[list[int], list[float]]:
-    """Greedy forward selection on a (candidates x tasks) regret matrix.
-
-    Each step adds the candidate that minimizes the mean over tasks of the smallest regret
-    among the selected candidates; ties go to the lower mean regret of the candidate alone,
-    then to the lower index. ``start`` rows are taken first, as given (a list that begins
-    with a task-specific choice and goes on with what complements it). Returns the chosen
-    row indices in order and, per step, the mean best regret reached."""
-    regret = np.asarray(regret, dtype=float)
-    n_candidates = regret.shape[0]
-    alone = regret.mean(axis=1)
-    current = np.full(regret.shape[1], np.inf)
-    order: list[int] = []
-    curve: list[float] = []
-    for row in list(dict.fromkeys(start))[:size]:
-        order.append(int(row))
-        current = np.minimum(current, regret[row])
-        curve.append(float(current.mean()))
-    for _ in range(min(size, n_candidates) - len(order)):
-        best: tuple[float, float, int] | None = None
-        for row in range(n_candidates):
-            if row in order:
-                continue
-            value = float(np.minimum(current, regret[row]).mean())
-            key = (round(value, 12), round(float(alone[row]), 12), row)
-            if best is None or key < best:
-                best = key
-        assert best is not None
-        row = best[2]
-        order.append(row)
-        current = np.minimum(current, regret[row])
-        curve.append(float(current.mean()))
-    return order, curve
 
 
 # -- cross-evaluation ----------------------------------------------------------------------

@@ -228,7 +228,7 @@ def matrix_inputs(job: RunJob, settings: RunSettings) -> list[dict[str, Any]] | 
     if job.method == "tpe-seeded-portfolio":
         return _portfolio(task, family, settings, SEEDED_PORTFOLIO_SIZE)
     if job.method in ("feedback", "llm-feedback"):  # their start; the neighbours follow it
-        from sllmbo.samplers.pool import FEEDBACK_START
+        from sllmbo.data.pool_select import FEEDBACK_START
 
         return _portfolio(task, family, settings, FEEDBACK_START)
     return ranked_configs(job, task, family, settings.max_budget)

@@ -68,7 +68,7 @@ def validation_datasets(adapter: Path) -> list[str]:
 def row_regret(row: Mapping[str, float], value: float) -> float:
     """``value``'s regret on a matrix row (the portfolio's scale: ``(v - best) / (median -
     best)`` clipped to [0, 1]; a failed fit is 1)."""
-    from sllmbo.eval.portfolio import regret_scale
+    from sllmbo.data.pool_select import regret_scale
 
     finite = np.array([v for v in row.values() if v is not None and math.isfinite(v)])
     if not math.isfinite(value) or finite.size == 0:
@@ -93,8 +93,8 @@ def baseline_picks(selectors: Any, family: str, train_scores: Any, card: Mapping
                    size: int, observed: Mapping[str, float]) -> dict[str, list[str]]:
     """Config ids of each baseline for one variant, learned from ``train_scores`` only
     (``observed``: the variant's own scores, which ``feedback`` reads for tried entries)."""
+    from sllmbo.data.pool_select import knn, portfolio, task_type_of
     from sllmbo.eval.pool_headroom import feedback_picks, size_portfolio
-    from sllmbo.eval.zeroshot_baselines import knn, portfolio, task_type_of
 
     cards = selectors.cards
     folio = portfolio(cards, train_scores, task_type_of(card), size)
@@ -128,8 +128,8 @@ def score_picks(backend: Any, variant: str, family_name: str, pool: Any, size: i
 
 
 def pick_picks(backend: Any, variant: str, family_name: str, pool: Any, size: int) -> list[str]:
-    """The pool ids the adapter names most probably for a variant (``recommend --decode
-    pick``)."""
+    """The pool ids the adapter names most probably for a variant (the first of them is
+    ``recommend --decode pick``'s first; its list goes on as ``pick-complement``'s)."""
     from sllmbo.data.registry import load_task
     from sllmbo.families import get_family
     from sllmbo.objective import EvalSettings
@@ -145,11 +145,11 @@ def pick_feedback_picks(backend: Any, variant: str, family_name: str, pool: Any,
                         folio: Sequence[str], observed: Mapping[str, float]) -> list[str]:
     """The few-shot pick's ``size`` tries: the portfolio's first ``FEEDBACK_START`` entries,
     then each the adapter's pick given the ``observed`` scores of the entries tried."""
+    from sllmbo.data.pool_select import FEEDBACK_START
     from sllmbo.data.registry import load_task
     from sllmbo.families import get_family
     from sllmbo.objective import EvalSettings
     from sllmbo.resolve import build_card
-    from sllmbo.samplers.pool import FEEDBACK_START
     from sllmbo.scoring import feedback_pick
 
     card = build_card(load_task(variant), get_family(family_name), EvalSettings())
@@ -204,8 +204,9 @@ def validate(backend: Any | None, datasets: Sequence[str], *,
     if unknown:
         raise SllmboError(f"unknown methods {unknown}",
                           hint=f"choose from {', '.join(ADAPTER_METHODS)}")
+    from sllmbo.data.pool_select import dataset_of
     from sllmbo.eval.pool_headroom import _row_regret
-    from sllmbo.eval.zeroshot_baselines import dataset_of, load_selectors
+    from sllmbo.eval.zeroshot_baselines import load_selectors
 
     check_not_heldout(datasets)
     selectors = load_selectors()
@@ -234,7 +235,7 @@ def validate(backend: Any | None, datasets: Sequence[str], *,
                                                 selectors.pools[family], size)
                 seconds[method] += time.perf_counter() - start
             if backend is not None and "pick-complement" in methods:
-                from sllmbo.eval.zeroshot_baselines import portfolio, task_type_of
+                from sllmbo.data.pool_select import portfolio, task_type_of
 
                 start = time.perf_counter()
                 first = picks["pick"][0] if "pick" in picks else pick_picks(

@@ -16,7 +16,8 @@ of 0.63 at one trial, the consensus of 8 samples 0.19 (library defaults 0.43).
 ``decode="score"`` decodes nothing: the model scores the committed pool of configurations
 and the best-ranked come back (``sllmbo.scoring``, the scoring formulation).
 ``decode="pick"`` decodes nothing either: one forward pass gives the probability the model
-names each pool entry, and the most probable come back (the pick formulation).
+names each pool entry; the most probable comes first, then the entries that best complement
+it on the training matrix (the pick formulation, ``sllmbo.scoring.pick_recommend``).
 """
 
 from __future__ import annotations

@@ -127,28 +127,38 @@ def feedback_pick(backend: Backend, card: TaskCard | None, pool: Pool,
     return int(np.argmax(pick_probabilities(backend, card, pool, tried)))
 
 
-def pick_recommend(backend: Backend, card: TaskCard | None, space: SearchSpace, n: int,
+def pick_recommend(backend: Backend, card: TaskCard, space: SearchSpace, n: int,
                    family: str) -> Recommendation:
-    """The ``n`` pool entries the model names most probably (those that lie in ``space``)."""
+    """The pool entry the model names most probably (of those that lie in ``space``), then
+    the entries that best complement it on the training matrix's rows of the card's task type.
+
+    A budget of ``n`` scores the best of the first ``n``, so the list must be good together:
+    the model's own next most probable entries are near-copies of its first (on validation
+    they lost to the portfolio at 5 trials, where this list, ``validate_adapter``'s
+    ``pick-complement``, did not lose). ``scores`` are the model's probabilities."""
+    from sllmbo.data.pool_select import complement, training_rows
     from sllmbo.recommend import Recommendation
 
     start = time.perf_counter()
     pool = committed_pool(family)
     probs = pick_probabilities(backend, card, pool)
-    configs, scores = [], []
-    for i in np.argsort(-probs, kind="stable"):
+    valid: dict[int, dict[str, Any]] = {}
+    for i, entry in enumerate(pool.configs):
         try:
-            configs.append(space.validate(pool.configs[i].config))
+            valid[i] = space.validate(entry.config)
         except ConfigError:
             continue
-        scores.append(float(probs[i]))
-        if len(configs) == n:
-            break
-    if not configs:
+    if not valid:
         raise SllmboError(f"no {family} pool configuration lies in this search space",
                           hint="use the family's default space, or --decode consensus")
-    return Recommendation(configs=configs, repairs=[[] for _ in configs], requests=1,
-                          latency_s=time.perf_counter() - start, scores=scores)
+    first = max(valid, key=lambda i: (probs[i], -i))
+    order = [first]
+    if n > 1:
+        _, _, regret, _ = training_rows(family, card.task_type)
+        order += [i for i in complement(regret, [first], len(pool))[1:] if i in valid][:n - 1]
+    return Recommendation(configs=[valid[i] for i in order], repairs=[[] for _ in order],
+                          requests=1, latency_s=time.perf_counter() - start,
+                          scores=[float(probs[i]) for i in order])
 
 
 def score_recommend(backend: Backend, card: TaskCard | None, space: SearchSpace, n: int,

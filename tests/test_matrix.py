@@ -133,7 +133,7 @@ def _hand_made() -> tuple[dict, object]:
 
 
 def test_knn_takes_the_nearest_variants_best_configurations_in_order() -> None:
-    from sllmbo.eval.zeroshot_baselines import knn
+    from sllmbo.data.pool_select import knn
 
     cards, scores = _hand_made()
     query = {"n_rows": 15000, "n_features": 10, "n_numeric": 10, "n_classes": None}
@@ -146,7 +146,8 @@ def test_knn_takes_the_nearest_variants_best_configurations_in_order() -> None:
 
 
 def test_oracle_pool_is_the_best_entry_of_the_heldout_row() -> None:
-    from sllmbo.eval.zeroshot_baselines import oracle_pool, portfolio
+    from sllmbo.data.pool_select import portfolio
+    from sllmbo.eval.zeroshot_baselines import oracle_pool
 
     cards, scores = _hand_made()
     for variant in scores.index:
@@ -155,7 +156,7 @@ def test_oracle_pool_is_the_best_entry_of_the_heldout_row() -> None:
 
 
 def test_a_portfolio_can_begin_with_a_given_choice() -> None:
-    from sllmbo.eval.zeroshot_baselines import portfolio
+    from sllmbo.data.pool_select import portfolio
 
     cards, scores = _hand_made()
     full = portfolio(cards, scores, "regression", 3)

@@ -50,10 +50,11 @@ def test_pick_names_are_one_token_each_and_the_prompt_is_short(embedded_model):
         pick_messages(card, "x", len(PICK_NAMES) + 1)
 
 
-def test_decode_pick_returns_the_most_probable_pool_entries(monkeypatch, capsys):
+def test_decode_pick_returns_the_favourite_then_what_complements_it(monkeypatch, capsys):
     import sllmbo.inference.factory as factory
-    from sllmbo.data.matrix import POOL_FILE
+    from sllmbo.data.matrix import POOL_FILE, read_matrix
     from sllmbo.data.pool import read_pools
+    from sllmbo.data.pool_select import portfolio, whole_rows
 
     backend = NamingBackend("cAz")
     monkeypatch.setattr(factory, "create_backend", lambda *a, **k: backend)
@@ -62,9 +63,18 @@ def test_decode_pick_returns_the_most_probable_pool_entries(monkeypatch, capsys)
               "--n", "3"])
     assert info.value.code == 0
     configs = json.loads(capsys.readouterr().out)
-    pool = read_pools(POOL_FILE)["lightgbm"].configs
-    expected = [pool[PICK_NAMES.index(n)].config for n in "cAz"]
-    assert configs == expected
+    pools = read_pools(POOL_FILE)
+    pool = pools["lightgbm"].configs
+    favourite = pool[PICK_NAMES.index("c")]
+    assert configs[0] == favourite.config
+    # The rest is the validated pick-complement list: the greedy portfolio of the training
+    # regression variants continued from the favourite, not the model's next names.
+    matrix = read_matrix(pools=pools)
+    ids = portfolio(matrix.header["cards"], whole_rows(matrix, pools["lightgbm"]),
+                    "regression", 3, start=[favourite.id])
+    by_id = {c.id: c.config for c in pool}
+    assert configs == [by_id[i] for i in ids]
+    assert configs[1:] != [pool[PICK_NAMES.index(n)].config for n in "Az"]
     assert len(backend.prompts) == 1  # one forward pass for the whole pool
     assert f"lightgbm-{read_pools(POOL_FILE)['lightgbm'].hash}" in \
         backend.prompts[0][-1]["content"]
@@ -121,7 +131,7 @@ def test_the_pick_formulation_trains_two_steps_and_its_picks_parse(tiny_model, t
         backend.close()
     assert len(rec.configs) == 4 and rec.requests == 1
     assert len({json.dumps(c, sort_keys=True) for c in rec.configs}) == 4
-    assert rec.scores == sorted(rec.scores, reverse=True) and 0 < sum(rec.scores) <= 1
+    assert rec.scores[0] == max(rec.scores) and 0 < sum(rec.scores) <= 1
 
 
 def test_soft_pick_targets_weigh_every_entry_by_its_regret_best_first():

@@ -40,7 +40,7 @@ def feedback_rows(family: str, histories: int = 3):
 
 def test_feedback_examples_start_from_the_portfolio_and_never_target_a_tried_entry():
     from sllmbo.data.matrix_examples import FEEDBACK_START
-    from sllmbo.eval.zeroshot_baselines import portfolio, task_type_of
+    from sllmbo.data.pool_select import portfolio, task_type_of
 
     selectors, variant, rows = feedback_rows("lightgbm")
     assert {r["kind"] for r in rows} == {"matrix-pick-feedback"}

@@ -92,12 +92,12 @@ def test_the_neighbour_chooser_takes_the_nearest_rows_best_untried_entry():
 
 
 def test_feedback_starts_from_the_portfolio_and_reads_only_the_training_matrix():
+    from sllmbo.data.pool_select import FEEDBACK_START, training_rows
     from sllmbo.data.registry import load_task
     from sllmbo.families import get_family
     from sllmbo.objective import EvalSettings
     from sllmbo.resolve import build_card
     from sllmbo.samplers import build_sampler
-    from sllmbo.samplers.pool import FEEDBACK_START, training_rows
 
     family = get_family("lightgbm")
     card = build_card(load_task("diabetes"), family, EvalSettings())

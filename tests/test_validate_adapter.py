@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from sllmbo.eval.portfolio import regret_matrix
+from sllmbo.data.pool_select import regret_matrix
 from sllmbo.eval.validate_adapter import main, row_regret, validate
 from sllmbo.inference.base import Backend
 
@@ -42,8 +42,9 @@ class OracleBackend(Backend):
 
 def oracle_for(datasets: list[str], family_name: str) -> OracleBackend:
     from sllmbo.data.matrix_examples import rank_deciles
+    from sllmbo.data.pool_select import dataset_of
     from sllmbo.data.registry import load_task
-    from sllmbo.eval.zeroshot_baselines import dataset_of, load_selectors
+    from sllmbo.eval.zeroshot_baselines import load_selectors
     from sllmbo.families import get_family
     from sllmbo.objective import EvalSettings
     from sllmbo.prompts import score_messages
@@ -67,7 +68,8 @@ def oracle_for(datasets: list[str], family_name: str) -> OracleBackend:
 
 
 def some_training_datasets(n: int) -> list[str]:
-    from sllmbo.eval.zeroshot_baselines import dataset_of, load_selectors
+    from sllmbo.data.pool_select import dataset_of
+    from sllmbo.eval.zeroshot_baselines import load_selectors
 
     scores = load_selectors().scores("lightgbm")
     small = sorted({dataset_of(v) for v in scores.index
@@ -89,7 +91,7 @@ def test_a_scorer_that_knows_the_ranks_has_zero_regret_and_baselines_do_not_see_
 
 def test_baselines_are_learned_without_the_validation_datasets(monkeypatch):
     import sllmbo.eval.validate_adapter as module
-    from sllmbo.eval.zeroshot_baselines import dataset_of
+    from sllmbo.data.pool_select import dataset_of
 
     datasets = some_training_datasets(2)
     seen: list[set[str]] = []

@@ -28,6 +28,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
+from sllmbo.data.pool_select import FEEDBACK_START, training_rows
 from sllmbo.errors import ConfigError, SllmboError
 from sllmbo.samplers import attrs
 from sllmbo.space import SearchSpace
@@ -182,37 +183,8 @@ class NeighbourChooser:
         return left[int(np.argmin(mean))]
 
 
-#: Entries a run tries from the portfolio before the chooser is asked (``pool_headroom``'s
-#: ``feedback`` probe, and the few-shot pick's training histories, start the same way).
-FEEDBACK_START = 2
 #: Training variants whose scores on the tried entries are nearest, for ``NeighbourChooser``.
 FEEDBACK_NEIGHBOURS = 10
-
-
-def training_rows(family: str, task_type: str) -> tuple[Pool, np.ndarray, np.ndarray, list[int]]:
-    """The committed pool of ``family`` and the training matrix's whole rows of ``task_type``
-    for it: scores and regrets (rows x pool positions) and the greedy portfolio's order (pool
-    positions). Only the training matrix is read."""
-    from sllmbo.data.matrix import POOL_FILE, read_matrix
-    from sllmbo.data.pool import read_pools
-    from sllmbo.eval.portfolio import regret_matrix
-    from sllmbo.eval.zeroshot_baselines import PoolSelectors, portfolio, task_type_of
-
-    pools = read_pools(POOL_FILE)
-    if family not in pools:
-        raise SllmboError(f"the committed pool has no {family} configurations",
-                          hint=f"use one of {', '.join(sorted(pools))}")
-    selectors = PoolSelectors(read_matrix(pools=pools), None, pools)
-    scores = selectors.scores(family)
-    scores = scores.loc[[task_type_of(selectors.cards[v]) == task_type for v in scores.index]]
-    pool = pools[family]
-    ids = [c.id for c in pool.configs]
-    if scores.empty:
-        raise SllmboError(f"the training matrix has no whole {family} row of a {task_type} "
-                          "task", hint="finish the collection: make matrix")
-    table = scores[ids].to_numpy(float)
-    folio = portfolio(selectors.cards, scores, task_type, len(ids))
-    return pool, table, regret_matrix(table.T).T, [ids.index(c) for c in folio]
 
 
 def feedback_sampler(kind: str, *, family: str, card: TaskCard, space: SearchSpace,
