@@ -166,10 +166,32 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def coverage_groups(table: np.ndarray, methods: Sequence[str]) -> list[list[str]]:
+    """The method sets a critical-difference diagram is drawn for: those with a result on
+    every dataset of ``table`` (all datasets count), then, where some methods cover fewer (an
+    adapter not run on the datasets it trained on), every method on the datasets all share."""
+    has = np.isfinite(table)
+    present = [m for j, m in enumerate(methods) if has[:, j].any()]
+    complete = [m for j, m in enumerate(methods) if has[:, j].all()]
+    if len(complete) == len(present) or len(complete) < 2:
+        return [present]
+    return [complete, present]
+
+
+def _versus_cell(values: np.ndarray, base: np.ndarray) -> str:
+    if not (np.isfinite(values) & np.isfinite(base)).any():
+        return "-"
+    test = paired_test(values, base)
+    return f"{test.wins}/{test.ties}/{test.losses}" + (
+        f" p={test.p_value:.2g}" if test.p_value is not None else "") + f" (n={test.n})"
+
+
 def overdatasets_section(out: Path, records: Sequence[dict[str, Any]],
                          methods: Sequence[str], budgets: Sequence[int],
-                         baseline: str = "portfolio", ceilings: Sequence[str] = ()) -> list[str]:
-    """The report's over-datasets section (markdown lines) and its CD diagrams."""
+                         baseline: str = "portfolio", ceilings: Sequence[str] = (),
+                         versus: Sequence[tuple[str, Sequence[str]]] = ()) -> list[str]:
+    """The report's over-datasets section (markdown lines) and its CD diagrams. ``versus``:
+    (method, baselines) pairs tested over datasets at every budget both reach."""
     lines = ["## Over datasets (seeds, families and variants averaged within a dataset)", "",
              "Mean normalized regret with its 95% bootstrap (BCa) interval; wins/ties/losses "
              f"against `{baseline}` over datasets and the two-sided Wilcoxon p-value. "
@@ -188,8 +210,9 @@ def overdatasets_section(out: Path, records: Sequence[dict[str, Any]],
                 continue
             low, high = bootstrap_ci(values)
             cell = f"{np.nanmean(values):.3f} [{_fmt(low)}, {_fmt(high)}]"
-            if baseline in methods and m != baseline:
-                test = paired_test(values, table[:, list(methods).index(baseline)])
+            base = table[:, list(methods).index(baseline)] if baseline in methods else None
+            if base is not None and m != baseline and np.isfinite(base).any():
+                test = paired_test(values, base)
                 cell += f" {test.wins}/{test.ties}/{test.losses}" + (
                     f" p={test.p_value:.2g}" if test.p_value is not None else "")
             row.append(cell)
@@ -199,22 +222,40 @@ def overdatasets_section(out: Path, records: Sequence[dict[str, Any]],
     competitors = [m for m in methods if m not in ceilings]
     for b in budgets:
         _, table = tables[b]
-        cols = [list(methods).index(m) for m in competitors]
-        present = [m for m, c in zip(competitors, cols, strict=True)
-                   if np.isfinite(table[:, c]).any()]
-        if len(present) < 2:
-            continue
-        sub = table[:, [list(methods).index(m) for m in present]]
-        ranking = friedman_nemenyi(sub, present)
-        if ranking.n_datasets == 0:
-            continue
-        name = f"cd_b{b}.png"
-        plot_critical_difference(out / name, ranking, f"budget {b}")
-        lines += ["", f"Budget {b}: average ranks over the {ranking.n_datasets} datasets every "
-                  "method finished: " + ", ".join(
-                      f"`{m}` {r:.2f}" for r, m in sorted(zip(ranking.mean_ranks, present,
-                                                               strict=True)))
-                  + f"; Nemenyi CD {_fmt(ranking.critical_difference, 2)}"
-                  + (f", Friedman p = {ranking.friedman_p:.2g}" if ranking.friedman_p
-                     is not None else "") + f". ![critical difference, budget {b}]({name})"]
+        sub_all = table[:, [list(methods).index(m) for m in competitors]]
+        for k, group in enumerate(coverage_groups(sub_all, competitors)):
+            if len(group) < 2:
+                continue
+            sub = table[:, [list(methods).index(m) for m in group]]
+            ranking = friedman_nemenyi(sub, group)
+            if ranking.n_datasets == 0:
+                continue
+            name = f"cd_b{b}.png" if k == 0 else f"cd_b{b}_common.png"
+            which = ("every method" if k == 0 else "the methods above and those run on "
+                     "fewer datasets, on the datasets all of them finished")
+            plot_critical_difference(out / name, ranking, f"budget {b}"
+                                     + ("" if k == 0 else f", {ranking.n_datasets} datasets"))
+            lines += ["", f"Budget {b}: average ranks over the {ranking.n_datasets} datasets "
+                      f"{'every method finished' if k == 0 else 'all of them finished'} "
+                      f"({which}): " + ", ".join(
+                          f"`{m}` {r:.2f}" for r, m in sorted(zip(ranking.mean_ranks, group,
+                                                                   strict=True)))
+                      + f"; Nemenyi CD {_fmt(ranking.critical_difference, 2)}"
+                      + (f", Friedman p = {ranking.friedman_p:.2g}" if ranking.friedman_p
+                         is not None else "") + f". ![critical difference, budget {b}]({name})"]
+    pairs = [(m, [b for b in against if b in methods and b != m]) for m, against in versus
+             if m in methods]
+    pairs = [(m, against) for m, against in pairs if against]
+    if pairs:
+        lines += ["", "### Each LLM method against each baseline, over datasets", "",
+                  "Wins/ties/losses of the dataset-mean regret (lower wins) on the datasets "
+                  "both finished, two-sided Wilcoxon p, and the number of datasets.", "",
+                  "| method | baseline | " + " | ".join(f"b={b}" for b in budgets) + " |",
+                  "|" + "---|" * (2 + len(budgets))]
+        for m, against in pairs:
+            for base_name in against:
+                cells = [_versus_cell(tables[b][1][:, list(methods).index(m)],
+                                      tables[b][1][:, list(methods).index(base_name)])
+                         for b in budgets]
+                lines.append(f"| `{m}` | `{base_name}` | " + " | ".join(cells) + " |")
     return [*lines, ""]

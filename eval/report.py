@@ -237,10 +237,11 @@ def write_report(out: Path, plan: EvalPlan, records: Sequence[dict[str, Any]],
     overdatasets: list[str] = []
     if suite.heldout_variants:  # before the partial-results filter: every finished dataset
         from sllmbo.eval.overdatasets import overdatasets_section
-        from sllmbo.eval.suites import CEILINGS
+        from sllmbo.eval.suites import CEILINGS, LLM_METHODS, ZERO_SHOT_BASELINES
 
-        overdatasets = overdatasets_section(out, records, methods, budgets,
-                                            ceilings=[c for c in CEILINGS if c in methods])
+        overdatasets = overdatasets_section(
+            out, records, methods, budgets, ceilings=[c for c in CEILINGS if c in methods],
+            versus=[(m, ZERO_SHOT_BASELINES) for m in methods if m in LLM_METHODS])
     if any(done[m] < planned[m] for m in done):
         records, methods, coverage = common_cells(records, methods, done)
         if not records:

@@ -47,6 +47,9 @@ CEILINGS: tuple[str, ...] = ("oracle-pool",)
 ADAPTER_METHODS: tuple[str, ...] = ("single-shot", "llm", "llm-tpe", *SCORING_METHODS,
                                      "llm-feedback")
 LLM_METHODS: tuple[str, ...] = ADAPTER_METHODS + tuple(f"{m}-base" for m in ADAPTER_METHODS)
+#: What [10/12] asks an LLM method to beat in the zero-shot suite, tested over datasets.
+ZERO_SHOT_BASELINES: tuple[str, ...] = ("portfolio", "knn", "flaml-zeroshot", "defaults",
+                                        "tpe", "tpe-seeded", "tpe-seeded-portfolio")
 ALL_FAMILIES: tuple[str, ...] = ("lightgbm", "xgboost", "random_forest", "mlp")
 
 

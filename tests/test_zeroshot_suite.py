@@ -134,3 +134,26 @@ def test_friedman_nemenyi_matches_demsar_critical_difference() -> None:
     assert ranking.mean_ranks[0] < ranking.mean_ranks[3]
     assert sum(ranking.mean_ranks) == pytest.approx(10.0)
     assert ranking.friedman_p is not None and ranking.friedman_p < 0.05
+
+
+def test_cd_diagrams_keep_every_dataset_for_the_methods_that_ran_on_all(tmp_path) -> None:
+    from sllmbo.eval.overdatasets import coverage_groups, dataset_regrets, overdatasets_section
+
+    rng = np.random.default_rng(1)
+    records = []
+    for d in range(12):
+        for m, shift in (("portfolio", 0.0), ("knn", 0.1), ("tpe", 0.2), ("llm-tpe", 0.3)):
+            if m == "llm-tpe" and d >= 6:
+                continue  # an adapter not run on the datasets it trained on
+            records.append({"task": f"d{d}@100", "method": m, "budget": 1,
+                            "regret": float(min(1.0, rng.random() * 0.3 + shift))})
+    methods = ["portfolio", "knn", "tpe", "llm-tpe"]
+    _, table = dataset_regrets(records, methods, 1)
+    assert coverage_groups(table, methods) == [methods[:3], methods]
+    lines = "\n".join(overdatasets_section(tmp_path, records, methods, [1],
+                                           versus=[("llm-tpe", ["portfolio", "tpe", "x"])]))
+    assert "over the 12 datasets every method finished" in lines  # not cut to 6
+    assert "over the 6 datasets all of them finished" in lines
+    assert (tmp_path / "cd_b1.png").exists() and (tmp_path / "cd_b1_common.png").exists()
+    assert "| `llm-tpe` | `portfolio` | 0/0/6 p=0.031 (n=6) |" in lines
+    assert "`x`" not in lines  # a baseline that did not run is not a row
