@@ -28,12 +28,16 @@ def test_variant_cards_state_the_rows_they_are_fitted_on() -> None:
         load_task("bike_sharing@1000")
 
 
-def test_ladder_spans_two_orders_of_magnitude_in_both_splits() -> None:
+def test_variant_rows_span_what_the_readme_states() -> None:
+    """The cap (20,000) over the ladder's floor (~250) is 80x by construction, short of the
+    two orders of magnitude [9/12] asked for; the README states these spans."""
     assert ladder(100_000) == [VARIANT_CAP, 5000, 1250, 312]
     assert ladder(300) == [300] and min(ladder(1001)) >= MIN_VARIANT_ROWS
+    spans = {}
     for split in ("train", "heldout"):
         rows = [v.rows for v in plan_variants(split)]
-        assert max(rows) / min(rows) >= 50 if split == "heldout" else max(rows) / min(rows) >= 70
+        spans[split] = (min(rows), max(rows))
+    assert spans == {"train": (252, VARIANT_CAP), "heldout": (210, VARIANT_CAP)}
 
 
 def test_run_order_reaches_every_size_band_within_the_first_rounds() -> None:
