@@ -234,7 +234,7 @@ def overdatasets_section(out: Path, records: Sequence[dict[str, Any]],
             which = ("every method" if k == 0 else "the methods above and those run on "
                      "fewer datasets, on the datasets all of them finished")
             plot_critical_difference(out / name, ranking, f"budget {b}"
-                                     + ("" if k == 0 else f", {ranking.n_datasets} datasets"))
+                                     + ("" if k == 0 else ", the datasets all methods finished"))
             lines += ["", f"Budget {b}: average ranks over the {ranking.n_datasets} datasets "
                       f"{'every method finished' if k == 0 else 'all of them finished'} "
                       f"({which}): " + ", ".join(
