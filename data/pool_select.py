@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from sllmbo.data.matrix import Matrix
     from sllmbo.data.pool import Pool
 
-META_FEATURES = ("log_rows", "log_features", "numeric_share", "log_classes")
 #: Entries a few-shot run tries from the portfolio before a chooser is asked (the
 #: ``feedback`` samplers, ``pool_headroom``'s probe and the few-shot pick's training
 #: histories all start the same way).
@@ -105,7 +104,8 @@ def greedy_portfolio(regret: np.ndarray, size: int,
 # -- selectors on a (variants x config ids) score table ------------------------------------
 
 def meta_vector(card: Mapping[str, Any]) -> np.ndarray:
-    """The selector's meta-features of a task card (``Task.meta_features`` keys)."""
+    """The selector's meta-features of a task card (``Task.meta_features`` keys): log rows,
+    log features, numeric share, log classes."""
     n_features = max(int(card["n_features"]), 1)
     return np.array([
         math.log(max(int(card["n_rows"]), 1)),

@@ -19,12 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from sllmbo.data.pool_select import dataset_of
+
 #: Regrets closer than this are a tie (regret is normalized to [0, 1]).
 TIE = 1e-6
-
-
-def dataset_of(task: str) -> str:
-    return task.split("@", 1)[0]
 
 
 def dataset_regrets(records: Sequence[dict[str, Any]], methods: Sequence[str],
@@ -231,13 +229,12 @@ def overdatasets_section(out: Path, records: Sequence[dict[str, Any]],
             if ranking.n_datasets == 0:
                 continue
             name = f"cd_b{b}.png" if k == 0 else f"cd_b{b}_common.png"
-            which = ("every method" if k == 0 else "the methods above and those run on "
-                     "fewer datasets, on the datasets all of them finished")
+            which = ("every method above finished" if k == 0 else
+                     "all methods, those run on fewer datasets included, finished")
             plot_critical_difference(out / name, ranking, f"budget {b}"
                                      + ("" if k == 0 else ", the datasets all methods finished"))
             lines += ["", f"Budget {b}: average ranks over the {ranking.n_datasets} datasets "
-                      f"{'every method finished' if k == 0 else 'all of them finished'} "
-                      f"({which}): " + ", ".join(
+                      f"{which}: " + ", ".join(
                           f"`{m}` {r:.2f}" for r, m in sorted(zip(ranking.mean_ranks, group,
                                                                    strict=True)))
                       + f"; Nemenyi CD {_fmt(ranking.critical_difference, 2)}"

@@ -152,8 +152,8 @@ def test_cd_diagrams_keep_every_dataset_for_the_methods_that_ran_on_all(tmp_path
     assert coverage_groups(table, methods) == [methods[:3], methods]
     lines = "\n".join(overdatasets_section(tmp_path, records, methods, [1],
                                            versus=[("llm-tpe", ["portfolio", "tpe", "x"])]))
-    assert "over the 12 datasets every method finished" in lines  # not cut to 6
-    assert "over the 6 datasets all of them finished" in lines
+    assert "over the 12 datasets every method above finished" in lines  # not cut to 6
+    assert "over the 6 datasets all methods, those run on fewer datasets included" in lines
     assert (tmp_path / "cd_b1.png").exists() and (tmp_path / "cd_b1_common.png").exists()
     assert "| `llm-tpe` | `portfolio` | 0/0/6 p=0.031 (n=6) |" in lines
     assert "`x`" not in lines  # a baseline that did not run is not a row
