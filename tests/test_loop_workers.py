@@ -93,5 +93,9 @@ def test_llm_run_killed_mid_way_resumes_to_the_target(tmp_path):
     assert states[TrialState.RUNNING] <= 1
     sources = Counter(t.user_attrs.get(A.SOURCE) for t in study.trials
                       if t.state == TrialState.COMPLETE)
-    assert sources["initial"] == 2  # the resume did not initialize again
+    # The resume did not initialize again: the initial trials are the initializer's
+    # configurations, enqueued once (2 asked; the scripted answer, seeded per process by
+    # hash(), can clip two into one, as check_shared_study says).
+    n_init = len(study.user_attrs["sllmbo:init"]["configs"])
+    assert 1 <= n_init <= 2 and sources["initial"] == n_init
     assert sources["llm"] >= 8
