@@ -179,6 +179,24 @@ def whole_rows(matrix: Matrix, pool: Pool) -> Any:
 
 # -- the committed training matrix, for the loop -------------------------------------------
 
+def training_table(pool: Pool, task_type: str) -> np.ndarray:
+    """The committed training matrix's whole rows of ``task_type`` for ``pool``: scores
+    (rows x pool positions, minimized). Only the training matrix is read."""
+    from sllmbo.data.matrix import read_matrix
+
+    return _task_rows(read_matrix(), pool, task_type)[[c.id for c in pool.configs]].to_numpy(float)
+
+
+def _task_rows(matrix: Matrix, pool: Pool, task_type: str) -> Any:
+    cards = matrix.header.get("cards", {})
+    scores = whole_rows(matrix, pool)
+    scores = scores.loc[[task_type_of(cards[v]) == task_type for v in scores.index]]
+    if scores.empty:
+        raise SllmboError(f"the training matrix has no whole {pool.family} row of a "
+                          f"{task_type} task", hint="finish the collection: make matrix")
+    return scores
+
+
 def training_rows(family: str, task_type: str) -> tuple[Pool, np.ndarray, np.ndarray, list[int]]:
     """The committed pool of ``family`` and the training matrix's whole rows of ``task_type``
     for it: scores and regrets (rows x pool positions) and the greedy portfolio's order (pool
@@ -192,21 +210,16 @@ def training_rows(family: str, task_type: str) -> tuple[Pool, np.ndarray, np.nda
                           hint=f"use one of {', '.join(sorted(pools))}")
     pool = pools[family]
     matrix = read_matrix(pools=pools)
-    cards = matrix.header.get("cards", {})
-    scores = whole_rows(matrix, pool)
-    scores = scores.loc[[task_type_of(cards[v]) == task_type for v in scores.index]]
+    scores = _task_rows(matrix, pool, task_type)
     ids = [c.id for c in pool.configs]
-    if scores.empty:
-        raise SllmboError(f"the training matrix has no whole {family} row of a {task_type} "
-                          "task", hint="finish the collection: make matrix")
     table = scores[ids].to_numpy(float)
-    folio = portfolio(cards, scores, task_type, len(ids))
+    folio = portfolio(matrix.header.get("cards", {}), scores, task_type, len(ids))
     return pool, table, regret_matrix(table.T).T, [ids.index(c) for c in folio]
 
 
-def complement(regret: np.ndarray, first: Sequence[int], size: int) -> list[int]:
+def complement(scores: np.ndarray, first: Sequence[int], size: int) -> list[int]:
     """``first`` (pool positions), then the entries that best complement them on the
-    training rows of ``regret`` (rows x pool positions): the greedy portfolio continued
-    from a task-specific start, so a list for budget ``size`` is good together."""
-    order, _ = greedy_portfolio(np.asarray(regret).T, size, start=first)
+    training rows ``scores`` (rows x pool positions, minimized): the greedy portfolio
+    continued from a task-specific start, so a list for budget ``size`` is good together."""
+    order, _ = greedy_portfolio(regret_matrix(np.asarray(scores).T), size, start=first)
     return order

@@ -176,12 +176,16 @@ def coverage_groups(table: np.ndarray, methods: Sequence[str]) -> list[list[str]
     return [complete, present]
 
 
+def _paired_text(test: Paired) -> str:
+    return f"{test.wins}/{test.ties}/{test.losses}" + (
+        f" p={test.p_value:.2g}" if test.p_value is not None else "")
+
+
 def _versus_cell(values: np.ndarray, base: np.ndarray) -> str:
     if not (np.isfinite(values) & np.isfinite(base)).any():
         return "-"
     test = paired_test(values, base)
-    return f"{test.wins}/{test.ties}/{test.losses}" + (
-        f" p={test.p_value:.2g}" if test.p_value is not None else "") + f" (n={test.n})"
+    return f"{_paired_text(test)} (n={test.n})"
 
 
 def overdatasets_section(out: Path, records: Sequence[dict[str, Any]],
@@ -210,9 +214,7 @@ def overdatasets_section(out: Path, records: Sequence[dict[str, Any]],
             cell = f"{np.nanmean(values):.3f} [{_fmt(low)}, {_fmt(high)}]"
             base = table[:, list(methods).index(baseline)] if baseline in methods else None
             if base is not None and m != baseline and np.isfinite(base).any():
-                test = paired_test(values, base)
-                cell += f" {test.wins}/{test.ties}/{test.losses}" + (
-                    f" p={test.p_value:.2g}" if test.p_value is not None else "")
+                cell += " " + _paired_text(paired_test(values, base))
             row.append(cell)
         rows.append(row)
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

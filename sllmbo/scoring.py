@@ -136,7 +136,7 @@ def pick_recommend(backend: Backend, card: TaskCard, space: SearchSpace, n: int,
     the model's own next most probable entries are near-copies of its first (on validation
     they lost to the portfolio at 5 trials, where this list, ``validate_adapter``'s
     ``pick-complement``, did not lose). ``scores`` are the model's probabilities."""
-    from sllmbo.data.pool_select import complement, training_rows
+    from sllmbo.data.pool_select import complement, training_table
     from sllmbo.recommend import Recommendation
 
     start = time.perf_counter()
@@ -154,8 +154,8 @@ def pick_recommend(backend: Backend, card: TaskCard, space: SearchSpace, n: int,
     first = max(valid, key=lambda i: (probs[i], -i))
     order = [first]
     if n > 1:
-        _, _, regret, _ = training_rows(family, card.task_type)
-        order += [i for i in complement(regret, [first], len(pool))[1:] if i in valid][:n - 1]
+        table = training_table(pool, card.task_type)
+        order += [i for i in complement(table, [first], len(pool))[1:] if i in valid][:n - 1]
     return Recommendation(configs=[valid[i] for i in order], repairs=[[] for _ in order],
                           requests=1, latency_s=time.perf_counter() - start,
                           scores=[float(probs[i]) for i in order])
