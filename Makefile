@@ -17,7 +17,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: matrix matrix-heldout setup model demo test test-services vllm-env lint bench bench-inference bench-engines bench-faults bench-families bench-samplers eval-default eval-paper eval-zero-shot corpus corpus-export instructions clean
+.PHONY: matrix matrix-heldout setup model demo test test-services vllm-env lint bench bench-inference bench-engines bench-faults bench-families bench-samplers eval-default eval-paper eval-zero-shot eval-zero-shot-30 corpus corpus-export instructions clean
 
 setup: $(STAMP)
 
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 
 model: $(STAMP)
 	$(SLLMBO) models pull
-	$(PY) -m sllmbo.inference.gguf_merge  # the llama.cpp engine's merged GGUF, once
+	$(PY) -m sllmbo.inference.merged_cache  # the llama.cpp engine's merged GGUF, once
 
 demo: setup model
 	mkdir -p runs
@@ -101,7 +101,19 @@ eval-paper: setup model
 eval-zero-shot: setup model
 	$(SLLMBO) eval --suite zero-shot --adapter default --workers 2 --out eval/results/zero-shot $(EVAL_ARGS)
 
-# Kill -9 and resume, a dead model server, read-only storage, a full disk, bad options.
+# [13/16]'s suite: the same datasets with the baselines as their authors run them, budgets to 30.
+# Resumable: the committed store (eval/results/zero-shot-30/eval.sqlite) holds the finished runs.
+eval-zero-shot-30: setup model
+	$(SLLMBO) eval --suite zero-shot-30 --adapter default --workers 2 --out eval/results/zero-shot-30 $(EVAL_ARGS)
+
+# The offline replay of pool-restricted methods on the committed matrices (minutes, no fit):
+# GMR and harm at budgets 1..30, and its ranking checked against the zero-shot suite's.
+.PHONY: bench-replay
+bench-replay: setup
+	$(PY) -m sllmbo.eval.replay_report --out eval/results/replay
+
+# Kill -9 and resume, a dead model server, read-only storage, a full disk, bad options, and
+# hostile clients of `sllmbo serve` (a slow drip, a slow-compiling schema, a disconnect mid-compile).
 bench-faults: setup model
 	$(PY) -m sllmbo.eval.fault_figures
 
@@ -129,11 +141,12 @@ clean:
 
 # The `portfolio` baseline of `sllmbo eval`: 30 ordered configurations per model family, learned
 # from the corpus' training tasks only (greedy selection over a cross-evaluation; see
-# eval/portfolio.py). Rerun after the corpus grows; the score cache in runs/ makes reruns resume.
+# data/corpus_portfolio.py, which builds them; eval/portfolio.py reads them). Rerun after the
+# corpus grows; the score cache in runs/ makes reruns resume.
 PORTFOLIO_ARGS ?=
 .PHONY: portfolio
 portfolio: setup
-	$(PY) -m sllmbo.eval.portfolio --corpus $(CORPUS_EXPORT) --out eval/portfolios $(PORTFOLIO_ARGS)
+	$(PY) -m sllmbo.data.corpus_portfolio --corpus $(CORPUS_EXPORT) --out eval/portfolios $(PORTFOLIO_ARGS)
 
 # Training speed of the SmolLM2 LoRA recipe on CPU: plain vs bf16 autocast, padding-free packing
 # and shorter prompts, as ratios (eval/bench_train.py). On a CUDA machine: QLoRA on a

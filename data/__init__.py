@@ -2,7 +2,7 @@
 
 ``list_tasks()`` is cheap (no data read); ``load_task(name)`` reads, validates and splits a
 registered task once per process; ``load_file_task(path, target)`` does the same for the
-user's CSV or Parquet file. Bad input raises ``sllmbo.errors.TaskError``.
+user's CSV or Parquet file. Bad input raises ``sllmbo.core.errors.TaskError``.
 
 Every task is ``train`` or ``heldout`` (:mod:`sllmbo.data.splits`). The trial-log side of the
 stage: :mod:`~sllmbo.data.trial_logs` reads any Optuna storage, :mod:`~sllmbo.data.collect`
@@ -19,15 +19,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sllmbo.core.task import Task, TaskInfo
     from sllmbo.data.files import load_file_task
     from sllmbo.data.prepare import infer_task_type
     from sllmbo.data.registry import list_tasks, load_task, task_names
-    from sllmbo.data.task import Task, TaskInfo
 
+#: Where each name lives. ``Task`` is a foundation type (the objective takes one), so it
+#: lives in :mod:`sllmbo.core.task`; the data stage builds and loads them.
 _HOMES = {
-    "Task": "task", "TaskInfo": "task", "infer_task_type": "prepare",
-    "list_tasks": "registry", "load_task": "registry", "task_names": "registry",
-    "load_file_task": "files",
+    "Task": "sllmbo.core.task", "TaskInfo": "sllmbo.core.task",
+    "infer_task_type": "sllmbo.data.prepare", "list_tasks": "sllmbo.data.registry",
+    "load_task": "sllmbo.data.registry", "task_names": "sllmbo.data.registry",
+    "load_file_task": "sllmbo.data.files",
 }
 
 __all__ = ["Task", "TaskInfo", "infer_task_type", "list_tasks", "load_file_task", "load_task",
@@ -37,6 +40,6 @@ __all__ = ["Task", "TaskInfo", "infer_task_type", "list_tasks", "load_file_task"
 def __getattr__(name: str) -> Any:
     if name not in _HOMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    value = getattr(importlib.import_module(_HOMES[name]), name)
     globals()[name] = value
     return value

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sllmbo.core.errors import SllmboError, check_output_folder
+from sllmbo.core.storage import mask_url
 from sllmbo.data.cards import load_card_rules
 from sllmbo.data.instructions import (
     BuildOptions,
@@ -33,10 +35,9 @@ from sllmbo.data.instructions import (
     single_shot_examples,
     validation_tasks,
 )
+from sllmbo.data.logged import ReadResult
 from sllmbo.data.splits import heldout_match
-from sllmbo.data.trial_logs import ReadResult, read_trial_logs
-from sllmbo.errors import SllmboError, check_output_folder
-from sllmbo.storage import mask_url
+from sllmbo.data.trial_logs import read_trial_logs
 
 CARD_FILE = "data_card.json"
 
@@ -45,7 +46,7 @@ def load_tokenizer(path: str | Path | None) -> Any:
     """The tokenizer that measures examples: ``path``, else the embedded model's."""
     from transformers import AutoTokenizer
 
-    from sllmbo.inference.models import resolve_model
+    from sllmbo.core.home import resolve_model
 
     folder = Path(path) if path is not None else resolve_model(None)
     if not folder.is_dir():

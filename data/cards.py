@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sllmbo.errors import TaskError
-from sllmbo.studyinfo import TASK_CARD
-from sllmbo.taskcard import TaskCard, read_yaml_mapping
+from sllmbo.core.errors import TaskError
+from sllmbo.core.studyinfo import TASK_CARD
+from sllmbo.core.taskcard import TaskCard, read_yaml_mapping
 
 #: Metrics a foreign card may name, with the direction each is optimized in.
 KNOWN_METRICS: dict[str, str] = {
@@ -45,7 +45,7 @@ class CardRule:
 
 def check_card(card: TaskCard, where: str) -> TaskCard:
     """``card`` if its family and metric are known and the direction fits the metric."""
-    from sllmbo.families import FAMILIES
+    from sllmbo.core.families import FAMILIES
 
     if card.model_family not in FAMILIES:
         raise TaskError(f"{where}: unknown model family '{card.model_family}'",

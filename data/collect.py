@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sllmbo.core.errors import SllmboError
 from sllmbo.data.splits import refuse_heldout
-from sllmbo.errors import SllmboError
 
 #: Study names of the corpus: ``corpus:<task>:<family>:<sampler>:s<seed>``.
 STUDY_PREFIX = "corpus"
@@ -68,8 +68,8 @@ def plan_jobs(
 ) -> list[CollectJob]:
     """Every job, held-out tasks refused. Ordered sampler-major, then task, then family, so a
     collection cut short covers every task and family evenly with TPE studies first."""
+    from sllmbo.core.families import get_family
     from sllmbo.data import task_names
-    from sllmbo.families import get_family
 
     known = set(task_names())
     for task in tasks:
@@ -96,7 +96,7 @@ def completed_counts(storage_url: str) -> dict[str, int]:
     import optuna
     from optuna.trial import TrialState
 
-    from sllmbo.storage import open_storage
+    from sllmbo.core.storage import open_storage
 
     storage = open_storage(storage_url)
     counts: dict[str, int] = {}

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from sllmbo.core.task import TaskInfo, TaskType
 from sllmbo.data.splits import split_of
-from sllmbo.data.task import TaskInfo, TaskType
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sllmbo.data.trial_logs import LoggedTrial, ReadResult, StudyLog
-from sllmbo.errors import StorageError
+from sllmbo.core.errors import StorageError
+from sllmbo.data.logged import LoggedTrial, ReadResult, StudyLog
 
 FORMAT = "sllmbo-trial-logs/1"
 
@@ -164,7 +164,7 @@ def import_export(path: str | Path, storage_url: str) -> tuple[int, int]:
     import optuna
     from optuna.trial import TrialState
 
-    from sllmbo.storage import open_storage
+    from sllmbo.core.storage import open_storage
 
     states = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL,
               "pruned": TrialState.PRUNED}

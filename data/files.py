@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from sllmbo.core.errors import TaskError
+from sllmbo.core.task import Task
 from sllmbo.data.prepare import build_task
-from sllmbo.data.task import Task
-from sllmbo.errors import TaskError
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
 PARQUET_SUFFIXES = (".parquet", ".pq")

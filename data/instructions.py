@@ -22,14 +22,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sllmbo.core.optimizer_prompt import DEFAULT_PROMPT_TOKENS, PromptBudget, optimizer_prompt
+from sllmbo.core.prompts import recommend_messages, render_config
+from sllmbo.core.space import SearchSpace
+from sllmbo.core.studyinfo import HISTORY_K, HISTORY_TRIALS
+from sllmbo.core.taskcard import TaskCard
 from sllmbo.data.cards import CardRule, card_for
+from sllmbo.data.logged import LoggedTrial, StudyLog
 from sllmbo.data.splits import heldout_match
-from sllmbo.data.trial_logs import LoggedTrial, StudyLog
-from sllmbo.optimizer_prompt import DEFAULT_PROMPT_TOKENS, PromptBudget, optimizer_prompt
-from sllmbo.prompts import recommend_messages, render_config
-from sllmbo.space import SearchSpace
-from sllmbo.studyinfo import HISTORY_K, HISTORY_TRIALS
-from sllmbo.taskcard import TaskCard
 
 KINDS = ("single-shot", "sequential")
 
@@ -103,7 +103,7 @@ def trial_space(trial: LoggedTrial) -> SearchSpace:
 def study_space(study: UsableStudy) -> SearchSpace:
     """What ``recommend`` shows for this card: the family's default space when the study's
     parameters are exactly its names, else the space of the study's first completed trial."""
-    from sllmbo.families import FAMILIES
+    from sllmbo.core.families import FAMILIES
 
     first = trial_space(study.log.complete[0])
     family = FAMILIES.get(study.card.model_family)
@@ -233,7 +233,7 @@ def prompt_for(
 
 
 def _record(trial: LoggedTrial) -> dict[str, Any]:
-    from sllmbo.studyinfo import SOURCE
+    from sllmbo.core.studyinfo import SOURCE
 
     return {"number": trial.number, "params": trial.params, "value": trial.value,
             "state": trial.state, "source": trial.user_attrs.get(SOURCE)}

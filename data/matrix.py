@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sllmbo.core.errors import SllmboError
 from sllmbo.data.pool import Pool, read_pools
-from sllmbo.data.variants import Variant, plan_variants
-from sllmbo.errors import SllmboError
+from sllmbo.data.registry import plan_variants
+from sllmbo.data.variants import Variant
 
 MATRIX_FORMAT = "sllmbo-matrix/1"
 POOL_FILE = Path(__file__).parent / "matrix" / "pool.json"
@@ -70,19 +71,29 @@ def training_spec(families: Sequence[str] | None = None, datasets: Sequence[str]
                   pool_file: str | Path = POOL_FILE) -> MatrixSpec:
     """The training matrix: every variant of the training split (or of ``datasets``, which
     must all be training datasets) x the committed pools."""
+    from sllmbo.core.families import get_family
+    from sllmbo.data.registry import task_names
     from sllmbo.data.splits import refuse_heldout
 
+    known = task_names("train")
     for name in datasets or ():
         refuse_heldout(name, "cross-evaluate")
+        if name not in known:
+            raise SllmboError(f"unknown training dataset '{name}'",
+                              hint="`sllmbo tasks --split train` lists them")
     pools = read_pools(pool_file)
-    chosen = [pools[f] for f in (families or pools)]
+    names = [get_family(f).name for f in families] if families else list(pools)
+    missing = [f for f in names if f not in pools]
+    if missing:
+        raise SllmboError(f"the pool has no configurations of {', '.join(missing)}",
+                          hint=f"its families: {', '.join(pools)}")
     return MatrixSpec("train", tuple(plan_variants("train", list(datasets) if datasets else None)),
-                      tuple(chosen))
+                      tuple(pools[f] for f in names))
 
 
 def cv_scorer(task: Any, family: Any, config: dict[str, Any]) -> dict[str, Any]:
     """Repeated 3-fold CV on the variant's training rows (3 repeats below 2,000 rows)."""
-    from sllmbo.objective import EvalSettings, cross_validate
+    from sllmbo.core.objective import EvalSettings, cross_validate
 
     repeats = N_REPEATS_SMALL if len(task.X_train) < REPEAT_BELOW_ROWS else 1
     scores, seconds = [], 0.0
@@ -98,18 +109,13 @@ def cv_scorer(task: Any, family: Any, config: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------ the queue
 
 def _storage(url: str) -> Any:
-    import warnings
+    """The storage every matrix process opens: ``data collect``'s opener (one set of checks
+    and messages), with a slower heartbeat, since a cell on a large variant runs for
+    minutes; a lost cell is retried twice. SQLite transactions take the write lock when they
+    begin, so two workers never pop the same cell."""
+    from sllmbo.core.storage import open_storage
 
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-
-    from sllmbo.storage import serialize_sqlite
-
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    with warnings.catch_warnings():  # the heartbeat API is marked experimental
-        warnings.simplefilter("ignore")
-        storage = RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180,
-                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(2))
-    return serialize_sqlite(storage)  # two workers never pop the same cell
+    return open_storage(url, heartbeat_s=60, grace_s=180, max_retry=2)
 
 
 def run_order(variants: Sequence[Variant]) -> list[Variant]:
@@ -229,9 +235,9 @@ def run_worker(spec: MatrixSpec, storage_url: str, scorer: Scorer = cv_scorer) -
     the cells this worker ran. Workers elsewhere on the same storage share the queues."""
     import optuna
 
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import _fit_errors
     from sllmbo.data.registry import load_task
-    from sllmbo.families import get_family
-    from sllmbo.objective import _fit_errors
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = _storage(storage_url)
@@ -326,11 +332,18 @@ def cell_rows(spec: MatrixSpec, storage_url: str) -> tuple[list[dict[str, Any]],
 def export_matrix(spec: MatrixSpec, storage_url: str, out: str | Path) -> Path:
     """Write the finished cells to ``out`` (gzip CSV) and the header beside it
     (``<name>.json``: format, split, pool hashes, variants and their cards), atomically."""
+    rows, cards = cell_rows(spec, storage_url)
+    return write_export(spec, rows, cards, out)
+
+
+def write_export(spec: MatrixSpec, rows: Sequence[dict[str, Any]], cards: dict[str, Any],
+                 out: str | Path) -> Path:
+    """Write ``rows`` (one dict of ``COLUMNS`` per cell, in the spec's order) and the
+    variants' ``cards`` as ``spec``'s export, atomically."""
     import pandas as pd
 
     out = Path(out)
-    rows, cards = cell_rows(spec, storage_url)
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame = pd.DataFrame(list(rows), columns=list(COLUMNS))
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:
         gz.write(frame.to_csv(index=False, float_format="%.6g").encode())

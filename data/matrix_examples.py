@@ -40,17 +40,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sllmbo.data.matrix import POOL_FILE, TRAIN_MATRIX, Matrix, read_matrix
-from sllmbo.data.pool import Pool, read_pools
-from sllmbo.data.pool_select import FEEDBACK_START, portfolio, regret_matrix, whole_rows
-from sllmbo.data.splits import heldout_match
-from sllmbo.prompts import (
+from sllmbo.core.prompts import (
     PICK_NAMES,
     pick_messages,
     recommend_messages,
     render_config,
     score_messages,
 )
+from sllmbo.data.matrix import POOL_FILE, TRAIN_MATRIX, Matrix, read_matrix
+from sllmbo.data.pool import Pool, read_pools
+from sllmbo.data.pool_select import FEEDBACK_START, portfolio, regret_matrix, whole_rows
+from sllmbo.data.splits import heldout_match
 
 MATRIX_KINDS = ("matrix-single-shot", "matrix-score", "matrix-pick", "matrix-pick-feedback")
 N_DECILES = 10
@@ -114,10 +114,10 @@ def matrix_examples(matrix: Matrix | str | Path = TRAIN_MATRIX,
                     pools: dict[str, Pool] | None = None) -> list[dict[str, Any]]:
     """Single-shot and scoring examples of every variant whose whole row (per family) is in
     the matrix; rows still being collected are left out. ``pools``: the committed ones."""
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
     from sllmbo.data.registry import load_task
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings
-    from sllmbo.resolve import build_card
+    from sllmbo.data.resolve import build_card
 
     pools = pools if pools is not None else read_pools(POOL_FILE)
     if not isinstance(matrix, Matrix):

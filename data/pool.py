@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from sllmbo.errors import ConfigError, SllmboError
-from sllmbo.families import get_family, library_defaults
-from sllmbo.space import CategoricalParam, FloatParam, IntParam, SearchSpace
+from sllmbo.core.errors import ConfigError, SllmboError
+from sllmbo.core.families import get_family, library_defaults
+from sllmbo.core.space import CategoricalParam, FloatParam, IntParam, SearchSpace
 
 POOL_FORMAT = "sllmbo-pool/1"
 #: Families the pool and the matrix cover. Random forest and MLP are left out for compute:
@@ -211,8 +211,11 @@ def write_pools(pools: Sequence[Pool], path: str | Path) -> Path:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a refused replace leaves no half-written pool behind
     return path
 
 

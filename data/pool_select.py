@@ -10,6 +10,11 @@ the training matrix and what it is given, never the held-out matrix.
 Meta-features are the few that production selectors read (rows and features for auto-sklearn
 2.0; FLAML adds classes and the numeric share): log rows, log features, numeric share and log
 classes, standardized over the training variants.
+
+Two losses: the normalized regret clipped at the median (``portfolio``, ``knn``: [9/12]'s
+selectors, kept for the committed results), and the log error ratio, unclipped, per subtype
+(binary, multiclass, regression: ``ratio_portfolio``, ``ratio_knn``), which sees that a
+configuration 5x worse on multiclass log-loss is 5x worse.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sllmbo.errors import SllmboError
+from sllmbo.core.errors import SllmboError
 
 if TYPE_CHECKING:
     from sllmbo.data.matrix import Matrix
@@ -136,14 +141,8 @@ def knn(query: Mapping[str, Any], cards: Mapping[str, Mapping[str, Any]], scores
     bests = best_configs(scores)
     names = [v for v in bests if v in cards and task_type_of(cards[v]) == task_type_of(query)
              and dataset_of(v) != exclude_dataset]
-    if not names:
-        return []
-    X = np.stack([meta_vector(cards[v]) for v in names])
-    mean, std = X.mean(axis=0), X.std(axis=0)
-    std[std == 0] = 1.0
-    dist = (((X - mean) / std - (meta_vector(query) - mean) / std) ** 2).sum(axis=1)
     out: list[str] = []
-    for i in np.argsort(dist, kind="stable"):
+    for i in _nearest(query, [cards[v] for v in names]):
         config = bests[names[i]]
         if config not in out:
             out.append(config)
@@ -165,6 +164,89 @@ def portfolio(cards: Mapping[str, Mapping[str, Any]], scores: Any, task_type: st
     columns = [str(c) for c in table.columns]
     order, _ = greedy_portfolio(regret, size, start=[columns.index(i) for i in start])
     return [columns[i] for i in order]
+
+
+# -- the log error ratio, per subtype --------------------------------------------------------
+
+#: The subtypes a selector keeps apart: what suits binary tasks can ruin multiclass log-loss.
+SUBTYPES: tuple[str, ...] = ("binary", "multiclass", "regression")
+#: Training variants whose rows a ``ratio_knn`` list is built on.
+KNN_NEIGHBOURS = 10
+#: Errors are floored here before the log (a perfect fit scores 0).
+_ERROR_FLOOR = 1e-12
+
+
+def subtype_of(card: Mapping[str, Any]) -> str:
+    """``binary``, ``multiclass`` or ``regression`` from a card's (or ``Task.meta_features``')
+    class count."""
+    n_classes = card.get("n_classes")
+    if not n_classes:
+        return "regression"
+    return "binary" if int(n_classes) == 2 else "multiclass"
+
+
+def log_ratio_matrix(scores: np.ndarray) -> np.ndarray:
+    """``log(error / best error)`` of candidates (rows) on tasks (columns), errors to minimize
+    (log-loss, RMSE): 0 for a column's best, log 5 for five times its error, unclipped. A
+    failed fit (NaN) counts as the column's worst; a column with no finite score is 0. The
+    reference (the column's best) shifts a column by a constant, so a greedy choice on the
+    mean is the same for any reference, the library defaults included."""
+    scores = np.asarray(scores, dtype=float)
+    out = np.zeros_like(scores)
+    for col in range(scores.shape[1]):
+        column = scores[:, col]
+        finite = np.isfinite(column)
+        if not finite.any():
+            continue
+        logs = np.log(np.maximum(column[finite], _ERROR_FLOOR))
+        out[finite, col] = logs - logs.min()
+        out[~finite, col] = logs.max() - logs.min()
+    return out
+
+
+def ratio_portfolio(cards: Mapping[str, Mapping[str, Any]], scores: Any, subtype: str,
+                    size: int) -> list[str]:
+    """The greedy portfolio (config ids, in order) minimizing the mean over ``subtype``'s
+    training variants of the best log error ratio among the chosen entries."""
+    if subtype not in SUBTYPES:
+        raise SllmboError(f"unknown task subtype '{subtype}'", hint=f"one of {SUBTYPES}")
+    rows = [v for v in scores.index if v in cards and subtype_of(cards[v]) == subtype]
+    return _ratio_greedy(scores.loc[rows], size)
+
+
+def ratio_knn(query: Mapping[str, Any], cards: Mapping[str, Mapping[str, Any]], scores: Any,
+              budget: int, exclude_dataset: str | None = None,
+              neighbours: int = KNN_NEIGHBOURS) -> list[str]:
+    """The greedy log-ratio portfolio of the ``neighbours`` training variants of the query's
+    subtype nearest to the ``query`` card by meta-features (``exclude_dataset``'s variants
+    skipped): a list good together on the tasks most like the query, not each neighbour's
+    single best."""
+    subtype = subtype_of(query)
+    names = [v for v in scores.dropna(axis=0, how="all").index
+             if v in cards and subtype_of(cards[v]) == subtype and dataset_of(v) != exclude_dataset]
+    nearest = [names[i] for i in _nearest(query, [cards[v] for v in names])[:neighbours]]
+    return _ratio_greedy(scores.loc[nearest], budget)
+
+
+def _ratio_greedy(table: Any, size: int) -> list[str]:
+    if table.empty:
+        return []
+    loss = log_ratio_matrix(table.to_numpy().T)  # candidates x tasks
+    columns = [str(c) for c in table.columns]
+    order, _ = greedy_portfolio(loss, size)
+    return [columns[i] for i in order]
+
+
+def _nearest(query: Mapping[str, Any], cards: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Positions of ``cards`` by distance to ``query`` on standardized meta-features,
+    nearest first (ties keep the given order)."""
+    if not cards:
+        return []
+    X = np.stack([meta_vector(c) for c in cards])
+    mean, std = X.mean(axis=0), X.std(axis=0)
+    std[std == 0] = 1.0
+    dist = (((X - mean) / std - (meta_vector(query) - mean) / std) ** 2).sum(axis=1)
+    return [int(i) for i in np.argsort(dist, kind="stable")]
 
 
 def whole_rows(matrix: Matrix, pool: Pool) -> Any:

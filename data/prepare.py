@@ -12,8 +12,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from sllmbo.data.task import TASK_TYPES, Task, TaskType
-from sllmbo.errors import SllmboNote, TaskError, shown
+from sllmbo.core.errors import SllmboNote, TaskError, shown
+from sllmbo.core.task import TASK_TYPES, Task, TaskType
 
 TEST_SHARE = 0.2
 SPLIT_SEED = 0

@@ -164,6 +164,13 @@ _TABLE: list[tuple[str, str, str, str, tuple[str, ...], int, int, str]] = [
      "Average daily room rate (EUR) of a Lisbon resort hotel's bookings 2016-17 from booking details"),
     ("solder_skips", "regression", "rpart/solder", "skips", (), 900, 5,
      "Number of solder skips on printed-circuit boards from opening, solder, mask, pad type, panel"),
+    # [14/16] sensor and wide regression: spectra, seismometers, roadside monitors.
+    ("meat_fat_nir", "regression", "modeldata/meats", "fat", ('water', 'protein'), 215, 100,
+     "Fat content (%) of finely chopped meat from a 100-channel near-infrared absorbance spectrum"),
+    ("earthquake_magnitude", "regression", "datasets/quakes", "mag", (), 1000, 4,
+     "Richter magnitude of a Fiji-area seismic event from location, depth and reporting stations"),
+    ("roadside_nox_concentration", "regression", "robustbase/NOxEmissions", "LNOx", (), 8088, 3,
+     "Log hourly NOx concentration beside a German motorway from car emissions, wind, day (1998)"),
     ("ui_benefit_takeup", "classification", "Ecdat/Benefits", "ui", (), 4877, 17,
      "Whether a displaced blue-collar worker applied for UI benefits, from job/state traits (US)"),
     ("car_stated_choice", "classification", "Ecdat/Car", "choice", (), 4654, 69,
@@ -284,6 +291,24 @@ _TABLE: list[tuple[str, str, str, str, tuple[str, ...], int, int, str]] = [
      "Post-ERCP pancreatitis (yes/no) from risk factors, procedure and indomethacin arm; 4 US centres"),
     ("rotterdam_breast_recurrence", "classification", "survival/rotterdam", "recur", ('pid', 'rtime', 'dtime', 'death'), 2982, 10,
      "Breast cancer relapse (yes/no) from tumour size, grade, nodes, receptors, therapy; Rotterdam"),
+    # [14/16] the kinds the split lacked: separable multiclass with many classes (image,
+    # sensor, chemistry), and wide data (hundreds to 1,500 features).
+    ("leaf_species_flavia", "classification", "modeldata/leaf_id_flavia", "species", (), 1907, 58,
+     "Plant species (32) of a leaf from shape, contour, texture and colour features of its image"),
+    ("city_from_weather", "classification", "mosaicData/Weather", "city", ('date',), 3655, 23,
+     "Which of 5 cities a day's weather station readings (temp, dew point, pressure, wind) come from"),
+    ("glass_type_forensic", "classification", "MASS/fgl", "type", (), 214, 9,
+     "Forensic glass fragment type (6) from refractive index and 8 oxide weight percentages"),
+    ("tissue_type_gene_expression", "classification", "dslabs/tissue_gene_expression", "y", (), 189, 500,
+     "Tissue (7 types) of a sample from the expression of 500 genes (microarray)"),
+    ("freedom_index_region", "classification", "openintro/hfi", "region", ('ISO_code', 'countries'), 1458, 120,
+     "World region (10) of a country-year from 120 personal and economic freedom indicators"),
+    ("hepatic_injury_severity", "classification", "modeldata/hepatic_injury_qsar", "class", (), 281, 376,
+     "Liver injury (none/mild/severe) caused by a compound, from 376 bio-assay and chemical descriptors"),
+    ("parkinsons_speech", "classification", "modeldata/pd_speech", "class", (), 252, 751,
+     "Parkinson's disease vs control from 751 acoustic features of sustained-vowel recordings"),
+    ("grant_application_success", "classification", "modeldata/grants_other", "class", (), 8190, 1502,
+     "Whether a Melbourne university grant application succeeded, from 1,502 applicant/grant fields"),
 
 ]  # fmt: skip
 

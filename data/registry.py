@@ -5,15 +5,16 @@ from __future__ import annotations
 import difflib
 from functools import cache
 
+from sllmbo.core.errors import TaskError
+from sllmbo.core.task import Task, TaskInfo
 from sllmbo.data.classification_tasks import CLASSIFICATION_TASKS
 from sllmbo.data.entry import CatalogEntry
-from sllmbo.data.facts import task_key
+from sllmbo.data.facts import registered_facts, task_key
 from sllmbo.data.prepare import build_task
 from sllmbo.data.rdatasets_tasks import RDATASETS_TASKS
 from sllmbo.data.regression_tasks import REGRESSION_TASKS
 from sllmbo.data.splits import SPLITS
-from sllmbo.data.task import Task, TaskInfo
-from sllmbo.errors import TaskError
+from sllmbo.data.variants import Variant, ladder, parse_variant, subsample_variant
 
 _ENTRIES: dict[str, CatalogEntry] = {
     e.info.name: e for e in REGRESSION_TASKS + CLASSIFICATION_TASKS + RDATASETS_TASKS
@@ -41,8 +42,6 @@ def load_task(name: str) -> Task:
     ``<task>@<rows>`` is the task's variant fitted on ``rows`` training rows
     (:mod:`sllmbo.data.variants`); its rows must be a rung of the task's ladder.
     """
-    from sllmbo.data.variants import parse_variant
-
     variant = parse_variant(name) if isinstance(name, str) else None
     if variant is not None:
         return _load_variant(*variant)
@@ -60,8 +59,6 @@ def load_task(name: str) -> Task:
 
 @cache
 def _load_variant(dataset: str, rows: int) -> Task:
-    from sllmbo.data.variants import subsample_variant
-
     return subsample_variant(load_task(dataset), rows)
 
 
@@ -79,3 +76,18 @@ def _load_cached(key: str) -> Task:
         benchmark_kind=info.benchmark_kind,
         is_equivalent=info.is_equivalent,
     )
+
+
+def plan_variants(split: str, datasets: list[str] | None = None) -> list[Variant]:
+    """Every variant of the registered datasets of ``split`` (or of ``datasets``), smallest
+    first, so a collection cut short has covered every dataset at its small sizes."""
+    names = task_names(split) if datasets is None else datasets
+    out: list[Variant] = []
+    for name in names:
+        facts = registered_facts(name)
+        if facts is None:
+            raise TaskError(f"task '{name}' has no shipped facts",
+                            hint="rebuild them: python -m sllmbo.data.facts_build")
+        full = int(facts["n_rows"])
+        out += [Variant(name, rows, full, facts["task_type"]) for rows in ladder(full)]
+    return sorted(out, key=lambda v: (v.rows, v.dataset))

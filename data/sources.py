@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from sllmbo.errors import TaskError
+from sllmbo.core.errors import TaskError
 
 
 def package_file(module: str, relpath: str, pip_name: str | None = None) -> Path:

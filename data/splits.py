@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from sllmbo.errors import TaskError
+from sllmbo.core.errors import TaskError
 
 Split = Literal["train", "heldout"]
 SPLITS: tuple[str, ...] = ("train", "heldout")

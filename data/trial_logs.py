@@ -16,70 +16,17 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sllmbo.errors import StorageError
-from sllmbo.storage import mask_url, redact
+from sllmbo.core.errors import StorageError
+from sllmbo.core.storage import mask_url, redact
+from sllmbo.data.logged import LoggedTrial, ReadResult, StudyLog
 
 STATES = {"COMPLETE": "complete", "FAIL": "failed", "PRUNED": "pruned", "RUNNING": "running",
           "WAITING": "waiting"}
 EXPORT_SUFFIXES = (".jsonl.gz", ".jsonl")
 SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-@dataclass(frozen=True)
-class LoggedTrial:
-    """One trial as plain data. ``value`` is None unless ``state == "complete"``;
-    ``distributions`` are Optuna's JSON (``distribution_to_json``) per parameter."""
-
-    number: int
-    state: str
-    params: dict[str, Any]
-    distributions: dict[str, str]
-    value: float | None
-    datetime_start: datetime | None
-    datetime_complete: datetime | None
-    user_attrs: dict[str, Any]
-    retry_root: int | None = None
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.datetime_start is None or self.datetime_complete is None:
-            return None
-        return (self.datetime_complete - self.datetime_start).total_seconds()
-
-
-@dataclass
-class StudyLog:
-    name: str
-    source: str
-    direction: str
-    user_attrs: dict[str, Any]
-    trials: list[LoggedTrial]
-    n_corrupt: int = 0
-    n_retry_duplicates: int = 0
-
-    @property
-    def complete(self) -> list[LoggedTrial]:
-        return [t for t in self.trials if t.state == "complete"]
-
-
-@dataclass
-class ReadResult:
-    studies: list[StudyLog] = field(default_factory=list)
-    #: (study or file, why it was not read)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def n_corrupt(self) -> int:
-        return sum(s.n_corrupt for s in self.studies)
-
-    def extend(self, other: ReadResult) -> None:
-        self.studies.extend(other.studies)
-        self.skipped.extend(other.skipped)
 
 
 def read_trial_logs(location: str | Path, study_filter: str | None = None) -> ReadResult:
@@ -201,7 +148,7 @@ def _read_studies(storage: Any, summaries: Iterable[Any], shown: str,
                                          "objectives); only single-objective studies are read"))
             continue
         study_id = summary._study_id
-        trials, n_bad = _frozen_trials(storage, study_id, rdb)
+        trials, n_bad = _frozen_trials(storage, study_id, rdb, shown)
         log = StudyLog(
             name=name, source=shown, direction=summary.direction.name.lower(),
             user_attrs=dict(summary.user_attrs), trials=[], n_corrupt=n_bad,
@@ -218,32 +165,57 @@ def _read_studies(storage: Any, summaries: Iterable[Any], shown: str,
     return result
 
 
-def _frozen_trials(storage: Any, study_id: int, rdb: bool) -> tuple[list[Any], int]:
+def _frozen_trials(storage: Any, study_id: int, rdb: bool,
+                   shown: str) -> tuple[list[Any], int]:
     """All trials of a study; on a damaged row, re-read one trial at a time and count the
-    rows that fail."""
+    rows that fail. A file the database itself calls damaged (a garbled SQLite page, which
+    Optuna reports as a StorageInternalError around SQLAlchemy's DatabaseError) is a
+    ``StorageError``: its rows cannot be told apart into good and bad."""
     import json
 
+    import optuna
     import sqlalchemy.exc
+    from sqlalchemy import text
 
-    errors = (ValueError, KeyError, TypeError, json.JSONDecodeError, sqlalchemy.exc.SQLAlchemyError)
+    errors = (ValueError, KeyError, TypeError, json.JSONDecodeError,
+              sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
     try:
         return storage.get_all_trials(study_id, deepcopy=False), 0
     except errors:
         if not rdb:
             raise
-    from sqlalchemy import text
-
-    with storage.engine.connect() as connection:
-        ids = [row[0] for row in connection.execute(
-            text("SELECT trial_id FROM trials WHERE study_id = :s ORDER BY number"), {"s": study_id}
-        )]
     trials, bad = [], 0
-    for trial_id in ids:
-        try:
-            trials.append(storage.get_trial(trial_id))
-        except errors:
-            bad += 1
+    try:
+        with storage.engine.connect() as connection:
+            ids = [row[0] for row in connection.execute(
+                text("SELECT trial_id FROM trials WHERE study_id = :s ORDER BY number"),
+                {"s": study_id})]
+        for trial_id in ids:
+            try:
+                trials.append(storage.get_trial(trial_id))
+            except errors as err:
+                if _damaged_file(err):
+                    raise
+                bad += 1
+    except errors as err:
+        if not _damaged_file(err):
+            raise
+        raise StorageError(f"storage '{shown}' is damaged: {_first_line(err, shown)}",
+                           hint="restore it from a backup; `sqlite3 FILE .recover` may save "
+                           "the readable rows of a SQLite file") from None
     return trials, bad
+
+
+def _damaged_file(err: BaseException) -> bool:
+    """Whether ``err`` is SQLite calling the file itself damaged ("database disk image is
+    malformed", "file is not a database"), not one row holding bad data."""
+    import sqlite3
+
+    for wrapped in (err, err.__cause__):
+        orig = getattr(wrapped, "orig", None)  # SQLAlchemy keeps the driver's error there
+        if type(orig) is sqlite3.DatabaseError:
+            return True
+    return False
 
 
 def to_logged(trial: Any) -> LoggedTrial | None:

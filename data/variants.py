@@ -17,10 +17,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sllmbo.errors import TaskError
+from sllmbo.core.errors import TaskError
 
 if TYPE_CHECKING:
-    from sllmbo.data.task import Task
+    from sllmbo.core.task import Task
 
 #: Training rows a variant is fitted on at most (the issue's floor for a speed cap is 20,000).
 VARIANT_CAP = 20_000
@@ -70,24 +70,6 @@ def ladder(full_rows: int) -> list[int]:
     return rows
 
 
-def plan_variants(split: str, datasets: list[str] | None = None) -> list[Variant]:
-    """Every variant of the registered datasets of ``split`` (or of ``datasets``), smallest
-    first, so a collection cut short has covered every dataset at its small sizes."""
-    from sllmbo.data.facts import registered_facts
-    from sllmbo.data.registry import task_names
-
-    names = task_names(split) if datasets is None else datasets
-    out: list[Variant] = []
-    for name in names:
-        facts = registered_facts(name)
-        if facts is None:
-            raise TaskError(f"task '{name}' has no shipped facts",
-                            hint="rebuild them: python -m sllmbo.data.facts")
-        full = int(facts["n_rows"])
-        out += [Variant(name, rows, full, facts["task_type"]) for rows in ladder(full)]
-    return sorted(out, key=lambda v: (v.rows, v.dataset))
-
-
 def check_rows(dataset: str, rows: int, full_rows: int) -> None:
     """``TaskError`` unless ``rows`` is a rung of ``dataset``'s ladder: an arbitrary size
     would be a task no matrix row describes."""
@@ -105,7 +87,7 @@ def subsample_variant(task: Task, rows: int) -> Task:
     most ``VARIANT_CAP // 4`` rows), so a small variant's test score is not noise."""
     from dataclasses import replace
 
-    from sllmbo.data.task import sample_rows
+    from sllmbo.core.task import sample_rows
 
     full = len(task.X_train)
     check_rows(task.name, rows, full)

@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from sllmbo.core.families import FAMILIES
+from sllmbo.core.objective import EvalSettings, cross_validate
 from sllmbo.data import load_task
-from sllmbo.families import FAMILIES
-from sllmbo.objective import EvalSettings, cross_validate
 
 
 def random_configs(space_name: str, n: int, seed: int) -> list[dict]:

@@ -11,7 +11,7 @@ budget) against each speed-up on its own and all of them together, in one run:
   (``sllmbo data build --max-tokens 768``: sequential prompts show a shorter history table);
   it changes tokens per example, not tokens per second, so compare examples/s;
 - ``completion-only LM head``: TRL's fused LM head projects only the completion positions
-  (it does so on CUDA; on CPU it projects every position unless ``sllmbo.training.sft``
+  (it does so on CUDA; on CPU it projects every position unless ``sllmbo.training.sft_trainer``
   switches it, which ``sllmbo train`` does).
 
 The recipe's own gradient-checkpointing and batch settings are kept in every configuration
@@ -79,7 +79,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers import TrainerCallback
 
-    from sllmbo.inference.models import resolve_model
+    from sllmbo.core.home import resolve_model
     from sllmbo.training import sft
     from sllmbo.training.recipe import load_recipe
 
@@ -161,7 +161,7 @@ def build_data(tmp: Path, studies: str) -> dict[str, Path]:
 
 
 def cpu_bench(args: argparse.Namespace) -> dict[str, Any]:
-    from sllmbo.training.sft import cpu_has_native_bf16
+    from sllmbo.training.sft_model import cpu_has_native_bf16
 
     native_bf16 = cpu_has_native_bf16()
     rows: dict[str, Any] = {}
@@ -213,7 +213,7 @@ def cuda_bench(args: argparse.Namespace) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from sllmbo.inference.models import resolve_model
+    from sllmbo.core.home import resolve_model
     from sllmbo.training.recipe import load_recipe
 
     seq, batch, steps = 512, 8, args.steps

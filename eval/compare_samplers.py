@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
-from sllmbo import studyinfo
+from sllmbo.core import studyinfo
 from sllmbo.tune import LLMOptions, tune
 
 

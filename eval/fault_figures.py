@@ -1,5 +1,7 @@
 """Fault figures: what a user's run does when it is killed, its model server dies, its storage
-is read-only or its disk is full, and when it is given bad options.
+is read-only or its disk is full, when it is given bad options, and what ``sllmbo serve``
+does with hostile clients (a slow drip, a slow-compiling schema, a disconnect during compile;
+``server_faults``).
 
     python -m sllmbo.eval.fault_figures [--kills 10] [--out eval/results/fault_figures.json]
 
@@ -24,6 +26,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from sllmbo.eval import server_faults
 
 SLLMBO = [sys.executable, "-m", "sllmbo"]
 TASK = ["--task", "diabetes", "--model", "lightgbm", "--n-folds", "2", "--quiet"]
@@ -205,7 +209,8 @@ def bad_options() -> list[dict[str, Any]]:
     return rows
 
 
-CASES = ("bad-options", "read-only", "full-disk", "server", "kills")
+CASES = ("bad-options", "read-only", "full-disk", "server", "kills", "drip", "slow-schema",
+         "compile-disconnect")
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -237,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             "full-disk": lambda: [full_disk(work)],
             "server": lambda: [server_killed(work, target=12, kill_after=4)],
             "kills": lambda: [kill_and_resume(work, args.kills, args.target, args.seed)],
+            "drip": lambda: [server_faults.slow_drip()],
+            "slow-schema": lambda: [server_faults.slow_schema()],
+            "compile-disconnect": lambda: [server_faults.slow_schema(hang_up_after_s=1.0)],
         }
         cases = {name: runs[name]() if name in chosen else old.get(name, []) for name in CASES}
     rows = [row for name in CASES for row in cases[name]]

@@ -21,12 +21,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from sllmbo.errors import SllmboError
-from sllmbo.space import FloatParam, IntParam, SearchSpace
+from sllmbo.core.errors import SllmboError
+from sllmbo.core.space import FloatParam, IntParam, SearchSpace
 
 if TYPE_CHECKING:
+    from sllmbo.core.families import ModelFamily
     from sllmbo.data import Task
-    from sllmbo.families import ModelFamily
 
 #: This project's family -> FLAML's learner of the same model.
 FLAML_LEARNERS = {"lightgbm": "lgbm", "xgboost": "xgb_limitdepth"}

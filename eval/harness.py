@@ -14,79 +14,24 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sllmbo.errors import SllmboError
+from sllmbo.core.errors import SllmboError
+from sllmbo.eval.methods import get as get_method
 from sllmbo.eval.metrics import normalized_regret, score_range
+from sllmbo.eval.plan import EvalPlan
 from sllmbo.eval.runs import (
+    RunContext,
     RunJob,
     RunLog,
     RunSettings,
     TaskRef,
     close_backends,
-    execute,
-    is_stale,
     load_eval_task,
 )
-from sllmbo.eval.suites import ADAPTER_METHODS, LLM_METHODS, Suite
-
-
-@dataclass(frozen=True)
-class EvalPlan:
-    suite: Suite
-    tasks: tuple[TaskRef, ...]
-    settings: RunSettings
-    skipped_methods: tuple[str, ...] = ()
-    #: Methods the results and report cover (every finished run of them, not only the runs of
-    #: this invocation): ``--methods llm`` adds llm's runs to a report that keeps the others.
-    report_methods: tuple[str, ...] = ()
-    #: (task, method) pairs not run: the adapter trained on that task (zero-shot suite).
-    excluded: tuple[tuple[str, str], ...] = ()
-
-    def _jobs(self, methods: Sequence[str]) -> list[RunJob]:
-        return [RunJob(task, family, method, seed)
-                for task in self.tasks for family in self.suite.families
-                for method in methods for seed in range(self.suite.seeds_of(method))
-                if (task.label, method) not in self.excluded]
-
-    @property
-    def jobs(self) -> list[RunJob]:
-        """Every run, cheapest methods first so that results come early."""
-        order = {m: i for i, m in enumerate(self.methods)}
-        return sorted(self._jobs(self.methods),
-                      key=lambda j: (j.method in LLM_METHODS, order[j.method]))
-
-    @property
-    def methods(self) -> tuple[str, ...]:
-        return tuple(m for m in self.suite.methods if m not in self.skipped_methods)
-
-    @property
-    def reported_methods(self) -> tuple[str, ...]:
-        wanted = self.report_methods or self.suite.methods
-        return tuple(m for m in wanted if m not in self.skipped_methods)
-
-    @property
-    def report_jobs(self) -> list[RunJob]:
-        """The runs the results cover: ``jobs`` widened to ``reported_methods``."""
-        return self._jobs(self.reported_methods)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"suite": asdict(self.suite), "tasks": [asdict(t) for t in self.tasks],
-                "settings": {**asdict(self.settings), "llm": _masked_llm(self.settings.llm)},
-                "skipped_methods": list(self.skipped_methods),
-                "excluded": [list(pair) for pair in self.excluded]}
-
-
-def _masked_llm(llm: Any) -> dict[str, Any]:
-    """The LLM options as stored in ``plan.json``: a password in ``--base-url`` is masked."""
-    from sllmbo.storage import mask_url
-
-    record = asdict(llm)
-    if "base_url" in record:
-        record["base_url"] = mask_url(record["base_url"])
-    return record
+from sllmbo.eval.store import EvalStore
+from sllmbo.eval.suites import Suite
 
 
 def plan_eval(suite: Suite, tasks: Sequence[TaskRef] | None, out_dir: str | Path,
@@ -103,7 +48,7 @@ def plan_eval(suite: Suite, tasks: Sequence[TaskRef] | None, out_dir: str | Path
     if tasks:
         refs = tuple(tasks)
     elif suite.heldout_variants and suite.tasks is None:
-        from sllmbo.data.variants import plan_variants
+        from sllmbo.data.registry import plan_variants
 
         refs = tuple(TaskRef(name=v.name) for v in plan_variants("heldout") if v.is_full)
     else:
@@ -112,7 +57,7 @@ def plan_eval(suite: Suite, tasks: Sequence[TaskRef] | None, out_dir: str | Path
         _check_all_heldout(refs)
     adapter = _resolve_eval_adapter(adapter, llm)
     skipped: list[str] = []
-    wanted_adapter = [m for m in suite.methods if m in ADAPTER_METHODS]
+    wanted_adapter = [m for m in suite.methods if get_method(m).needs_adapter]
     if wanted_adapter and adapter is None:
         if methods_given:
             raise SllmboError(
@@ -125,16 +70,19 @@ def plan_eval(suite: Suite, tasks: Sequence[TaskRef] | None, out_dir: str | Path
         # An adapter older than the split may have trained on datasets held out since: its
         # methods skip those (said in the report); every other method runs on all of them.
         clash = adapter_clashes(adapter, [r.label for r in refs])
-        excluded = [(t, m) for t in clash for m in ADAPTER_METHODS if m in suite.methods]
+        excluded = [(t, m) for t in clash for m in wanted_adapter]
     elif adapter is not None:
         check_adapter_heldout(adapter, [r.label for r in refs])
+    caps = dict(suite.budget_caps)  # the suite's, then the methods' own
+    caps.update({m: suite.budget_of(m) for m in suite.methods
+                 if m not in caps and get_method(m).budget_cap is not None})
     settings = RunSettings(out_dir=str(out_dir), max_budget=suite.max_budget,
                            n_folds=suite.n_folds, max_rows=suite.max_rows,
                            protocol=suite.protocol, llm=llm, adapter=adapter,
                            portfolio_source=suite.portfolio_source,
-                           budget_caps=tuple(sorted(suite.budget_caps.items())))
+                           budget_caps=tuple(sorted(caps.items())))
     if adapter is None:
-        report_methods = [m for m in report_methods if m not in ADAPTER_METHODS]
+        report_methods = [m for m in report_methods if not get_method(m).needs_adapter]
     return EvalPlan(suite, refs, settings, tuple(skipped), tuple(report_methods),
                     tuple(excluded))
 
@@ -144,7 +92,8 @@ def _resolve_eval_adapter(adapter: str | None, llm: Any) -> str | None:
     embedded model); None when there is none (those methods are then left out)."""
     if llm.backend == "openai":
         return None if adapter in (None, "default", "none") else adapter
-    from sllmbo.inference.models import resolve_adapter, resolve_model
+    from sllmbo.core.home import resolve_model
+    from sllmbo.inference.models import resolve_adapter
 
     if adapter in (None, "default", "none"):
         model_path = resolve_model(llm.model_path) if adapter == "default" else None
@@ -233,16 +182,15 @@ def check_llm_server(plan: EvalPlan) -> None:
     ``--base-url`` does not answer: left to run, every LLM trial would fall back to TPE and
     the report would compare TPE with itself. The README promises one message and exit 2
     for a server that is down, as ``tune`` does. (An in-process model fails when it loads.)"""
-    from sllmbo.errors import BackendError
+    from sllmbo.core.errors import BackendError
     from sllmbo.eval.runs import shared_backend
-    from sllmbo.eval.store import EvalStore
 
     llm = plan.settings.llm
     if llm.backend != "openai":
         return
     store = Path(plan.settings.store_path)
     done = EvalStore(store).run_keys() if store.is_file() else set()
-    if not any(j.method in LLM_METHODS and j.key not in done for j in plan.jobs):
+    if not any(get_method(j.method).uses_llm and j.key not in done for j in plan.iter_jobs()):
         return
     try:
         shared_backend(llm, None).fine_tuned  # noqa: B018 - the property asks the server
@@ -263,8 +211,7 @@ def forget_runs(plan: EvalPlan) -> int:
 def _forget_jobs(jobs: Sequence[RunJob], settings: RunSettings) -> int:
     import optuna
 
-    from sllmbo.eval.store import EvalStore
-    from sllmbo.storage import open_storage
+    from sllmbo.core.storage import open_storage
 
     keys = [job.key for job in jobs]
     forgotten = EvalStore(settings.store_path).forget_runs(keys + [f"{k}:answers" for k in keys])
@@ -296,8 +243,6 @@ def _write_plan(out: Path, plan: EvalPlan) -> None:
 def _run_jobs(jobs: list[RunJob], settings: RunSettings, workers: int,
               progress: bool, run: bool = True) -> list[RunLog]:
     from tqdm.auto import tqdm
-
-    from sllmbo.eval.store import EvalStore
 
     store = EvalStore(settings.store_path)
     done_keys = store.run_keys()
@@ -371,6 +316,31 @@ def limit_threads(threads: int) -> None:
         os.environ[name] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+
+
+def execute(job: RunJob, settings: RunSettings) -> RunLog:
+    """Run ``job`` to its method's budget (resuming what a killed run left) and score the
+    best configuration of each budget on the test split. Stored when done."""
+    settings = settings.for_method(job.method)
+    store = EvalStore(settings.store_path)
+    done = store.run(job.key)
+    if done is not None:
+        return RunLog.from_dict(done)
+    method = get_method(job.method)
+    ctx = RunContext(job, settings, store)
+    inputs = method.inputs(ctx)
+    log = method.run(ctx)
+    log.inputs = inputs
+    store.put_run(job.key, log.to_dict())
+    return log
+
+
+def is_stale(job: RunJob, settings: RunSettings, stored: dict[str, Any]) -> bool:
+    """Whether a stored run was given other configurations than the matrix gives now (at
+    the method's own budget, as the run was)."""
+    settings = settings.for_method(job.method)
+    ctx = RunContext(job, settings, EvalStore(settings.store_path))
+    return stored.get("inputs") != get_method(job.method).inputs(ctx)
 
 
 def _execute_in_worker(job: RunJob, settings: RunSettings) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sllmbo.data.matrix import POOL_FILE, MatrixSpec, collect_matrix, read_matrix
 from sllmbo.data.pool import read_pools
-from sllmbo.data.variants import plan_variants
+from sllmbo.data.registry import plan_variants
 
 HELDOUT_MATRIX = Path(__file__).parent / "matrix" / "heldout.csv.gz"
 
@@ -33,7 +33,7 @@ def refit_test_scorer(task: Any, family: Any, config: dict[str, Any]) -> dict[st
     """Refit on the whole training split; the objective metric on the test split."""
     import time
 
-    from sllmbo.objective import EvalSettings, holdout_scores
+    from sllmbo.core.objective import EvalSettings, holdout_scores
 
     started = time.perf_counter()
     scores = holdout_scores(task, family, config, EvalSettings(n_folds=3, seed=0))

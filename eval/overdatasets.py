@@ -108,12 +108,14 @@ def friedman_nemenyi(table: np.ndarray, methods: Sequence[str],
                    q * math.sqrt(k * (k + 1) / (6 * n)))
 
 
-def plot_critical_difference(path: Path, ranking: Ranking, title: str) -> None:
+def plot_critical_difference(path: Path, ranking: Ranking, title: str,
+                             lowest: str = "lowest regret") -> None:
     """The critical-difference diagram: methods on the average-rank axis, the CD as a bar,
-    and a thick line joining methods whose ranks differ by less than the CD."""
-    from sllmbo.eval.report import _pyplot
+    and a thick line joining methods whose ranks differ by less than the CD. ``lowest``
+    names what rank 1 has the lowest of."""
+    from sllmbo.eval.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     order = np.argsort(ranking.mean_ranks)
     names = [ranking.methods[i] for i in order]
     ranks = [ranking.mean_ranks[i] for i in order]
@@ -127,7 +129,7 @@ def plot_critical_difference(path: Path, ranking: Ranking, title: str) -> None:
     for side in ("left", "right", "bottom"):
         ax.spines[side].set_visible(False)
     ax.xaxis.set_ticks_position("top")
-    ax.set_xlabel("average rank (1 = lowest regret)")
+    ax.set_xlabel(f"average rank (1 = {lowest})")
     ax.xaxis.set_label_position("top")
     for i, (name, rank) in enumerate(zip(names, ranks, strict=True)):
         y = -(i + 1)
@@ -221,40 +223,63 @@ def overdatasets_section(out: Path, records: Sequence[dict[str, Any]],
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     competitors = [m for m in methods if m not in ceilings]
     for b in budgets:
-        _, table = tables[b]
-        sub_all = table[:, [list(methods).index(m) for m in competitors]]
-        for k, group in enumerate(coverage_groups(sub_all, competitors)):
-            if len(group) < 2:
-                continue
-            sub = table[:, [list(methods).index(m) for m in group]]
-            ranking = friedman_nemenyi(sub, group)
-            if ranking.n_datasets == 0:
-                continue
-            name = f"cd_b{b}.png" if k == 0 else f"cd_b{b}_common.png"
-            which = ("every method above finished" if k == 0 else
-                     "all methods, those run on fewer datasets included, finished")
-            plot_critical_difference(out / name, ranking, f"budget {b}"
-                                     + ("" if k == 0 else ", the datasets all methods finished"))
-            lines += ["", f"Budget {b}: average ranks over the {ranking.n_datasets} datasets "
-                      f"{which}: " + ", ".join(
-                          f"`{m}` {r:.2f}" for r, m in sorted(zip(ranking.mean_ranks, group,
-                                                                   strict=True)))
-                      + f"; Nemenyi CD {_fmt(ranking.critical_difference, 2)}"
-                      + (f", Friedman p = {ranking.friedman_p:.2g}" if ranking.friedman_p
-                         is not None else "") + f". ![critical difference, budget {b}]({name})"]
+        lines += critical_difference_lines(out, tables[b][1], methods, competitors, b)
+    lines += versus_lines({b: tables[b][1] for b in budgets}, methods, versus,
+                          "the dataset-mean regret (lower wins)")
+    return [*lines, ""]
+
+
+def critical_difference_lines(out: Path, table: np.ndarray, methods: Sequence[str],
+                              competitors: Sequence[str], budget: int, prefix: str = "cd",
+                              lowest: str = "lowest regret") -> list[str]:
+    """Average ranks, Friedman's p and the Nemenyi CD of ``competitors`` over the datasets
+    (rows of ``table``, columns ``methods``; lower is better) at ``budget``: the markdown
+    lines, and the diagrams ``{prefix}_b{budget}.png`` (and ``..._common.png``) in ``out``."""
+    lines: list[str] = []
+    b = budget
+    sub_all = table[:, [list(methods).index(m) for m in competitors]]
+    for k, group in enumerate(coverage_groups(sub_all, competitors)):
+        if len(group) < 2:
+            continue
+        sub = table[:, [list(methods).index(m) for m in group]]
+        ranking = friedman_nemenyi(sub, group)
+        if ranking.n_datasets == 0:
+            continue
+        name = f"{prefix}_b{b}.png" if k == 0 else f"{prefix}_b{b}_common.png"
+        which = ("every method above finished" if k == 0 else
+                 "all methods, those run on fewer datasets included, finished")
+        plot_critical_difference(out / name, ranking, f"budget {b}"
+                                 + ("" if k == 0 else ", the datasets all methods finished"),
+                                 lowest=lowest)
+        lines += ["", f"Budget {b}: average ranks over the {ranking.n_datasets} datasets "
+                  f"{which}: " + ", ".join(
+                      f"`{m}` {r:.2f}" for r, m in sorted(zip(ranking.mean_ranks, group,
+                                                               strict=True)))
+                  + f"; Nemenyi CD {_fmt(ranking.critical_difference, 2)}"
+                  + (f", Friedman p = {ranking.friedman_p:.2g}" if ranking.friedman_p
+                     is not None else "") + f". ![critical difference, budget {b}]({name})"]
+    return lines
+
+
+def versus_lines(tables: dict[int, np.ndarray], methods: Sequence[str],
+                 versus: Sequence[tuple[str, Sequence[str]]], measure: str) -> list[str]:
+    """Each (method, baselines) pair over datasets at every budget of ``tables`` (datasets x
+    ``methods``, lower is better): wins/ties/losses of ``measure``, Wilcoxon p, n."""
+    budgets = list(tables)
     pairs = [(m, [b for b in against if b in methods and b != m]) for m, against in versus
              if m in methods]
     pairs = [(m, against) for m, against in pairs if against]
-    if pairs:
-        lines += ["", "### Each LLM method against each baseline, over datasets", "",
-                  "Wins/ties/losses of the dataset-mean regret (lower wins) on the datasets "
-                  "both finished, two-sided Wilcoxon p, and the number of datasets.", "",
-                  "| method | baseline | " + " | ".join(f"b={b}" for b in budgets) + " |",
-                  "|" + "---|" * (2 + len(budgets))]
-        for m, against in pairs:
-            for base_name in against:
-                cells = [_versus_cell(tables[b][1][:, list(methods).index(m)],
-                                      tables[b][1][:, list(methods).index(base_name)])
-                         for b in budgets]
-                lines.append(f"| `{m}` | `{base_name}` | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    if not pairs:
+        return []
+    lines = ["", "### Each LLM method against each baseline, over datasets", "",
+             f"Wins/ties/losses of {measure} on the datasets "
+             "both finished, two-sided Wilcoxon p, and the number of datasets.", "",
+             "| method | baseline | " + " | ".join(f"b={b}" for b in budgets) + " |",
+             "|" + "---|" * (2 + len(budgets))]
+    for m, against in pairs:
+        for base_name in against:
+            cells = [_versus_cell(tables[b][:, list(methods).index(m)],
+                                  tables[b][:, list(methods).index(base_name)])
+                     for b in budgets]
+            lines.append(f"| `{m}` | `{base_name}` | " + " | ".join(cells) + " |")
+    return lines

@@ -25,13 +25,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sllmbo.errors import SllmboError, StorageError
-from sllmbo.protocol import EvalProtocol
-from sllmbo.space import FloatParam, IntParam, SearchSpace
+from sllmbo.core.errors import SllmboError, StorageError
+from sllmbo.core.protocol import EvalProtocol
+from sllmbo.core.space import FloatParam, IntParam, SearchSpace
 
 if TYPE_CHECKING:
     from sllmbo.data import Task
-    from sllmbo.data.trial_logs import LoggedTrial
+    from sllmbo.data.logged import LoggedTrial
 
 PROTOCOL_NAME = "sllmbo-paper"
 TASK_NAME = "concrete_strength"
@@ -97,7 +97,7 @@ def paper_protocol(family: str) -> EvalProtocol:
     5-fold KFold seeded 42, MAE, ``LGBMRegressor(**params, random_state=42)``-style plain
     estimator, and its search space (authoritative: it leaves the family's hard limits, e.g.
     ``reg_alpha`` down to 0 and XGBoost's ``gamma``)."""
-    from sllmbo.families import get_family
+    from sllmbo.core.families import get_family
 
     family = get_family(family).name
     if family not in FAMILIES:
@@ -176,8 +176,8 @@ def published_results(fixtures_dir: str | Path) -> dict[tuple[str, str], float]:
 
 def rescore(family: str, params: Mapping[str, Any], n_jobs: int = 1) -> float:
     """The 5-fold CV MAE of ``params`` under the paper's protocol (as its studies record)."""
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings, cross_validate
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings, cross_validate
 
     result = cross_validate(paper_task(), get_family(family), params,
                             EvalSettings(n_jobs=n_jobs), protocol=paper_protocol(family))

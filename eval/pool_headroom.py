@@ -61,6 +61,7 @@ import argparse
 import json
 import math
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,13 @@ CURVE_SHARES = (0.25, 0.5, 0.75, 1.0)
 SIZE_WINDOW = 1.0  # |log rows - log query rows|: within a factor e
 
 
-def _row_regret(row: Any) -> dict[str, float]:
+def best_of(values: Sequence[float], budget: int) -> float:
+    """The best regret among the first ``budget`` picks (1, the cap, when none is finite)."""
+    chosen = [v for v in values[:budget] if math.isfinite(v)]
+    return min(chosen) if chosen else 1.0
+
+
+def row_regrets(row: Any) -> dict[str, float]:
     """Regret of each config id in one variant's score row."""
     values = regret_matrix(row.to_numpy()[:, None])[:, 0]
     return dict(zip(row.index.astype(str), values, strict=True))
@@ -95,8 +102,6 @@ def _row_regret(row: Any) -> dict[str, float]:
 
 def _best_of(regret: dict[str, float], picks: list[str], budget: int) -> float:
     """The best regret of the first ``budget`` picks on one row (``validate_adapter``'s rule)."""
-    from sllmbo.eval.validate_adapter import best_of
-
     return best_of([regret.get(p, 1.0) for p in picks], budget)
 
 
@@ -116,7 +121,7 @@ class Surrogate:
         X, y = [], []
         for variant in scores.index:
             meta = list(meta_vector(selectors.cards[variant]))
-            for config_id, value in _row_regret(scores.loc[variant]).items():
+            for config_id, value in row_regrets(scores.loc[variant]).items():
                 if np.isfinite(value):
                     X.append(meta + self.configs[config_id])
                     y.append(value)
@@ -201,7 +206,7 @@ def leave_one_dataset_out(selectors: PoolSelectors, family: str) -> dict[str, An
         surrogate = Surrogate(selectors, family, rest)
         for variant in [v for v in scores.index if dataset_of(v) == dataset]:
             card = cards[variant]
-            regret = _row_regret(scores.loc[variant])
+            regret = row_regrets(scores.loc[variant])
             picks = {"defaults": [default_id],
                      "portfolio": folios[task_type_of(card)],
                      "knn": knn(card, cards, rest, max(BUDGETS)),
@@ -233,7 +238,7 @@ def heldout(selectors: PoolSelectors, family: str) -> dict[str, Any]:
     per_dataset: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for variant in whole:
         card = cards[variant]
-        regret = _row_regret(test.loc[variant])
+        regret = row_regrets(test.loc[variant])
         picks = {"defaults": [default_id], "portfolio": folios[task_type_of(card)],
                  "knn": knn(card, selectors.cards, train, max(BUDGETS),
                             exclude_dataset=dataset_of(variant)),
@@ -269,7 +274,7 @@ def learning_curve(selectors: PoolSelectors, family: str, shares: tuple[float, .
                 rest = scores.loc[[dataset_of(v) in kept for v in scores.index]]
                 folios = {t: portfolio(cards, rest, t, 1) for t in ("regression", "classification")}
                 for variant in [v for v in scores.index if dataset_of(v) == dataset]:
-                    card, regret = cards[variant], _row_regret(scores.loc[variant])
+                    card, regret = cards[variant], row_regrets(scores.loc[variant])
                     picks = {"portfolio": folios[task_type_of(card)],
                              "size-portfolio": size_portfolio(card, cards, rest, 1),
                              "knn": knn(card, cards, rest, 1)}
@@ -312,7 +317,7 @@ def pick_target_ceiling(selectors: PoolSelectors, family: str,
     per_dataset: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for variant in scores.index:
         dataset, card = dataset_of(variant), cards[variant]
-        regret = _row_regret(scores.loc[variant])
+        regret = row_regrets(scores.loc[variant])
         same = [v for v in scores.index if dataset_of(v) != dataset
                 and task_type_of(cards[v]) == task_type_of(card)]
         log_rows = math.log(max(int(card["n_rows"]), 1))
@@ -399,7 +404,7 @@ def structure(selectors: PoolSelectors, family: str,
         for variant, floor in zip(variants, floors, strict=True):
             siblings = scores.loc[[v for v in variants if v != variant]]
             sibling = portfolio(cards, siblings, task_type_of(cards[variant]), size)
-            regret = _row_regret(scores.loc[variant])
+            regret = row_regrets(scores.loc[variant])
             for b in budgets:
                 per_dataset[dataset][f"portfolio@{b}"].append(_best_of(regret, folio, b))
                 per_dataset[dataset][f"sibling-portfolio@{b}"].append(
@@ -414,9 +419,27 @@ def structure(selectors: PoolSelectors, family: str,
             "variance_share": variance_share(regret)}
 
 
-def _summary(per_dataset: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
-    from sllmbo.eval.validate_adapter import summarize
+def summarize(per: Mapping[str, Mapping[str, list[float]]]) -> dict[str, Any]:
+    """Means over datasets, and each method against the portfolio (``paired_test``: wins,
+    ties, losses and the Wilcoxon p over datasets)."""
+    from sllmbo.eval.overdatasets import paired_test
 
+    keys = sorted({k for d in per.values() for k in d})
+    table = {k: np.array([np.mean(d[k]) if d.get(k) else np.nan for d in per.values()])
+             for k in keys}
+    versus: dict[str, Any] = {}
+    for key in keys:
+        method, budget = key.rsplit("@", 1)
+        if method != "portfolio":
+            paired = paired_test(table[key], table[f"portfolio@{budget}"])
+            versus[key] = {"wins": paired.wins, "ties": paired.ties, "losses": paired.losses,
+                           "wilcoxon_p": paired.p_value}
+    return {"n_datasets": len(per),
+            "mean_regret": {k: round(float(np.nanmean(v)), 4) for k, v in table.items()},
+            "versus_portfolio": versus}
+
+
+def _summary(per_dataset: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
     keys = sorted({k for d in per_dataset.values() for k in d})
     table = {k: [float(np.nanmean(d[k])) for d in per_dataset.values() if d.get(k)]
              for k in keys}

@@ -17,18 +17,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sllmbo.errors import ConfigError
+from sllmbo.core.errors import ConfigError
 
 
 def check(adapter: str, *, n: int, families: list[str], seed: int = 0) -> dict[str, Any]:
     """Validity counts over held-out tasks x ``families`` for one adapter ("none": base)."""
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
     from sllmbo.data import load_task
+    from sllmbo.data.resolve import build_card
     from sllmbo.data.splits import HELDOUT
-    from sllmbo.families import get_family
     from sllmbo.inference import create_backend
-    from sllmbo.objective import EvalSettings
     from sllmbo.recommend import build_requests, collect
-    from sllmbo.resolve import build_card
 
     backend = create_backend("transformers", adapter=adapter, device="cpu")
     rows, totals = [], {"answers": 0, "valid_as_answered": 0, "clipped": 0, "rejected": 0}

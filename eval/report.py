@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sllmbo.eval.metrics import gap_rmse, time_to_reach, wins_ties_losses
+from sllmbo.eval.plots import pyplot
 
 if TYPE_CHECKING:
-    from sllmbo.eval.harness import EvalPlan
+    from sllmbo.eval.plan import EvalPlan
     from sllmbo.eval.runs import RunLog
 
 BASELINES = ("tpe", "tpe-seeded")
@@ -216,13 +217,14 @@ def write_report(out: Path, plan: EvalPlan, records: Sequence[dict[str, Any]],
     top = max(budgets)
     tasks = sorted({r["task"] for r in records})
     lines = [f"# Evaluation: suite `{suite.name}`", "",
-             f"{len(tasks)} tasks ({', '.join(tasks)}) x {', '.join(suite.families)} x "
+             f"{len(tasks)} tasks ({', '.join(tasks) or 'no run finished'}) x "
+             f"{', '.join(suite.families)} x "
              f"{suite.seeds} seeds; budgets {', '.join(map(str, budgets))}; "
              f"{suite.n_folds}-fold CV" + (f", rows capped at {suite.max_rows}"
                                            if suite.max_rows else "")
              + (f", protocol `{suite.protocol}`" if suite.protocol else "") + ".",
              f"LLM backend `{plan.settings.llm.backend}`"
-             + (f", adapter `{plan.settings.adapter}`" if plan.settings.adapter else
+             + (f", adapter `{_shown_path(plan.settings.adapter)}`" if plan.settings.adapter else
                 ", no adapter (fine-tuned methods not run)") + ".", ""]
     if plan.skipped_methods:
         lines += [f"Not run: {', '.join(plan.skipped_methods)} (no adapter given).", ""]
@@ -235,13 +237,17 @@ def write_report(out: Path, plan: EvalPlan, records: Sequence[dict[str, Any]],
     done = {m: len({(r["task"], r["family"], r["seed"]) for r in records if r["method"] == m})
             for m in plan.reported_methods}
     overdatasets: list[str] = []
+    ratio_lines: list[str] = []
     if suite.heldout_variants:  # before the partial-results filter: every finished dataset
+        from sllmbo.eval.methodmeta import ceilings, llm_versus
         from sllmbo.eval.overdatasets import overdatasets_section
-        from sllmbo.eval.suites import CEILINGS, LLM_METHODS, ZERO_SHOT_BASELINES
+        from sllmbo.eval.ratio_report import ratio_section
 
-        overdatasets = overdatasets_section(
-            out, records, methods, budgets, ceilings=[c for c in CEILINGS if c in methods],
-            versus=[(m, ZERO_SHOT_BASELINES) for m in methods if m in LLM_METHODS])
+        ratio_lines = ratio_section(out, records, methods, budgets, ceilings=ceilings(methods),
+                                    versus=llm_versus(methods))
+        overdatasets = ratio_lines + overdatasets_section(out, records, methods, budgets,
+                                             ceilings=ceilings(methods),
+                                             versus=llm_versus(methods))
     if any(done[m] < planned[m] for m in done):
         records, methods, coverage = common_cells(records, methods, done)
         if not records:
@@ -284,11 +290,23 @@ def write_report(out: Path, plan: EvalPlan, records: Sequence[dict[str, Any]],
     notes = [f"- `{log.key}`: {note}" for log in logs for note in log.notes]
     if notes:
         lines += ["## Notes", "", *notes, ""]
-    lines += ["Plots: `regret_vs_budget.png`, `regret_by_task.png`"
+    lines += ["Plots: "
+              + ("`ratio_vs_budget.png`, `time_to_quality.png`, " if ratio_lines else "")
+              + "`regret_vs_budget.png`, `regret_by_task.png`"
               + (", `time_to_tpe.png`" if "tpe" in methods else "") + ".", ""]
     (out / "report.md").write_text("\n".join(lines))
     plot_regret(out / "regret_vs_budget.png", records, methods, budgets)
     plot_regret_by_task(out / "regret_by_task.png", records, methods, budgets)
+
+
+def _shown_path(path: str) -> str:
+    """``path`` relative to the checkout when it lies inside it (the packaged adapter), so a
+    report regenerated in another checkout reads the same."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return path
 
 
 def common_cells(records: Sequence[dict[str, Any]], methods: Sequence[str],
@@ -312,20 +330,11 @@ def common_cells(records: Sequence[dict[str, Any]], methods: Sequence[str],
     return chosen, kept, text
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_regret(path: Path, records: Sequence[dict[str, Any]], methods: Sequence[str],
                 budgets: Sequence[int]) -> None:
     if not methods:
         return
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for m in methods:
         ys = [_mean(r["regret"] for r in records
@@ -348,7 +357,7 @@ def plot_regret_by_task(path: Path, records: Sequence[dict[str, Any]], methods: 
     panels = sorted({(r["task"], r["family"]) for r in records})
     if not methods or not panels:  # a partial run with no common cells yet: nothing to draw
         return
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(4, len(panels)) or 1
     rows = math.ceil(len(panels) / cols) or 1
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
@@ -371,7 +380,7 @@ def plot_regret_by_task(path: Path, records: Sequence[dict[str, Any]], methods: 
 
 
 def plot_time_to_tpe(path: Path, reach: dict[str, list[float | None]], budget: int) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     methods = list(reach)
     medians = [statistics.median([t for t in reach[m] if t is not None])
                if any(t is not None for t in reach[m]) else 0.0 for m in methods]

@@ -1,10 +1,15 @@
 """One run of the harness: a (task, family, method, seed) taken once to the largest budget.
 
-Every method except ``defaults`` is an Optuna study in the evaluation's storage, written by
-``sllmbo.tune.tune``, so a killed run resumes with its finished trials kept. Methods that do
-not sample (portfolio, single-shot) enqueue their configurations and let the study run them;
-the seeded TPE enqueues the library defaults and the portfolio's first configuration. Each
-smaller budget then reads the best configuration within the run's first ``b`` trials.
+What a run does is its method's (``sllmbo.eval.methods``); this module holds what every
+method shares: the job and its settings, the run's log, and the three ways a method runs.
+
+- ``run_defaults``: one evaluation of the library defaults.
+- ``run_study``: an Optuna study in the evaluation's storage, written by ``sllmbo.tune.tune``,
+  so a killed run resumes with its finished trials kept. Methods that do not sample enqueue
+  their configurations and let the study run them.
+- ``run_configs``: a selector's ranked configurations scored in order, no study.
+
+Each smaller budget then reads the best configuration within the run's first ``b`` trials.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from sllmbo.eval.store import EvalStore
 if TYPE_CHECKING:
     import optuna
 
+    from sllmbo.core.families import ModelFamily
     from sllmbo.data import Task
-    from sllmbo.families import ModelFamily
     from sllmbo.inference.base import Backend
     from sllmbo.tune import LLMOptions
 
@@ -152,7 +157,7 @@ class RunLog:
 @functools.lru_cache(maxsize=8)
 def load_eval_task(ref: TaskRef, max_rows: int | None, protocol: str | None) -> Task:
     """The task as this evaluation scores it (row cap or a named protocol applied)."""
-    from sllmbo.resolve import resolve_task
+    from sllmbo.data.resolve import resolve_task
 
     if protocol == "sllmbo-paper":
         from sllmbo.eval.paper import paper_task
@@ -184,316 +189,168 @@ def close_backends() -> None:
 # ----------------------------------------------------------------------------- one run
 
 
-def execute(job: RunJob, settings: RunSettings) -> RunLog:
-    """Run ``job`` to ``settings.max_budget`` trials (resuming what a killed run left) and
-    score the best configuration of each budget on the test split. Stored when done."""
-    settings = settings.for_method(job.method)
-    store = EvalStore(settings.store_path)
-    done = store.run(job.key)
-    if done is not None:
-        return RunLog.from_dict(done)
-    task = load_eval_task(job.task, settings.max_rows, settings.protocol)
-    from sllmbo.families import get_family
+@dataclass
+class RunContext:
+    """What a method's run reads: the job, the settings at the method's budget, the store, and
+    the task, family and protocol they name (loaded once, when first read)."""
 
-    family = get_family(job.family)
-    inputs = matrix_inputs(job, settings)
-    if job.method == "defaults":
-        log = _run_defaults(job, task, family, settings, store)
-    elif job.method in POOL_METHODS or (job.method == "portfolio"
-                                        and settings.portfolio_source == "matrix"):
-        log = _run_configs(job, task, family, settings, store)
-    else:
-        log = _run_study(job, task, family, settings, store)
-    log.inputs = inputs
-    store.put_run(job.key, log.to_dict())
-    return log
+    job: RunJob
+    settings: RunSettings
+    store: EvalStore
 
+    @functools.cached_property
+    def task(self) -> Task:
+        return load_eval_task(self.job.task, self.settings.max_rows, self.settings.protocol)
 
-#: Methods whose configurations come from the training matrix in the zero-shot suite.
-MATRIX_METHODS: tuple[str, ...] = ("knn", "portfolio", "tpe-seeded", "tpe-seeded-portfolio",
-                                   "feedback", "llm-feedback")
+    @functools.cached_property
+    def family(self) -> ModelFamily:
+        from sllmbo.core.families import get_family
 
+        return get_family(self.job.family)
 
-def matrix_inputs(job: RunJob, settings: RunSettings) -> list[dict[str, Any]] | None:
-    """What ``job`` takes from the training matrix (None: nothing): its selector's list or
-    its TPE seeds, as this matrix gives them now."""
-    if settings.portfolio_source != "matrix" or job.method not in MATRIX_METHODS:
+    @functools.cached_property
+    def protocol(self) -> Any:
+        """The named scoring protocol's per-family settings (``sllmbo-paper``), else None."""
+        if self.settings.protocol == "sllmbo-paper":
+            from sllmbo.eval.paper import paper_protocol
+
+            return paper_protocol(self.family.name)
         return None
-    from sllmbo.families import get_family
 
-    task = load_eval_task(job.task, settings.max_rows, settings.protocol)
-    family = get_family(job.family)
-    if job.method == "tpe-seeded":
-        return seeded_configs(task, family, None, "matrix")
-    if job.method == "tpe-seeded-portfolio":
-        return _portfolio(task, family, settings, SEEDED_PORTFOLIO_SIZE)
-    if job.method in ("feedback", "llm-feedback"):  # their start; the neighbours follow it
-        from sllmbo.data.pool_select import FEEDBACK_START
+    @property
+    def from_matrix(self) -> bool:
+        """Whether pool configurations come from the cross-evaluated training matrix (the
+        zero-shot suites) rather than the committed portfolios (the default suite)."""
+        return self.settings.portfolio_source == "matrix"
 
-        return _portfolio(task, family, settings, FEEDBACK_START)
-    return ranked_configs(job, task, family, settings.max_budget)
+    def eval_settings(self) -> Any:
+        from sllmbo.core.objective import EvalSettings
 
+        return EvalSettings(n_folds=self.settings.n_folds, seed=self.job.seed)
 
-def is_stale(job: RunJob, settings: RunSettings, stored: Mapping[str, Any]) -> bool:
-    """Whether a stored run was given other configurations than the matrix gives now."""
-    if settings.portfolio_source != "matrix" or job.method not in MATRIX_METHODS:
-        return False
-    return stored.get("inputs") != matrix_inputs(job, settings)
+    def log(self, metric: str, direction: str, trials: list[TrialRow],
+            notes: Sequence[str] = ()) -> RunLog:
+        job = self.job
+        return RunLog(job.key, job.task.label, self.family.name, job.method, job.seed, metric,
+                      direction, trials, notes=list(notes))
 
 
-def _protocol(settings: RunSettings, family: str) -> Any:
-    if settings.protocol == "sllmbo-paper":
-        from sllmbo.eval.paper import paper_protocol
-
-        return paper_protocol(family)
-    return None
-
-
-def _eval_settings(settings: RunSettings, seed: int) -> Any:
-    from sllmbo.objective import EvalSettings
-
-    return EvalSettings(n_folds=settings.n_folds, seed=seed)
-
-
-def _run_defaults(job: RunJob, task: Task, family: ModelFamily, settings: RunSettings,
-                  store: EvalStore) -> RunLog:
+def run_defaults(ctx: RunContext) -> RunLog:
     """The library's own defaults: one evaluation of the empty configuration."""
-    from sllmbo.objective import METRICS, cross_validate, holdout_scores, objective_metric
+    from sllmbo.core.objective import METRICS, cross_validate, holdout_scores, objective_metric
 
-    protocol = _protocol(settings, family.name)
-    eval_settings = _eval_settings(settings, job.seed)
-    cv = cross_validate(task, family, {}, eval_settings, cache=store, protocol=protocol)
-    metric = objective_metric(task, eval_settings, protocol=protocol)
-    trial = TrialRow(number=0, cv_score=cv.mean, params={}, fit_s=round(cv.seconds, 3))
-    log = RunLog(job.key, job.task.label, family.name, job.method, job.seed, metric,
-                 METRICS[metric], [trial])
-    scores = holdout_scores(task, family, {}, eval_settings, cache=store,
-                            protocol=protocol)
-    log.test_scores = {1: scores}
+    task, family, protocol, settings = ctx.task, ctx.family, ctx.protocol, ctx.eval_settings()
+    cv = cross_validate(task, family, {}, settings, cache=ctx.store, protocol=protocol)
+    metric = objective_metric(task, settings, protocol=protocol)
+    log = ctx.log(metric, METRICS[metric],
+                  [TrialRow(number=0, cv_score=cv.mean, params={}, fit_s=round(cv.seconds, 3))])
+    log.test_scores = {1: holdout_scores(task, family, {}, settings, cache=ctx.store,
+                                         protocol=protocol)}
     return log
 
 
-def _run_study(job: RunJob, task: Task, family: ModelFamily, settings: RunSettings,
-               store: EvalStore) -> RunLog:
-    from sllmbo.objective import holdout_scores
-    from sllmbo.storage import open_storage
-    from sllmbo.tune import tune
-
-    protocol = _protocol(settings, family.name)
-    kwargs: dict[str, Any] = dict(
-        model=family.name, n_trials=settings.max_budget, storage=settings.storage,
-        study_name=job.key, seed=job.seed, n_folds=settings.n_folds, score_test=False,
-        progress=False, cache=store, llm=settings.llm, protocol=protocol,
-    )
-    notes: list[str] = []
-    method = job.method
-    if method in ("random", "tpe", "feedback"):
-        kwargs["sampler"] = method
-    elif method == "llm-feedback":
-        kwargs.update(sampler=method, backend=shared_backend(settings.llm, settings.adapter))
-    elif method == "tpe-seeded":
-        kwargs.update(sampler="tpe", enqueue=seeded_configs(task, family, protocol,
-                                                            settings.portfolio_source),
-                      enqueue_source="seeded")
-    elif method == "tpe-seeded-portfolio":
-        seeds = _portfolio(task, family, settings, SEEDED_PORTFOLIO_SIZE)
-        kwargs.update(sampler="tpe", enqueue=seeds, enqueue_source="portfolio")
-    elif method == "portfolio":
-        from sllmbo.eval.portfolio import load_portfolio
-
-        configs = load_portfolio(family.name)[: settings.max_budget]
-        kwargs.update(sampler="tpe", n_trials=len(configs), enqueue=configs,
-                      enqueue_source="portfolio")
-    elif method.startswith("single-shot"):
-        configs, cost = _single_shot(job, task, family, settings, store, protocol)
-        if len(configs) < settings.max_budget:
-            notes.append(f"{len(configs)} valid distinct candidates of {settings.max_budget} "
-                         "asked for")
-        kwargs.update(sampler="tpe", n_trials=max(1, len(configs)), enqueue=configs,
-                      enqueue_source="single-shot")
-        if not configs:
-            notes.append("no valid candidate: the run holds no configuration")
-            return _empty_log(job, task, family, settings, protocol, notes)
-    else:  # llm, llm-tpe and their -base twins
-        base = method.endswith("-base")
-        kwargs["sampler"] = method.removesuffix("-base")
-        adapter = None if base else settings.adapter
-        kwargs["backend"] = shared_backend(settings.llm, adapter)
-
-    result = tune(task, **kwargs)
+def run_study(ctx: RunContext, *, notes: Sequence[str] = (),
+              first_trial_cost: Mapping[str, Any] | None = None, **options: Any) -> RunLog:
+    """An Optuna study written by ``sllmbo.tune.tune`` to the method's budget (``options``
+    are ``tune``'s keywords: the sampler, enqueued configurations, a backend ...), then the
+    test scores of the best configuration within each budget. ``first_trial_cost``: LLM work
+    done before the study (a single-shot answer), charged to its first trial."""
     import optuna
 
+    from sllmbo.core.objective import holdout_scores
+    from sllmbo.core.storage import open_storage
+    from sllmbo.tune import tune
+
+    job, settings = ctx.job, ctx.settings
+    kwargs: dict[str, Any] = dict(
+        model=ctx.family.name, n_trials=settings.max_budget, storage=settings.storage,
+        study_name=job.key, seed=job.seed, n_folds=settings.n_folds, score_test=False,
+        progress=False, cache=ctx.store, llm=settings.llm, protocol=ctx.protocol,
+    )
+    kwargs.update(options)
+    result = tune(ctx.task, **kwargs)
     study = optuna.load_study(study_name=job.key, storage=open_storage(settings.storage))
     trials = trial_rows(study)
-    if method.startswith("single-shot") and trials:
-        trials[0] = _with_llm_cost(trials[0], cost)
+    if first_trial_cost is not None and trials:
+        trials[0] = _with_llm_cost(trials[0], first_trial_cost)
     elif result.llm is not None and trials:
         trials[0] = _with_llm_cost(trials[0], setup_cost(study))
+    log = ctx.log(result.metric, result.direction, trials, notes)
     if result.llm is not None:  # e.g. every LLM trial fell back to TPE: said in the report
-        notes.extend(result.llm.get("notes", []))
-    log = RunLog(job.key, job.task.label, family.name, method, job.seed, result.metric,
-                 result.direction, trials, notes=notes)
-    eval_settings = _eval_settings(settings, job.seed)
+        log.notes.extend(result.llm.get("notes", []))
+    eval_settings = ctx.eval_settings()
     for budget in range(1, settings.max_budget + 1):
         best = best_within_budget(trials, budget, result.direction)
         if best is not None:
-            log.test_scores[budget] = holdout_scores(task, family, best.params, eval_settings,
-                                                     cache=store, protocol=protocol)
+            log.test_scores[budget] = holdout_scores(ctx.task, ctx.family, best.params,
+                                                     eval_settings, cache=ctx.store,
+                                                     protocol=ctx.protocol)
     return log
 
 
-def _empty_log(job: RunJob, task: Task, family: ModelFamily, settings: RunSettings,
-               protocol: Any, notes: list[str]) -> RunLog:
-    from sllmbo.objective import METRICS, objective_metric
+def empty_log(ctx: RunContext, notes: Sequence[str]) -> RunLog:
+    """A run that holds no configuration (e.g. no valid LLM candidate), with why."""
+    from sllmbo.core.objective import METRICS, objective_metric
 
-    metric = objective_metric(task, _eval_settings(settings, job.seed),
-                              protocol=protocol)
-    return RunLog(job.key, job.task.label, family.name, job.method, job.seed, metric,
-                  METRICS[metric], [], notes=notes)
+    metric = objective_metric(ctx.task, ctx.eval_settings(), protocol=ctx.protocol)
+    return ctx.log(metric, METRICS[metric], [], notes)
 
 
-def seeded_configs(task: Task, family: ModelFamily, protocol: Any,
-                   portfolio_source: str = "committed") -> list[dict[str, Any]]:
-    """TPE's seeds: the library defaults (as values of the tuned space) and the portfolio's
-    first configuration."""
-    configs = [library_defaults(task, family, protocol)]
-    if protocol is None:  # the portfolio lives in the family's default space
-        configs += _portfolio_from(portfolio_source, task, family, 1)
-    return configs
-
-
-#: Methods that try a ranked list of configurations chosen without fitting (the zero-shot
-#: selectors): each is scored by CV, and budget b hands over the best of the first b.
-POOL_METHODS: tuple[str, ...] = ("knn", "flaml-zeroshot", "oracle-pool")
-#: ``tpe-seeded-portfolio``: TPE after this many of the portfolio's first configurations.
-SEEDED_PORTFOLIO_SIZE = 3
-
-
-def _portfolio(task: Task, family: ModelFamily, settings: RunSettings,
-               size: int) -> list[dict[str, Any]]:
-    return _portfolio_from(settings.portfolio_source, task, family, size)
-
-
-def _portfolio_from(source: str, task: Task, family: ModelFamily,
-                    size: int) -> list[dict[str, Any]]:
-    if source == "matrix":
-        from sllmbo.eval.zeroshot_baselines import load_selectors
-
-        return load_selectors().portfolio(task.task_type, family.name, size)
-    from sllmbo.eval.portfolio import load_portfolio
-
-    return [dict(c) for c in load_portfolio(family.name)[:size]]
-
-
-def ranked_configs(job: RunJob, task: Task, family: ModelFamily,
-                   budget: int) -> list[dict[str, Any]]:
-    """The configurations a zero-shot selector tries on ``task``, first ``budget``."""
-    from sllmbo.eval.zeroshot_baselines import load_selectors
-
-    if job.method == "flaml-zeroshot":
-        from sllmbo.eval.flaml_zeroshot import flaml_configs
-
-        return flaml_configs(task, family, k=None)[:budget]
-    if job.method == "oracle-pool":
-        return load_selectors().oracle(task, family.name)
-    if job.method == "knn":
-        return load_selectors().knn(task, family.name, budget)
-    return _portfolio_from("matrix", task, family, budget)
-
-
-def _run_configs(job: RunJob, task: Task, family: ModelFamily, settings: RunSettings,
-                 store: EvalStore) -> RunLog:
+def run_configs(ctx: RunContext, configs: Sequence[Mapping[str, Any]],
+                family: ModelFamily | None = None) -> RunLog:
     """A zero-shot selector's run: its ranked configurations scored by CV in order (cached
     fits are not repeated, across methods too), then the test score of the best within
-    each budget. No study: nothing is sampled, and the score cache makes a rerun cheap."""
-    from sllmbo.objective import METRICS, cross_validate, holdout_scores, objective_metric
+    each budget. No study: nothing is sampled, and the score cache makes a rerun cheap.
+    ``family``: the family with the limits the configurations need (default: the job's)."""
+    from sllmbo.core.objective import (
+        METRICS,
+        _fit_errors,
+        cross_validate,
+        holdout_scores,
+        objective_metric,
+    )
 
-    if settings.protocol is not None:
-        from sllmbo.errors import SllmboError
+    if ctx.settings.protocol is not None:
+        from sllmbo.core.errors import SllmboError
 
-        raise SllmboError(f"{job.method} selects from this project's pool and space; it has "
-                          f"no configurations for the {settings.protocol} protocol")
-    if job.method == "flaml-zeroshot":
-        from sllmbo.eval.flaml_zeroshot import flaml_family
-
-        family = flaml_family(family)
-    eval_settings = _eval_settings(settings, job.seed)
-    configs = ranked_configs(job, task, family, settings.max_budget)
-    metric = objective_metric(task, eval_settings)
-    log = RunLog(job.key, job.task.label, family.name, job.method, job.seed, metric,
-                 METRICS[metric], [])
-    if len(configs) < settings.max_budget:
-        log.notes.append(f"{len(configs)} configurations of {settings.max_budget}: the "
-                         "selector's whole list")
-    from sllmbo.objective import _fit_errors
-
+        raise SllmboError(f"{ctx.job.method} selects from this project's pool and space; it "
+                          f"has no configurations for the {ctx.settings.protocol} protocol")
+    family = family or ctx.family
+    eval_settings = ctx.eval_settings()
+    metric = objective_metric(ctx.task, eval_settings)
+    log = ctx.log(metric, METRICS[metric], [])
+    budget = ctx.settings.max_budget
+    if len(configs) < budget:
+        log.notes.append(f"{len(configs)} configurations of {budget}: the selector's whole list")
     for number, config in enumerate(configs):
         try:
-            cv = cross_validate(task, family, config, eval_settings, cache=store)
+            cv = cross_validate(ctx.task, family, dict(config), eval_settings, cache=ctx.store)
         except _fit_errors() as err:
             log.notes.append(f"configuration {number} failed: {type(err).__name__}: {err}"[:300])
             continue
-        log.trials.append(TrialRow(number=number, cv_score=cv.mean, params=config,
+        log.trials.append(TrialRow(number=number, cv_score=cv.mean, params=dict(config),
                                    fit_s=round(cv.seconds, 3)))
-    for budget in range(1, len(log.trials) + 1):
-        best = best_within_budget(log.trials, budget, log.direction)
+    for b in range(1, len(log.trials) + 1):
+        best = best_within_budget(log.trials, b, log.direction)
         if best is not None:
-            log.test_scores[budget] = holdout_scores(task, family, best.params, eval_settings,
-                                                     cache=store)
+            log.test_scores[b] = holdout_scores(ctx.task, family, best.params, eval_settings,
+                                                cache=ctx.store)
     return log
 
 
 def library_defaults(task: Task, family: ModelFamily, protocol: Any) -> dict[str, Any]:
     """The library's defaults of every parameter tuned for ``task`` (the protocol's space if
-    it has one); ``sllmbo.families.library_defaults`` reads them."""
-    from sllmbo.families import library_defaults as read_defaults
+    it has one); ``sllmbo.core.families.library_defaults`` reads them."""
+    from sllmbo.core.families import library_defaults as read_defaults
 
     space = protocol.space if protocol is not None and protocol.space is not None \
         else family.default_space(task.task_type)
     return read_defaults(family, space)
 
 
-def _single_shot(job: RunJob, task: Task, family: ModelFamily, settings: RunSettings,
-                 store: EvalStore, protocol: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One batched inference for ``max_budget`` candidates; its answer is stored, so a
-    resumed run asks nothing again."""
-    from sllmbo.recommend import DECODES, recommend_with
-
-    key = f"{job.key}:answers"
-    stored = store.run(key)
-    method = job.method.removesuffix("-base")
-    scoring = method == "single-shot-score"
-    decode = {"single-shot-score": "score", "single-shot-pick": "pick"}.get(method, DECODES[0])
-    # Answers stored before the consensus decode (greedy first) are asked again.
-    if stored is not None and stored.get("decode") == decode:
-        return stored["configs"], stored["cost"]
-    from sllmbo.resolve import build_card
-
-    eval_settings = _eval_settings(settings, job.seed)
-    card = build_card(task, family, eval_settings, protocol=protocol)
-    space = protocol.space if protocol is not None and protocol.space is not None \
-        else family.default_space(task.task_type)
-    adapter = None if job.method.endswith("-base") else settings.adapter
-    backend = shared_backend(settings.llm, adapter)
-    candidates = None
-    if scoring:
-        from sllmbo.scoring import pool_candidates
-
-        candidates = pool_candidates(family.name, space)
-    rec = recommend_with(backend, card, space, settings.max_budget, seed=job.seed,
-                         temperature=settings.llm.temperature,
-                         max_tokens=settings.llm.max_tokens, decode=decode,
-                         candidates=candidates)
-    cost = {"llm_s": rec.latency_s, "llm_calls": rec.requests,
-            "llm_tokens": rec.prompt_tokens + rec.completion_tokens,
-            "rejected": rec.rejected, "consensus_of": rec.consensus_of}
-    store.put_run(key, {"configs": rec.configs, "cost": cost, "decode": decode})
-    return rec.configs, cost
-
-
 def setup_cost(study: optuna.Study) -> dict[str, Any]:
     """LLM work done outside trials: the initializer and space adaptations."""
-    from sllmbo import studyinfo
+    from sllmbo.core import studyinfo
 
     parts = [study.user_attrs.get(studyinfo.INIT) or {}]
     parts += [v for k, v in study.user_attrs.items()
@@ -536,9 +393,9 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
     """
     from optuna.trial import TrialState
 
-    from sllmbo import studyinfo
+    from sllmbo.core import studyinfo
+    from sllmbo.core.studyinfo import CACHE_HIT
     from sllmbo.samplers import attrs
-    from sllmbo.studyinfo import CACHE_HIT
 
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     lost = _lost_trial_numbers(trials)

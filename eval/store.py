@@ -46,7 +46,7 @@ class EvalStore:
         with self._connect() as db:
             db.execute(f"INSERT OR REPLACE INTO {table} (key, value) VALUES (?, ?)", (key, text))
 
-    # The score cache (``sllmbo.objective.ScoreCache``).
+    # The score cache (``sllmbo.core.objective.ScoreCache``).
     def get(self, key: str) -> dict[str, Any] | None:
         return self._get("scores", key)
 

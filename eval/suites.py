@@ -7,6 +7,9 @@ are scored. A suite is a default; every field can be overridden on the command l
 - ``zero-shot``: every held-out dataset at its real size x LightGBM and XGBoost x the zero-shot
   selectors (``portfolio``, ``knn``, ``flaml-zeroshot``, the ``oracle-pool`` ceiling), the TPEs
   and the adapter, budgets 1-5 (10 for the TPEs and llm-tpe): [9/12]'s suite.
+- ``zero-shot-30``: the same datasets with [13/16]'s baselines (the log-ratio selectors,
+  warm multivariate TPE, Optuna's GP, SMAC3, syne-tune's quantile surrogate, the hybrid with a
+  warm TPE half), budgets 1-20 (30 for the TPEs, the GPs and the LLM loop); its own folder.
 - ``sllmbo-paper``: the SLLMBO paper's concrete task under its exact protocol, 50 trials,
   5 seeds, TPE and LLM-TPE (``sllmbo.eval.paper``).
 - ``gpu``: Code Llama 7B Instruct from a local folder behind vLLM; defined here, run where a
@@ -18,9 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sllmbo.errors import SllmboError
+from sllmbo.core.errors import SllmboError
+from sllmbo.eval.methods import get as get_method
+from sllmbo.eval.methods import names
 
-#: Method names exactly as they appear in the results.
+#: The default suite's methods, as the results name them (``sllmbo.eval.methods`` runs them).
 METHODS: tuple[str, ...] = (
     "defaults", "random", "tpe", "tpe-seeded", "portfolio",
     "single-shot", "llm", "llm-tpe",
@@ -39,17 +44,14 @@ SCORING_METHODS: tuple[str, ...] = ("single-shot-score", "single-shot-pick")
 #: own scores: by the nearest training variants (``feedback``, a baseline) or the adapter's
 #: pick given them (``llm-feedback``). ``sllmbo tune --sampler`` runs the same samplers.
 FEEDBACK_METHODS: tuple[str, ...] = ("feedback", "llm-feedback")
-ALL_METHODS: tuple[str, ...] = tuple(dict.fromkeys(METHODS + ZERO_SHOT_METHODS
-                                                   + SCORING_METHODS + FEEDBACK_METHODS))
-#: Methods that are not competitors (ceilings).
-CEILINGS: tuple[str, ...] = ("oracle-pool",)
-#: Methods that run the fine-tuned adapter (need one); their ``-base`` twins run without.
-ADAPTER_METHODS: tuple[str, ...] = ("single-shot", "llm", "llm-tpe", *SCORING_METHODS,
-                                     "llm-feedback")
-LLM_METHODS: tuple[str, ...] = ADAPTER_METHODS + tuple(f"{m}-base" for m in ADAPTER_METHODS)
-#: What [10/12] asks an LLM method to beat in the zero-shot suite, tested over datasets.
+#: [13/16]'s baselines configured as their authors run them, and the hybrid with its TPE half
+#: configured the same way.
+STRONG_BASELINES: tuple[str, ...] = ("portfolio-ratio", "knn-ratio", "tpe-warm", "gp",
+                                     "gp-warm", "smac", "quantile-surrogate")
+#: What an LLM method must beat in the zero-shot suites, tested over datasets.
 ZERO_SHOT_BASELINES: tuple[str, ...] = ("portfolio", "knn", "flaml-zeroshot", "defaults",
-                                        "tpe", "tpe-seeded", "tpe-seeded-portfolio")
+                                        "tpe", "tpe-seeded", "tpe-seeded-portfolio",
+                                        *STRONG_BASELINES)
 ALL_FAMILIES: tuple[str, ...] = ("lightgbm", "xgboost", "random_forest", "mlp")
 
 
@@ -94,7 +96,10 @@ class Suite:
         return 1 if method in self.single_seed else self.seeds
 
     def budget_of(self, method: str) -> int:
-        return min(self.budget_caps.get(method, self.max_budget), self.max_budget)
+        """The largest budget ``method`` runs to: the suite's cap for it, else the method's
+        own (``Method.budget_cap``), never above the suite's largest budget."""
+        cap = self.budget_caps.get(method, get_method(method).budget_cap or self.max_budget)
+        return min(cap, self.max_budget)
 
     @property
     def max_budget(self) -> int:
@@ -157,11 +162,24 @@ SUITES["zero-shot"] = Suite(
     budget_caps={m: 5 for m in ("defaults", "portfolio", "knn", "flaml-zeroshot",
                                 "oracle-pool", "single-shot", *SCORING_METHODS,
                                 *FEEDBACK_METHODS)},
-    single_seed=("defaults", "portfolio", "knn", "flaml-zeroshot", "oracle-pool",
-                 *SCORING_METHODS, *FEEDBACK_METHODS),
+    single_seed=names(deterministic=True),
     portfolio_source="matrix",
     heldout_variants=True,
     backend="auto",  # the fast CPU engine ([11/12]); the default suite keeps the engine it ran on
+)
+#: ``zero-shot-30`` runs these to 30 trials; every other method to 20.
+LONG_METHODS: tuple[str, ...] = ("tpe", "tpe-warm", "gp", "gp-warm", "llm-tpe-warm")
+#: [13/16]'s suite: the zero-shot suite's datasets, families and seeds with the baselines
+#: configured as their authors run them, at the budgets users run (its own folder, so the
+#: committed ``zero-shot`` results stay valid).
+SUITES["zero-shot-30"] = replace(
+    SUITES["zero-shot"],
+    name="zero-shot-30",
+    methods=("defaults", "portfolio", "knn", "portfolio-ratio", "knn-ratio", "flaml-zeroshot",
+             "oracle-pool", "feedback", "gbdt-rank", "quantile-surrogate", "tpe", "tpe-warm", "gp",
+             "gp-warm", "smac", "single-shot", *SCORING_METHODS, "llm-tpe-warm"),
+    budgets=(1, 3, 5, 10, 20, 30),
+    budget_caps={m: 20 for m in names() if m not in LONG_METHODS},
 )
 #: The default suite with Code Llama 7B Instruct behind vLLM (``--model-path`` its folder).
 SUITES["gpu"] = replace(SUITES["default"], name="gpu", backend="vllm")

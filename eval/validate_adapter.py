@@ -47,7 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from sllmbo.errors import SllmboError
+from sllmbo.core.errors import SllmboError
+from sllmbo.eval.pool_headroom import best_of, row_regrets, summarize
 
 BUDGETS = (1, 2, 3, 5)
 BASELINES = ("defaults", "portfolio", "knn", "size-portfolio", "feedback")
@@ -109,10 +110,10 @@ def baseline_picks(selectors: Any, family: str, train_scores: Any, card: Mapping
 def score_picks(backend: Any, variant: str, family_name: str, pool: Any, size: int) -> list[str]:
     """The adapter's complementary list of pool ids for a variant (``recommend --decode
     score``)."""
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
     from sllmbo.data.registry import load_task
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings
-    from sllmbo.resolve import build_card
+    from sllmbo.data.resolve import build_card
     from sllmbo.scoring import complementary_order, decile_probabilities
 
     task = load_task(variant)
@@ -130,10 +131,10 @@ def score_picks(backend: Any, variant: str, family_name: str, pool: Any, size: i
 def pick_picks(backend: Any, variant: str, family_name: str, pool: Any, size: int) -> list[str]:
     """The pool ids the adapter names most probably for a variant (the first of them is
     ``recommend --decode pick``'s first; its list goes on as ``pick-complement``'s)."""
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
     from sllmbo.data.registry import load_task
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings
-    from sllmbo.resolve import build_card
+    from sllmbo.data.resolve import build_card
     from sllmbo.scoring import pick_probabilities
 
     card = build_card(load_task(variant), get_family(family_name), EvalSettings())
@@ -145,11 +146,11 @@ def pick_feedback_picks(backend: Any, variant: str, family_name: str, pool: Any,
                         folio: Sequence[str], observed: Mapping[str, float]) -> list[str]:
     """The few-shot pick's ``size`` tries: the portfolio's first ``FEEDBACK_START`` entries,
     then each the adapter's pick given the ``observed`` scores of the entries tried."""
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
     from sllmbo.data.pool_select import FEEDBACK_START
     from sllmbo.data.registry import load_task
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings
-    from sllmbo.resolve import build_card
+    from sllmbo.data.resolve import build_card
     from sllmbo.scoring import feedback_pick
 
     card = build_card(load_task(variant), get_family(family_name), EvalSettings())
@@ -165,12 +166,12 @@ def generate_regrets(backend: Any, variant: str, family_name: str, row: Mapping[
                      size: int, decode: str,
                      scorer: Callable[..., dict[str, Any]] | None = None) -> list[float]:
     """Regrets of the adapter's first ``size`` generated answers, each cross-validated."""
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
     from sllmbo.data.matrix import cv_scorer
     from sllmbo.data.registry import load_task
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings
+    from sllmbo.data.resolve import build_card
     from sllmbo.recommend import recommend_with
-    from sllmbo.resolve import build_card
 
     scorer = scorer or cv_scorer
     task = load_task(variant)
@@ -188,12 +189,6 @@ def generate_regrets(backend: Any, variant: str, family_name: str, row: Mapping[
     return out
 
 
-def best_of(values: Sequence[float], budget: int) -> float:
-    """The best regret among the first ``budget`` picks (1, the cap, when none is finite)."""
-    chosen = [v for v in values[:budget] if math.isfinite(v)]
-    return min(chosen) if chosen else 1.0
-
-
 def validate(backend: Any | None, datasets: Sequence[str], *,
              methods: Sequence[str] = ("score",), decode: str = "consensus",
              families: Sequence[str] | None = None,
@@ -205,7 +200,6 @@ def validate(backend: Any | None, datasets: Sequence[str], *,
         raise SllmboError(f"unknown methods {unknown}",
                           hint=f"choose from {', '.join(ADAPTER_METHODS)}")
     from sllmbo.data.pool_select import dataset_of
-    from sllmbo.eval.pool_headroom import _row_regret
     from sllmbo.eval.zeroshot_baselines import load_selectors
 
     check_not_heldout(datasets)
@@ -225,7 +219,7 @@ def validate(backend: Any | None, datasets: Sequence[str], *,
         size = max(BUDGETS)
         for variant in val_variants:
             card = selectors.cards[variant]
-            regret = _row_regret(scores.loc[variant])
+            regret = row_regrets(scores.loc[variant])
             observed = {k: float(v) for k, v in scores.loc[variant].items()}
             picks = baseline_picks(selectors, family, train_scores, card, size, observed)
             pickers = {"score": score_picks, "pick": pick_picks}
@@ -263,26 +257,6 @@ def validate(backend: Any | None, datasets: Sequence[str], *,
         result["families"][family] = {**summarize(per), "variants": len(val_variants),
                                       "seconds": {k: round(v, 1) for k, v in seconds.items()}}
     return result
-
-
-def summarize(per: Mapping[str, Mapping[str, list[float]]]) -> dict[str, Any]:
-    """Means over datasets, and each method against the portfolio (``paired_test``: wins,
-    ties, losses and the Wilcoxon p over datasets)."""
-    from sllmbo.eval.overdatasets import paired_test
-
-    keys = sorted({k for d in per.values() for k in d})
-    table = {k: np.array([np.mean(d[k]) if d.get(k) else np.nan for d in per.values()])
-             for k in keys}
-    versus: dict[str, Any] = {}
-    for key in keys:
-        method, budget = key.rsplit("@", 1)
-        if method != "portfolio":
-            paired = paired_test(table[key], table[f"portfolio@{budget}"])
-            versus[key] = {"wins": paired.wins, "ties": paired.ties, "losses": paired.losses,
-                           "wilcoxon_p": paired.p_value}
-    return {"n_datasets": len(per),
-            "mean_regret": {k: round(float(np.nanmean(v)), 4) for k, v in table.items()},
-            "versus_portfolio": versus}
 
 
 def print_table(result: Mapping[str, Any]) -> None:

@@ -6,6 +6,9 @@
   skipped (the query is held out, or left out in validation).
 - ``portfolio``: greedy forward selection on the training matrix's normalized regret
   (Feurer et al.; ``sllmbo.data.pool_select.greedy_portfolio``), per task type.
+- ``portfolio-ratio``, ``knn-ratio``: the same two rebuilt on the log error ratio (unclipped)
+  per subtype (binary, multiclass, regression): ``sllmbo.data.pool_select.ratio_portfolio``
+  and ``ratio_knn``.
 - ``oracle-pool``: the best pool configuration of a held-out variant, from its own row of the
   held-out matrix: the ceiling of any selector from the pool, never a competitor.
 
@@ -19,7 +22,15 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from sllmbo.data.pool_select import dataset_of, knn, portfolio, whole_rows
+from sllmbo.data.pool_select import (
+    dataset_of,
+    knn,
+    portfolio,
+    ratio_knn,
+    ratio_portfolio,
+    subtype_of,
+    whole_rows,
+)
 
 
 def oracle_pool(heldout_scores: Any, variant: str) -> str:
@@ -55,8 +66,18 @@ class PoolSelectors:
         return self._configs(family, portfolio(self.cards, self.scores(family),
                                                task_type, budget))
 
+    def portfolio_ratio(self, task: Any, family: str, budget: int) -> list[dict[str, Any]]:
+        subtype = subtype_of(task.meta_features())
+        return self._configs(family, ratio_portfolio(self.cards, self.scores(family), subtype,
+                                                     budget))
+
+    def knn_ratio(self, task: Any, family: str, budget: int) -> list[dict[str, Any]]:
+        ids = ratio_knn(task.meta_features(), self.cards, self.scores(family), budget,
+                        exclude_dataset=dataset_of(task.name))
+        return self._configs(family, ids)
+
     def oracle(self, task: Any, family: str) -> list[dict[str, Any]]:
-        from sllmbo.errors import SllmboError
+        from sllmbo.core.errors import SllmboError
 
         scores = None if self.heldout is None else self.heldout.scores(family)
         if scores is None or task.name not in scores.index or scores.loc[task.name].isna().all():

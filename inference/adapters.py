@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sllmbo.errors import BackendError
+from sllmbo.core.errors import BackendError
 
 #: Config fields that must agree between the adapter's recorded base and the base in use.
 _SHAPE_FIELDS = ("model_type", "hidden_size", "vocab_size", "num_hidden_layers",

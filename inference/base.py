@@ -119,9 +119,9 @@ class Backend(ABC):
     def choice_logprobs(self, prompts: Sequence[Sequence[dict[str, str]]],
                         choices: Sequence[str]) -> list[list[float]]:
         """For each chat prompt, the log-probability of each of ``choices`` (single-token
-        strings, e.g. the digits of ``sllmbo.prompts.score_messages``) as the answer's first
+        strings, e.g. the digits of ``sllmbo.core.prompts.score_messages``) as the answer's first
         token: one forward pass per prompt and no decoding, how a scorer ranks a pool."""
-        from sllmbo.errors import BackendError
+        from sllmbo.core.errors import BackendError
 
         raise BackendError(f"the {self.name} backend cannot score choices",
                            hint="use the llamacpp or transformers backend")
@@ -129,7 +129,7 @@ class Backend(ABC):
     def _choice_ids(self, choices: Sequence[str],
                     encode: Callable[[str], Sequence[int]]) -> list[int]:
         """The token id of each of ``choices``, each one token for ``encode`` (no specials)."""
-        from sllmbo.errors import BackendError
+        from sllmbo.core.errors import BackendError
 
         ids = []
         for choice in choices:

@@ -14,11 +14,12 @@ applies temperature and top-p itself, per row, with rows that carry no schema le
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sllmbo.errors import BackendError
+from sllmbo.core.errors import BackendError
 
 from .base import FinishReason
 
@@ -78,48 +79,74 @@ def classify_finish(engine_reason: str | None, text: str, schema: dict[str, Any]
     return "stop", None
 
 
+#: How every JSON Schema is compiled, here and in the server's compile worker. No free
+#: whitespace: a weak model otherwise pads with spaces until max_tokens. Compact separators:
+#: ~18% fewer tokens per answer on the embedded model, and the form
+#: sllmbo.core.prompts.render_config writes (so training targets match).
+COMPILE_OPTIONS: dict[str, Any] = {"any_whitespace": False, "separators": (",", ":"),
+                                   "strict_mode": True}
+
+
+def schema_key(schema: dict[str, Any]) -> str:
+    """One string per distinct schema (the caches' key)."""
+    return json.dumps(schema, sort_keys=True)
+
+
+def compile_schema(compiler: xgr.GrammarCompiler, schema: dict[str, Any]) -> xgr.CompiledGrammar:
+    """``schema`` checked and compiled for ``compiler``'s tokenizer; ``BackendError`` naming
+    the problem when it is not a schema the decoder can use."""
+    check_schema(schema)
+    try:
+        # Compiled from the schema as given: property order is the answer's key order.
+        return compiler.compile_json_schema(json.dumps(schema), **COMPILE_OPTIONS)
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[-1].split("] ")[-1].split(": ", 1)[-1]
+        raise BackendError(
+            f"the constrained decoder cannot compile this JSON Schema: {reason}",
+            hint="use plain types, enums, minimum/maximum and local $refs",
+        ) from None
+
+
 class GrammarCache:
     """Compiles JSON Schemas for one tokenizer, once per distinct schema.
 
     Holds the ``max_entries`` most recently used grammars (a study uses a handful; a server
     fed ever-new schemas must not grow without bound), and turns xgrammar's own unbounded
-    cache off so this one is the only one.
+    cache off so this one is the only one. A server compiles elsewhere (a child process it
+    can stop, ``sllmbo.inference.server.compiler``) and ``put``s the result here.
     """
 
     def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int],
                  max_entries: int = 64) -> None:
         import xgrammar as xgr
 
-        info = xgr.TokenizerInfo.from_huggingface(
+        self.info = xgr.TokenizerInfo.from_huggingface(
             tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_token_ids))
         self.vocab_size = vocab_size
         self.max_entries = max(1, max_entries)
-        self._compiler = xgr.GrammarCompiler(info, max_threads=2, cache_enabled=False)
+        self._compiler = xgr.GrammarCompiler(self.info, max_threads=2, cache_enabled=False)
         self._compiled: OrderedDict[str, xgr.CompiledGrammar] = OrderedDict()
+        self._lock = threading.Lock()  # a server puts from its event loop, the model gets
+
+    def __contains__(self, schema: dict[str, Any]) -> bool:
+        with self._lock:
+            return schema_key(schema) in self._compiled
 
     def get(self, schema: dict[str, Any]) -> xgr.CompiledGrammar:
-        key = json.dumps(schema, sort_keys=True)
-        if key in self._compiled:
-            self._compiled.move_to_end(key)
-        else:
-            check_schema(schema)
-            try:
-                # No free whitespace: a weak model otherwise pads with spaces until max_tokens.
-                # Compact separators: ~18% fewer tokens per answer on the embedded model, and
-                # the form sllmbo.prompts.render_config writes (so training targets match).
-                # Compiled from the schema as given: property order is the answer's key order.
-                self._compiled[key] = self._compiler.compile_json_schema(
-                    json.dumps(schema), any_whitespace=False, separators=(",", ":"),
-                    strict_mode=True)
-            except RuntimeError as err:
-                reason = str(err).strip().splitlines()[-1].split("] ")[-1].split(": ", 1)[-1]
-                raise BackendError(
-                    f"the constrained decoder cannot compile this JSON Schema: {reason}",
-                    hint="use plain types, enums, minimum/maximum and local $refs",
-                ) from None
+        key = schema_key(schema)
+        with self._lock:
+            if key in self._compiled:
+                self._compiled.move_to_end(key)
+                return self._compiled[key]
+        return self.put(schema, compile_schema(self._compiler, schema))
+
+    def put(self, schema: dict[str, Any], grammar: xgr.CompiledGrammar) -> xgr.CompiledGrammar:
+        """Keep ``grammar`` (compiled for this tokenizer) as ``schema``'s."""
+        with self._lock:
+            self._compiled[schema_key(schema)] = grammar
             while len(self._compiled) > self.max_entries:
                 self._compiled.popitem(last=False)
-        return self._compiled[key]
+        return grammar
 
 
 class SchemaLogitsProcessor:

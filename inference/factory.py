@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from sllmbo.errors import BackendError
+from sllmbo.core.errors import BackendError
 
 from .base import Backend
 
@@ -47,7 +47,9 @@ def create_backend(kind: str = "transformers", *, model: str | None = None,
         timeout_s: per-request HTTP timeout in seconds ("openai").
         constrained: enforce each request's JSON Schema while decoding.
     """
-    from .models import DEFAULT_ADAPTER, NO_ADAPTER, resolve_adapter, resolve_model
+    from sllmbo.core.home import resolve_model
+
+    from .models import DEFAULT_ADAPTER, NO_ADAPTER, resolve_adapter
 
     if kind not in KINDS:
         raise BackendError(f"unknown backend kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
@@ -127,7 +129,7 @@ def local_backend(model_path: Path, adapter_path: Path | None, *, device: str = 
                                   prefer=engine)
     backend: Backend | None = None
     if chosen == "llamacpp":
-        from sllmbo.errors import ModelNotFoundError
+        from sllmbo.core.errors import ModelNotFoundError
 
         from .llamacpp_backend import LlamaCppBackend
 

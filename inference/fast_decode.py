@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sllmbo.errors import BackendError
+from sllmbo.core.errors import BackendError
 
 if TYPE_CHECKING:
     import torch

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from sllmbo.errors import BackendError
+from sllmbo.core.errors import BackendError
 
 #: PEFT module name -> llama.cpp tensor name inside ``blk.N``.
 MODULE_TO_GGUF = {
@@ -170,21 +170,3 @@ def describe(path: Path) -> dict[str, Any]:
     for tensor in gguf.GGUFReader(str(path)).tensors:
         counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + 1
     return counts
-
-
-def prepare_default() -> Path | None:
-    """Write the embedded model + shipped adapter's merged GGUF now (``make model``), so the
-    first ``sllmbo recommend`` does not pay the ~15 s merge; None where there is no GGUF."""
-    from . import merged_cache
-    from .models import base_gguf, default_model_path, is_pulled, shipped_adapter_path
-
-    if not is_pulled():
-        return None
-    base = base_gguf(default_model_path())
-    if base is None:
-        return None
-    return merged_cache.gguf_file(base, shipped_adapter_path())
-
-
-if __name__ == "__main__":
-    print(prepare_default() or "no embedded model GGUF: nothing merged")

@@ -19,8 +19,13 @@ from .base import ChatRequest, SamplingParams
 
 #: Tokens generated when the body names no ``max_tokens`` (cut to what the context leaves).
 DEFAULT_MAX_TOKENS = 256
-#: Seeds torch accepts: ``torch.manual_seed`` overflows outside this range.
+#: Seeds accepted: a signed or unsigned 64-bit integer, as vLLM takes them. A negative one is
+#: read as its unsigned 64-bit twin (``-1`` is ``2**64 - 1``), which every engine accepts
+#: (numpy's generator, llama.cpp's, refuses negative seeds).
 SEED_RANGE = (-(2**63), 2**64 - 1)
+#: Most digits an integer literal in a body may have (Python refuses over 4300 with a
+#: ValueError; no field sllmbo reads needs more than 20).
+MAX_INTEGER_DIGITS = 100
 
 
 class RequestError(ValueError):
@@ -57,13 +62,25 @@ def _no_constant(name: str) -> Any:
     raise RequestError(f"the body holds {name}, which is not a JSON number")
 
 
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INTEGER_DIGITS:
+        raise RequestError(f"the body holds an integer of {digits} digits; the limit is "
+                           f"{MAX_INTEGER_DIGITS}")
+    return int(text)
+
+
 def parse_body(raw: bytes, limits: BodyLimits) -> Any:
-    """The body as JSON data; 400 for what is not JSON, holds NaN/Infinity or nests deeper
-    than ``limits.max_depth``."""
+    """The body as JSON data; 400 for what is not JSON, holds NaN/Infinity or an integer of
+    more than ``MAX_INTEGER_DIGITS`` digits, or nests deeper than ``limits.max_depth``."""
     try:
-        data = json.loads(raw, parse_constant=_no_constant)
+        data = json.loads(raw, parse_constant=_no_constant, parse_int=_bounded_int)
+    except RequestError:
+        raise
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RequestError(f"the body is not JSON: {err}") from None
+    except ValueError as err:  # a number Python will not convert, should one slip through
+        raise RequestError(f"the body holds a value that cannot be read: {err}") from None
     except RecursionError:
         raise RequestError(f"the body is nested deeper than {limits.max_depth} levels") from None
     depth = nesting_depth(data)
@@ -106,8 +123,9 @@ def parse_chat_request(body: Any, served: set[str],
             or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
                        and isinstance(m.get("content"), str) for m in messages)):
         raise RequestError("messages must be a non-empty list of {role, content} strings")
-    if body.get("n", 1) != 1:
-        raise RequestError("only n=1 is supported")
+    n = body.get("n")
+    if n is not None and (type(n) is not int or n != 1):  # 1.0 and true are not the integer 1
+        raise RequestError(f"only n=1 is supported (a JSON integer); got {_show(n)}")
     if body.get("stream"):
         raise RequestError("stream=true is not supported")
     return ChatRequest(messages=[{"role": m["role"], "content": m["content"]} for m in messages],
@@ -121,6 +139,8 @@ def sampling_of(body: dict[str, Any]) -> SamplingParams:
         "max_tokens"
     max_tokens = _integer(body, key, DEFAULT_MAX_TOKENS, 1, None)
     seed = _integer(body, "seed", None, *SEED_RANGE)
+    if seed is not None and seed < 0:
+        seed %= 2**64
     return SamplingParams(max_tokens=max_tokens,
                           temperature=_real(body, "temperature", 1.0, 0.0, None),
                           top_p=_real(body, "top_p", 1.0, 0.0, 1.0, low_open=True), seed=seed)

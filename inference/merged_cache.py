@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .models import sllmbo_home
+from sllmbo.core.home import sllmbo_home
 
 #: Files of a model folder whose identity decides the merged weights.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -105,8 +105,8 @@ def gguf_file(base: Path, adapter_path: Path | None, out_type: str = "Q8_0",
     if path.is_file():
         return path
     if on_note is not None:
-        on_note(f"merging the adapter into a {out_type} GGUF for llama.cpp (once; cached at "
-                f"{path})")
+        what = "merging the adapter into" if adapter_path is not None else "converting the model to"
+        on_note(f"{what} a {out_type} GGUF for llama.cpp (once; cached at {path})")
     try:
         return merge_to_gguf(base, adapter_path, path, out_type)
     except OSError:
@@ -117,3 +117,22 @@ def gguf_file(base: Path, adapter_path: Path | None, out_type: str = "Q8_0",
 def kv_dir(home: str | Path | None = None) -> Path:
     """Prompt KV states the llama.cpp engine keeps between processes."""
     return sllmbo_home(home) / "cache" / "kv"
+
+
+def prepare_default() -> Path | None:
+    """Write the embedded model + shipped adapter's merged GGUF now (``make model``), so the
+    first ``sllmbo recommend`` does not pay the ~15 s merge; None where there is no GGUF."""
+    from sllmbo.core.home import default_model_path, is_pulled
+
+    from .models import base_gguf, shipped_adapter_path
+
+    if not is_pulled():
+        return None
+    base = base_gguf(default_model_path())
+    if base is None:
+        return None
+    return gguf_file(base, shipped_adapter_path())
+
+
+if __name__ == "__main__":
+    print(prepare_default() or "no embedded model GGUF: nothing merged")

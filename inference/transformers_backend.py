@@ -12,6 +12,7 @@ one ``generate`` per batch, and per-request JSON Schemas enforced by xgrammar
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -19,13 +20,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sllmbo.errors import BackendError, ModelNotFoundError
+from sllmbo.core.errors import BackendError, ModelNotFoundError
 
 from . import merged_cache
 from .adapters import check_adapter_fits
 from .base import Backend, ChatRequest, Completion, FinishReason
 from .constrained import GrammarCache, SchemaLogitsProcessor, schema_problem
+from .cpu_threads import ThreadChooser, omp_wait_policy
 from .fast_decode import FastDecoder
+
+KERNEL_TRUST_NOTE = "Skipping publisher trust check"
+
+
+class _DropKernelTrustNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(KERNEL_TRUST_NOTE)
+
+
+def quiet_kernel_trust_note() -> None:
+    """Drop one line of the ``kernels`` package, once per process: on a CPU with AVX512-BF16,
+    bitsandbytes (imported by peft) asks ``kernels`` for an optional hub kernel, and offline
+    ``kernels`` logs that it skips the publisher trust check. Nothing is fetched and
+    bitsandbytes' own CPU code runs, so the line says nothing to a user; every other message
+    of that logger still shows."""
+    logger = logging.getLogger("kernels._internals.hf_hub")
+    if not any(isinstance(f, _DropKernelTrustNote) for f in logger.filters):
+        logger.addFilter(_DropKernelTrustNote())
 
 
 class TransformersBackend(Backend):
@@ -51,6 +71,9 @@ class TransformersBackend(Backend):
                  device: str = "auto", load_in_4bit: bool = False, constrained: bool = True,
                  max_batch_size: int = 16, dtype: str = "auto", fast_decode: bool = True,
                  merge_adapter: bool = True) -> None:
+        # Must be set before torch loads its OpenMP runtime; a user's own setting wins.
+        for key, value in omp_wait_policy().items():
+            os.environ.setdefault(key, value)
         import torch
 
         self.model_path = Path(model_path)
@@ -61,6 +84,8 @@ class TransformersBackend(Backend):
         self.max_batch_size = max(1, max_batch_size)
         self.device = _resolve_device(device, torch)
         self.dtype = resolve_dtype(dtype, self.device, torch)
+        #: On a CPU, torch's threads before each call: the cores other processes leave free.
+        self.threads = ThreadChooser() if self.device.type == "cpu" else None
         if load_in_4bit and self.device.type != "cuda":
             raise BackendError("load_in_4bit needs a CUDA GPU (bitsandbytes NF4), "
                                f"but the device is {self.device}",
@@ -77,6 +102,12 @@ class TransformersBackend(Backend):
         self.fast_decoder = (FastDecoder(self.model, self.tokenizer, vocab_size=vocab,
                                          stop_token_ids=self.stop_token_ids)
                              if fast_decode and FastDecoder.supports(self.model) else None)
+
+    @property
+    def grammar_cache(self) -> GrammarCache:
+        """The compiled JSON Schemas; a server compiles into it off the model
+        (``sllmbo.inference.server.compiler``)."""
+        return self._grammars
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -132,6 +163,7 @@ class TransformersBackend(Backend):
             return None
 
     def _attach_adapter(self, model: Any) -> Any:
+        quiet_kernel_trust_note()  # before peft imports bitsandbytes
         from peft import PeftModel
 
         assert self.adapter_path is not None
@@ -156,6 +188,7 @@ class TransformersBackend(Backend):
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         """Answer in order; requests with equal sampling settings share ``generate`` calls."""
+        self._use_free_cores()
         results: list[Completion | None] = [None] * len(requests)
         groups: dict[tuple[int, float, float], list[int]] = {}
         for i, req in enumerate(requests):
@@ -177,6 +210,7 @@ class TransformersBackend(Backend):
 
         if self.model is None:
             raise BackendError("this backend was closed", hint="create a new backend")
+        self._use_free_cores()
         ids = self._choice_ids(
             choices, lambda c: self.tokenizer.encode(c, add_special_tokens=False))
         out: list[list[float]] = []
@@ -196,6 +230,17 @@ class TransformersBackend(Backend):
         finally:
             self.tokenizer.padding_side = side
         return out
+
+    def _use_free_cores(self) -> None:
+        """On a CPU, run torch on one thread per core other processes leave free: a thread on
+        a taken core stalls every kernel's barrier (``cpu_threads``)."""
+        if self.threads is None:
+            return
+        import torch
+
+        wanted = self.threads.choose()
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
 
     def close(self) -> None:
         self.model = None

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sllmbo.errors import BackendError
+from sllmbo.core.errors import BackendError
 
 from .adapters import check_adapter_fits
 from .base import Backend, ChatRequest, Completion

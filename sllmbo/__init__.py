@@ -14,8 +14,8 @@ _LAZY = {
     "recommend": "sllmbo.recommend",
     "LLMSampler": "sllmbo.samplers",
     "LLMTPESampler": "sllmbo.samplers",
-    "SearchSpace": "sllmbo.space",
-    "TaskCard": "sllmbo.taskcard",
+    "SearchSpace": "sllmbo.core.space",
+    "TaskCard": "sllmbo.core.taskcard",
 }
 
 

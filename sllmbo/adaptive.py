@@ -17,14 +17,14 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from sllmbo import history as hist
-from sllmbo import studyinfo
-from sllmbo.errors import SpaceError
+from sllmbo.core import history as hist
+from sllmbo.core import studyinfo
+from sllmbo.core.errors import SpaceError
+from sllmbo.core.prompts import ADAPT_ACTIONS, adaptation_messages, adaptation_schema, fmt
+from sllmbo.core.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace
+from sllmbo.core.taskcard import TaskCard
 from sllmbo.inference.base import Backend, SamplingParams
-from sllmbo.prompts import ADAPT_ACTIONS, adaptation_messages, adaptation_schema, fmt
 from sllmbo.samplers.calls import ask_json
-from sllmbo.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace
-from sllmbo.taskcard import TaskCard
 
 
 def adaptation_point(complete: list[FrozenTrial], trial_number: int, every: int,

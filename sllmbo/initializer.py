@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from sllmbo.errors import BackendError, ConfigError, SpaceError
+from sllmbo.core.errors import BackendError, ConfigError, SpaceError
+from sllmbo.core.prompts import initializer_messages, initializer_schema
+from sllmbo.core.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace
+from sllmbo.core.taskcard import TaskCard
 from sllmbo.inference.base import Backend, SamplingParams
-from sllmbo.prompts import initializer_messages, initializer_schema
 from sllmbo.samplers.calls import DuplicateError, ask_json
 from sllmbo.samplers.llm import accept_config
-from sllmbo.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace
-from sllmbo.taskcard import TaskCard
 
 #: ``--init``: where a study's initial configurations come from.
 INIT_MODES = ("auto", "initializer", "recommender")

@@ -26,38 +26,20 @@ import math
 import statistics
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sllmbo.errors import ConfigError, SllmboError
+from sllmbo.core.errors import ConfigError, SllmboError
+from sllmbo.core.prompts import config_schema, recommend_messages
+from sllmbo.core.space import CategoricalParam, IntParam, SearchSpace
+from sllmbo.core.taskcard import TaskCard
 from sllmbo.inference.base import ChatRequest, Completion, SamplingParams
-from sllmbo.prompts import config_schema, recommend_messages
+from sllmbo.recommendation import Recommendation
 from sllmbo.samplers.calls import DuplicateError
 from sllmbo.samplers.llm import accept_config
-from sllmbo.space import CategoricalParam, IntParam, SearchSpace
-from sllmbo.taskcard import TaskCard
 
 if TYPE_CHECKING:
     from sllmbo.inference.base import Backend
-
-
-@dataclass
-class Recommendation:
-    configs: list[dict[str, Any]]
-    repairs: list[list[str]] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    #: How many sampled answers the first configuration is the consensus of (0: greedy).
-    consensus_of: int = 0
-    #: The backend that answered (its ``name``), and why the fast engine did not, if not.
-    engine: str = ""
-    engine_note: str | None = None
-    #: ``decode="score"``: each returned configuration's expected predicted rank decile.
-    scores: list[float] = field(default_factory=list)
 
 
 DECODES = ("consensus", "greedy", "score", "pick")
@@ -158,12 +140,26 @@ def collect(completions: Sequence[Completion], space: SearchSpace, n: int,
     return rec
 
 
+#: Most candidates (``--n``) and consensus samples (``--samples``) one call generates: each
+#: is one more generated answer, so a mistyped 1000 would run for many minutes in silence.
+#: ``score`` and ``pick`` are bounded by the pool instead (``recommend_task`` says so).
+MAX_CANDIDATES = 64
+MAX_SAMPLES = 64
+
+
 def check_options(n: int, decode: str, samples: int, temperature: float) -> None:
     """One clear error for options that cannot work, before any model is loaded."""
     if n < 1:
         raise SllmboError(f"--n must be >= 1, got {n}")
     if decode not in DECODES:
         raise SllmboError(f"unknown decode {decode!r}", hint=f"use one of {', '.join(DECODES)}")
+    if decode in ("consensus", "greedy") and n > MAX_CANDIDATES:
+        raise SllmboError(f"--n must be at most {MAX_CANDIDATES} with --decode {decode} (each "
+                          f"candidate is one more generated answer), got {n}",
+                          hint="to try more configurations than that, run `sllmbo tune`")
+    if decode == "consensus" and samples > MAX_SAMPLES:
+        raise SllmboError(f"--samples must be at most {MAX_SAMPLES} (each is one more generated "
+                          f"answer; 8 measured as good as 16), got {samples}")
     if decode == "consensus" and (samples < 1 or not temperature > 0):
         raise SllmboError(f"a consensus needs --samples >= 1 and --temperature > 0, got "
                           f"{samples} and {temperature}", hint="or use --decode greedy")
@@ -246,9 +242,9 @@ def recommend(
 def recommend_task(task: str | None, model: str, n: int, backend: Backend | None,
                    **options: Any) -> Recommendation:
     """``recommend`` with the details (repairs, rejected candidates, tokens)."""
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings
-    from sllmbo.resolve import build_card, registered_card, resolve_task
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
+    from sllmbo.data.resolve import build_card, registered_card, resolve_task
 
     check_options(n, options.get("decode", "consensus"),
                   options.get("samples", CONSENSUS_SAMPLES), options.get("temperature", 0.8))
@@ -263,10 +259,16 @@ def recommend_task(task: str | None, model: str, n: int, backend: Backend | None
         loaded = resolve_task(task, data, target, task_type)
         card = build_card(loaded, family, settings)
     space = family.default_space(card.task_type)
-    if options.get("decode") == "score":
+    if options.get("decode") in ("score", "pick"):
         from sllmbo.scoring import pool_candidates
 
-        options["candidates"] = pool_candidates(family.name, space)
+        candidates = pool_candidates(family.name, space)
+        if n > len(candidates):
+            raise SllmboError(f"--decode {options['decode']} chooses from the committed pool, "
+                              f"which has {len(candidates)} {family.name} entries; got --n {n}",
+                              hint=f"use --n {len(candidates)} or less")
+        if options["decode"] == "score":
+            options["candidates"] = candidates
     kind, model_path = options.pop("backend_kind", "auto"), options.pop("model_path", None)
     adapter, base_url = options.pop("adapter", "default"), options.pop("base_url", None)
     owned = backend is None

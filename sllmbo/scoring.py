@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sllmbo.errors import ConfigError, SllmboError
-from sllmbo.prompts import SCORE_ANSWERS, score_messages
-from sllmbo.space import SearchSpace
-from sllmbo.taskcard import TaskCard
+from sllmbo.core.errors import ConfigError, SllmboError
+from sllmbo.core.prompts import SCORE_ANSWERS, score_messages
+from sllmbo.core.space import SearchSpace
+from sllmbo.core.taskcard import TaskCard
+from sllmbo.recommendation import Recommendation
 
 if TYPE_CHECKING:
     from sllmbo.data.pool import Pool
     from sllmbo.inference.base import Backend
-    from sllmbo.recommend import Recommendation
 
 
 def decile_probabilities(backend: Backend, card: TaskCard | None, space: SearchSpace,
@@ -103,8 +103,8 @@ def pick_probabilities(backend: Backend, card: TaskCard | None, pool: Pool,
     """The model's probability of each entry of ``pool`` (pool order), read off one forward
     pass of ``pick_messages``: the pick formulation. With ``tried`` (pool position, score)
     the few-shot pick: the tried entries get probability 0 and the rest are renormalized."""
+    from sllmbo.core.prompts import PICK_NAMES, pick_messages
     from sllmbo.data.matrix_examples import pick_pool_name
-    from sllmbo.prompts import PICK_NAMES, pick_messages
 
     names = PICK_NAMES[:len(pool)]
     (logp,) = np.asarray(backend.choice_logprobs(
@@ -137,7 +137,6 @@ def pick_recommend(backend: Backend, card: TaskCard, space: SearchSpace, n: int,
     they lost to the portfolio at 5 trials, where this list, ``validate_adapter``'s
     ``pick-complement``, did not lose). ``scores`` are the model's probabilities."""
     from sllmbo.data.pool_select import complement, training_table
-    from sllmbo.recommend import Recommendation
 
     start = time.perf_counter()
     pool = committed_pool(family)
@@ -164,7 +163,6 @@ def pick_recommend(backend: Backend, card: TaskCard, space: SearchSpace, n: int,
 def score_recommend(backend: Backend, card: TaskCard | None, space: SearchSpace, n: int,
                     candidates: Sequence[Mapping[str, Any]]) -> Recommendation:
     """The ``n`` candidates the model ranks best together (see the module docstring)."""
-    from sllmbo.recommend import Recommendation
 
     if not candidates:
         raise SllmboError("nothing to score: no candidate configurations")

@@ -3,7 +3,8 @@
 A plain ``(study, trial)`` callback (``optuna.terminator`` is deprecated) that reads the trials
 from storage each time, so it holds no state: several workers agree, a resumed run continues
 counting where the killed one left off. Defaults follow the paper (SLLMBO, arXiv 2410.20302):
-patience 15 for the LLM sampler, 5 for LLM-TPE.
+patience 15 for the LLM sampler, 5 for LLM-TPE (each sampler's default is in
+``sllmbo.samplers.registry``).
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from sllmbo.history import relative_change
-from sllmbo.studyinfo import STOP_REASON
-
-PATIENCE = {"llm": 15, "llm-tpe": 5}
+from sllmbo.core.history import relative_change
+from sllmbo.core.studyinfo import STOP_REASON
 
 
 class EarlyStopping:

@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sllmbo import studyinfo
-from sllmbo.errors import SllmboError
-from sllmbo.space import SearchSpace
-from sllmbo.taskcard import TaskCard
+from sllmbo.core import studyinfo
+from sllmbo.core.errors import SllmboError
+from sllmbo.core.space import SearchSpace
+from sllmbo.core.taskcard import TaskCard
 
 if TYPE_CHECKING:
     import optuna

@@ -12,7 +12,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from sllmbo import studyinfo
+from sllmbo.core import studyinfo
 from sllmbo.samplers import attrs
 
 

@@ -8,29 +8,29 @@ Several processes pointed at one RDB storage share the study.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sllmbo import studyinfo
-from sllmbo.errors import SllmboError, SllmboNote, check_output_file, check_seed
-from sllmbo.families import ModelFamily, get_family
-from sllmbo.objective import (
+from sllmbo.core import studyinfo
+from sllmbo.core.errors import SllmboError, SllmboNote, check_output_file, check_seed
+from sllmbo.core.families import get_family
+from sllmbo.core.objective import (
     EvalSettings,
     ScoreCache,
     check_metric,
-    holdout_scores,
     make_objective,
 )
-from sllmbo.resolve import build_card, load_space_file, resolve_task, task_spaces
-from sllmbo.space import SearchSpace
-from sllmbo.storage import mask_url, open_storage
+from sllmbo.core.space import SearchSpace
+from sllmbo.core.storage import GRACE_S, open_storage
+from sllmbo.core.taskcard import TaskCard
+from sllmbo.data.resolve import build_card, load_space_file, resolve_task, task_spaces
+from sllmbo.llm_options import LLMOptions
+from sllmbo.samplers import registry
+from sllmbo.samplers.registry import SamplerSpec
 from sllmbo.studies import (
     OpenedStudy,
     count_states,
@@ -39,111 +39,17 @@ from sllmbo.studies import (
     open_study,
     process_seed,
 )
-from sllmbo.taskcard import TaskCard
+from sllmbo.tune_result import TuneResult, failure_causes, summarize
 
 if TYPE_CHECKING:
     import optuna
 
+    from sllmbo.core.protocol import EvalProtocol
     from sllmbo.data import Task
     from sllmbo.inference.base import Backend
-    from sllmbo.protocol import EvalProtocol
 
-LLM_SAMPLERS = ("llm", "llm-tpe")
-#: Samplers that label their own trials' sources (the LLM ones and the pool ones).
-SELF_LABELLING = (*LLM_SAMPLERS, "feedback", "llm-feedback")
-SPACE_MODES = ("default", "llm")
-
-
-@dataclass
-class TuneResult:
-    """What a tuning run produced; ``to_json`` is the file ``--output`` writes."""
-
-    task: str
-    model: str
-    sampler: str
-    study: str
-    storage: str | None
-    metric: str
-    direction: str
-    n_trials_target: int
-    n_complete: int
-    n_failed: int
-    best_value: float | None
-    best_params: dict[str, Any] | None
-    best_trial: int | None
-    test_scores: dict[str, float] = field(default_factory=dict)
-    stop_reason: str | None = None
-    #: Why trials failed (the most common fit error), when any did.
-    failures: str | None = None
-    seconds: float = 0.0
-    task_card: dict[str, Any] = field(default_factory=dict)
-    #: The LLM loop's accounting (``sllmbo.summary.LoopSummary.to_dict``); None without LLM.
-    llm: dict[str, Any] | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False)
-
-
-@dataclass(frozen=True)
-class LLMOptions:
-    """How the LLM part of the loop runs (ignored by tpe/random unless ``space == "llm"``).
-
-    ``patience``: completed trials without improvement before stopping; None picks the
-    paper's default for the LLM samplers (15 llm, 5 llm-tpe) and no stopping for tpe/random;
-    0 turns stopping off. ``adapt_every``: completed trials between LLM space adaptations
-    (0: off). ``n_initial``: initial configurations enqueued on a fresh study; ``init``
-    where they come from (``sllmbo.initializer.init_source``: auto picks the recommender for
-    a fine-tuned backend, the paper's initializer otherwise).
-    """
-
-    backend: str = "auto"
-    model_path: str | None = None
-    adapter: str | None = "default"  # the shipped adapter (embedded model); None: base model
-    base_url: str | None = None
-    space: str = "default"
-    n_initial: int = 5
-    init: str = "auto"
-    patience: int | None = None
-    min_delta: float = 0.0
-    adapt_every: int = 0
-    p_llm: float = 0.5
-    adaptive_p: bool = False
-    timeout: float | None = None
-    temperature: float = 0.7
-    max_tokens: int = 256
-
-    def __post_init__(self) -> None:
-        if self.space not in SPACE_MODES:
-            raise SllmboError(f"--space must be one of {SPACE_MODES}, got '{self.space}'")
-        from sllmbo.initializer import INIT_MODES
-
-        if self.init not in INIT_MODES:
-            raise SllmboError(f"--init must be one of {', '.join(INIT_MODES)}, got "
-                              f"'{self.init}'")
-        for name in ("n_initial", "adapt_every"):
-            if getattr(self, name) < 0:
-                raise SllmboError(f"--{name.replace('_', '-')} must be >= 0, "
-                                  f"got {getattr(self, name)}")
-        if self.patience is not None and self.patience < 0:
-            raise SllmboError(f"--patience must be >= 0, got {self.patience}")
-        if not 0 <= self.p_llm <= 1:
-            raise SllmboError(f"--p-llm must be in [0, 1], got {self.p_llm}")
-        if self.adaptive_p and not 0 < self.p_llm < 1:
-            raise SllmboError(f"--adaptive-p needs 0 < --p-llm < 1 (a share it can move), "
-                              f"got {self.p_llm}")
-        if not (self.min_delta >= 0 and math.isfinite(self.min_delta)):
-            raise SllmboError(f"--min-delta must be a finite number >= 0, got {self.min_delta}")
-        if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
-            raise SllmboError(f"--llm-timeout must be > 0 seconds, got {self.timeout}",
-                              hint="leave it out to wait as long as the backend does")
-        if self.max_tokens < 1:
-            raise SllmboError(f"--max-tokens must be >= 1, got {self.max_tokens}")
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise SllmboError(f"--temperature must be >= 0, got {self.temperature}")
-
-
-def _needs_backend(sampler: str, options: LLMOptions) -> bool:
-    return (sampler in (*LLM_SAMPLERS, "llm-feedback") or options.space == "llm"
+def _needs_backend(spec: SamplerSpec, options: LLMOptions) -> bool:
+    return (spec.needs_backend or options.space == "llm"
             or options.adapt_every > 0)
 
 
@@ -159,7 +65,7 @@ def _check_backend_answers(backend: Backend) -> None:
     down is one message and exit 2, not a run that silently turns into TPE). Reading
     ``fine_tuned`` makes a server backend list its models once (the answer is kept); an
     in-process backend loaded already."""
-    from sllmbo.errors import BackendError
+    from sllmbo.core.errors import BackendError
 
     try:
         backend.fine_tuned  # noqa: B018 - the property asks the server
@@ -169,7 +75,7 @@ def _check_backend_answers(backend: Backend) -> None:
 
 
 def _initialize(opened: OpenedStudy, backend: Backend, card: TaskCard, limits: SearchSpace,
-                default_space: SearchSpace, sampler: str, options: LLMOptions, seed: int,
+                default_space: SearchSpace, spec: SamplerSpec, options: LLMOptions, seed: int,
                 n_trials: int) -> None:
     """On a fresh study: the LLM initializer's space and enqueued configurations, asked by one
     worker only (``studies.initializer_owner``). No more configurations than ``n_trials``:
@@ -177,7 +83,7 @@ def _initialize(opened: OpenedStudy, backend: Backend, card: TaskCard, limits: S
     from sllmbo.initializer import start
 
     study = opened.study
-    n_configs = min(options.n_initial, n_trials) if sampler in LLM_SAMPLERS else 0
+    n_configs = min(options.n_initial, n_trials) if spec.runs_initializer else 0
     if options.space != "llm" and n_configs == 0:
         return
     if not initializer_owner(opened, wait_s=max(300.0, 4 * (options.timeout or 0.0))):
@@ -193,12 +99,13 @@ def _initialize(opened: OpenedStudy, backend: Backend, card: TaskCard, limits: S
     study.set_user_attr(studyinfo.INIT, init.to_user_attr())
 
 
-def _callbacks(sampler: str, backend: Backend | None, card: TaskCard, limits: SearchSpace,
+def _callbacks(spec: SamplerSpec, backend: Backend | None, card: TaskCard, limits: SearchSpace,
                default_space: SearchSpace, options: LLMOptions, seed: int) -> list[Any]:
-    from sllmbo.stopping import PATIENCE, EarlyStopping
+    from sllmbo.stopping import EarlyStopping
 
     callbacks: list[Any] = []
-    patience = options.patience if options.patience is not None else PATIENCE.get(sampler, 0)
+    patience = (options.patience if options.patience is not None
+                else spec.patience)
     if patience:
         callbacks.append(EarlyStopping(patience=patience, min_delta=options.min_delta))
     if options.adapt_every and backend is not None:
@@ -227,14 +134,14 @@ def _reconsider_stop(study: optuna.Study, callbacks: Sequence[Any]) -> None:
 
 
 def _with_source(objective: Callable[[optuna.Trial], float],
-                 sampler: str) -> Callable[[optuna.Trial], float]:
+                 spec: SamplerSpec) -> Callable[[optuna.Trial], float]:
     """Label trials of the plain samplers; the LLM and pool samplers label their own."""
-    if sampler in SELF_LABELLING:
+    if spec.labels_own_trials:
         return objective
 
     def labelled(trial: optuna.Trial) -> float:
         if studyinfo.SOURCE not in trial.user_attrs:
-            trial.set_user_attr(studyinfo.SOURCE, sampler)
+            trial.set_user_attr(studyinfo.SOURCE, spec.name)
         return objective(trial)
 
     return labelled
@@ -246,21 +153,45 @@ def optimize_until(
     target: int,
     callbacks: Sequence[Callable[[optuna.Study, Any], None]] = (),
     max_failures: int | None = None,
+    poll_s: float = 1.0,
 ) -> None:
     """Run trials until the study holds ``target`` completed trials (counted in storage, so
-    other workers' trials count too), a callback stops the study, or too many trials fail."""
+    other workers' trials count too), a callback stops the study, or too many trials fail.
+
+    Running trials count too (``MaxTrialsCallback`` on COMPLETE and RUNNING): counting only
+    completed ones, two workers each start the one trial missing (``--n-trials 4`` ended
+    with 5). Pruned and failed trials do not count. While others' running trials would reach
+    the target this worker waits; a dead worker's trial is failed by its heartbeat and rerun.
+    Two workers can still pass the callback's check at the same instant; of their two new
+    trials, the later-numbered one finds the target held by the trials before it and is
+    pruned unrun (``_surplus``)."""
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import fail_stale_trials
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     max_failures = max_failures if max_failures is not None else max(10, target)
-    stop_at_target = MaxTrialsCallback(target, states=(TrialState.COMPLETE,))
+    stop_at_target = MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.RUNNING))
     failures_at_start = count_states(study)["fail"]
     first_trial = len(study.get_trials(deepcopy=False))
+    waited = False
     while True:
         counts = count_states(study)
-        remaining = target - counts["complete"]
-        if remaining <= 0 or study.user_attrs.get(studyinfo.STOP_REASON):
+        if counts["complete"] >= target or study.user_attrs.get(studyinfo.STOP_REASON):
             return
+        remaining = target - counts["complete"] - counts["running"]
+        if remaining <= 0:  # the last trials run elsewhere: wait, then count again
+            if not waited:
+                n = counts["running"]
+                warnings.warn(f"waiting for {n} trial{'s' * (n != 1)} running in another "
+                              "worker (a dead worker's trial is run here once its heartbeat "
+                              f"is {GRACE_S} s old)", SllmboNote, stacklevel=2)
+                waited = True
+            time.sleep(poll_s)
+            with warnings.catch_warnings():  # Optuna marks the heartbeat API experimental
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                fail_stale_trials(study)
+            continue
         if counts["fail"] - failures_at_start >= max_failures:
             failed = counts["fail"] - failures_at_start
             raise SllmboError(f"{failed} trials failed in this run; stopping. "
@@ -268,17 +199,35 @@ def optimize_until(
                               hint="fix the cause above (the data or the options) and run "
                               "the same command again")
         study.optimize(
-            objective,
+            _unless_surplus(objective, target),
             n_trials=remaining,
             callbacks=[stop_at_target, *callbacks],
             gc_after_trial=False,
         )
 
 
+def _unless_surplus(objective: Callable[[optuna.Trial], float],
+                    target: int) -> Callable[[optuna.Trial], float]:
+    """``objective``, except for a trial numbered after ``target`` completed or running
+    trials: that one stops this worker and is pruned before it runs."""
+    import optuna
+    from optuna.trial import TrialState
+
+    def guarded(trial: optuna.Trial) -> float:
+        ahead = trial.study.get_trials(deepcopy=False,
+                                       states=(TrialState.COMPLETE, TrialState.RUNNING))
+        if sum(t.number < trial.number for t in ahead) >= target:
+            trial.study.stop()
+            raise optuna.TrialPruned(f"the {target} trials before it reach the target")
+        return objective(trial)
+
+    return guarded
+
+
 def check_folds(task: Task, settings: EvalSettings) -> None:
     """Split once before any trial: a fold count the data cannot fill (more folds than rows,
     or than the largest class has members) would otherwise fail every trial."""
-    from sllmbo.objective import splitter
+    from sllmbo.core.objective import splitter
 
     try:
         with warnings.catch_warnings():
@@ -291,24 +240,6 @@ def check_folds(task: Task, settings: EvalSettings) -> None:
             f"training rows of task '{task.name}': {err}",
             hint="pass a smaller --n-folds, or use more rows",
         ) from None
-
-
-def failure_causes(study: optuna.Study, first_trial: int = 0) -> str:
-    """The most common cause of the failed trials from ``first_trial`` on (their
-    ``sllmbo:fit_error``), for the message that stops a run: an in-memory study is gone
-    by the time a user could read its attributes."""
-    from collections import Counter
-
-    from optuna.trial import TrialState
-
-    causes = Counter(
-        str(t.user_attrs.get(studyinfo.FIT_ERROR) or "the objective returned no value")
-        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if t.number >= first_trial)
-    if not causes:
-        return "No cause was recorded."
-    (cause, n), *others = causes.most_common()
-    return f"Cause of {n}: {cause}" + (f" (and {len(others)} other causes)" if others else "")
 
 
 def tune(
@@ -337,6 +268,7 @@ def tune(
     enqueue_source: str = "enqueued",
     cache: ScoreCache | None = None,
     protocol: EvalProtocol | None = None,
+    sampler_factory: Callable[..., optuna.samplers.BaseSampler] | None = None,
 ) -> TuneResult:
     """Tune ``model`` on a task and refit the best configuration on the test split.
 
@@ -349,11 +281,18 @@ def tune(
     ``enqueue``: configurations tried first, on a fresh study only (Optuna's
     ``enqueue_trial``; values clipped into the space, labelled ``enqueue_source``): the
     evaluation's portfolio and seeded TPE. ``cache``: scores of configurations seen before
-    (``sllmbo.objective.ScoreCache``) are reused instead of refitted.
-    ``protocol`` (``sllmbo.protocol.EvalProtocol``): how configurations are scored (split,
+    (``sllmbo.core.objective.ScoreCache``) are reused instead of refitted.
+    ``protocol`` (``sllmbo.core.protocol.EvalProtocol``): how configurations are scored (split,
     folds, metric, estimator, space) where it says so; it wins over ``n_folds`` and, when it
     sets one, over ``seed`` for the folds; ``seed`` still seeds the sampler. Recorded in the
     study's run config.
+
+    ``sampler_factory``: builds the study's sampler in place of ``build_sampler`` (the
+    evaluation's configured baselines: a TPE whose random start ends with the enqueued
+    configurations, Optuna's GP, SMAC), called with ``build_sampler``'s keywords (``seed``,
+    ``space``, ``card``, ``backend`` and the options the sampler's registry entry takes);
+    ``sampler`` still names it in the run config and labels its trials. A name the sampler
+    registry does not hold has a plain sampler's facts (no LLM, no initializer, no early stop).
 
     >>> result = tune("diabetes", model="lightgbm", sampler="tpe", n_trials=20)  # doctest: +SKIP
     """
@@ -368,9 +307,12 @@ def tune(
         raise SllmboError(f"--n-folds must be >= 2, got {n_folds}")
     if n_jobs < 1 and n_jobs != -1:
         raise SllmboError(f"--n-jobs must be >= 1 (or -1: every core), got {n_jobs}")
-    from sllmbo.samplers import build_sampler, check_kind
+    from sllmbo.samplers import build_sampler
 
-    check_kind(sampler)  # before any data is loaded
+    # An unknown name stops here, before any data is loaded; a caller's own sampler
+    # (``sampler_factory``) under a name of its own has a plain sampler's facts.
+    spec = (registry.get(sampler) if sampler_factory is None or sampler in registry.SAMPLERS
+            else SamplerSpec(name=sampler, help="the caller's sampler", builder=""))
     options = llm or LLMOptions()
     started = time.perf_counter()
     if max_rows is not None and max_rows < 20:
@@ -410,7 +352,7 @@ def tune(
         for note in notes:
             warnings.warn(f"--space-file {space_file}: {note}", SllmboNote, stacklevel=2)
     opened_storage = open_storage(storage)
-    owned = backend is None and _needs_backend(sampler, options)
+    owned = backend is None and _needs_backend(spec, options)
     if owned:
         backend = _open_backend(options)
     try:
@@ -430,7 +372,7 @@ def tune(
         study.set_user_attr(studyinfo.RUN_CONFIG, run_config)
         worker_seed = process_seed(seed, opened)
         if backend is not None:
-            _initialize(opened, backend, card, limits, default_space, sampler, options, seed,
+            _initialize(opened, backend, card, limits, default_space, spec, options, seed,
                         n_trials)
         # Once: by the creator, or on a resume of a study killed before it enqueued them
         # (a second worker racing the creator is absorbed by skip_if_exists).
@@ -441,20 +383,16 @@ def tune(
                                       enqueue_source)
             study.set_user_attr(studyinfo.ENQUEUED, {"n": len(enqueue), "source": enqueue_source,
                                                      "repairs": repairs})
-        llm_kwargs: dict[str, Any] = {}
-        if sampler in LLM_SAMPLERS:
-            llm_kwargs = dict(space=default_space, card=card, backend=backend,
-                              timeout=options.timeout, temperature=options.temperature,
-                              max_tokens=options.max_tokens)
-            if sampler == "llm-tpe":
-                llm_kwargs.update(p_llm=options.p_llm, adaptive=options.adaptive_p)
-        elif sampler in ("feedback", "llm-feedback"):
-            llm_kwargs = dict(space=studyinfo.get_space(study, default_space), card=card,
-                              backend=backend if sampler == "llm-feedback" else None)
-        study.sampler = build_sampler(sampler, seed=worker_seed, **llm_kwargs)
+        sampler_kwargs = dict(
+            seed=worker_seed, card=card,
+            space=studyinfo.get_space(study, default_space) if spec.uses_study_space
+            else default_space,
+            backend=backend if spec.needs_backend else None, **spec.options_from(options))
+        study.sampler = (sampler_factory(**sampler_kwargs) if sampler_factory is not None
+                         else build_sampler(sampler, **sampler_kwargs))
         objective = _with_source(
-            make_objective(loaded, family, default_space, settings, cache=cache), sampler)
-        callbacks = _callbacks(sampler, backend, card, limits, default_space, options,
+            make_objective(loaded, family, default_space, settings, cache=cache), spec)
+        callbacks = _callbacks(spec, backend, card, limits, default_space, options,
                                worker_seed)
         _reconsider_stop(study, callbacks)
 
@@ -468,7 +406,7 @@ def tune(
 
     result = summarize(study, loaded, family, settings, sampler, storage, n_trials, card,
                        score_test=score_test, cache=cache)
-    if backend is not None or sampler in (*LLM_SAMPLERS, "llm-feedback"):
+    if backend is not None or spec.needs_backend:
         from sllmbo.summary import summarize_study
 
         result.llm = summarize_study(study).to_dict()
@@ -505,44 +443,3 @@ def _quiet_interrupts() -> None:
     for handler in optuna.logging.get_logger("optuna").handlers:
         if not any(isinstance(f, _NoInterruptTraceback) for f in handler.filters):
             handler.addFilter(_NoInterruptTraceback())
-
-
-def summarize(
-    study: optuna.Study,
-    task: Task,
-    family: ModelFamily,
-    settings: EvalSettings,
-    sampler: str,
-    storage: str | None,
-    n_trials: int,
-    card: TaskCard,
-    score_test: bool = True,
-    cache: ScoreCache | None = None,
-) -> TuneResult:
-    """Best trial of the study and (``score_test``) its refit test scores."""
-    counts = count_states(study)
-    best = None
-    if counts["complete"]:
-        best = study.best_trial
-    return TuneResult(
-        task=task.name,
-        model=family.name,
-        sampler=sampler,
-        study=study.study_name,
-        storage=mask_url(storage),
-        metric=card.metric,
-        direction=card.direction,
-        n_trials_target=n_trials,
-        n_complete=counts["complete"],
-        n_failed=counts["fail"],
-        best_value=None if best is None else float(best.value),  # type: ignore[arg-type]
-        best_params=None if best is None else dict(best.params),
-        best_trial=None if best is None else best.number,
-        test_scores=(
-            holdout_scores(task, family, best.params, settings, cache=cache)
-            if best is not None and score_test else {}
-        ),
-        stop_reason=study.user_attrs.get(studyinfo.STOP_REASON),
-        failures=failure_causes(study) if counts["fail"] else None,
-        task_card=card.to_user_attr(),
-    )

@@ -6,9 +6,9 @@ from typing import Any
 
 import optuna
 
-from sllmbo.space import CategoricalParam, FloatParam, IntParam, SearchSpace
-from sllmbo.studyinfo import get_space
-from sllmbo.taskcard import TaskCard
+from sllmbo.core.space import CategoricalParam, FloatParam, IntParam, SearchSpace
+from sllmbo.core.studyinfo import get_space
+from sllmbo.core.taskcard import TaskCard
 
 SPACE = SearchSpace(
     (

@@ -149,3 +149,81 @@ def rss_mb(trim: bool = False) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def headers_only(url: str, *, source: str | None = None) -> socket.socket:
+    """A socket that has sent a request line and one header, and never ends its headers."""
+    host, port, _ = split(url)
+    sock = socket.create_connection((host, port), timeout=10,
+                                    source_address=(source, 0) if source else None)
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+    return sock
+
+
+class Drip:
+    """``n`` connections that each send ``POST /v1/chat/completions HTTP/1.1\\r\\n`` and
+    then one more byte every ``every_s`` for ``for_s`` (no key, never a whole request): the
+    slow-drip client of issue 38. Runs in a thread; ``closed_after`` holds, per connection,
+    the seconds after which the server closed it (None: still open at the end)."""
+
+    def __init__(self, url: str, n: int, *, every_s: float, for_s: float,
+                 source: str | None = None) -> None:
+        self.url, self.n, self.every_s, self.for_s = url, n, every_s, for_s
+        self.source = source  # another loopback address (127.0.0.2): another client
+        self.closed_after: list[float | None] = []
+        self.opened = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Drip:
+        self._thread.start()
+        assert self.opened.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(self.for_s + 10)
+
+    def _run(self) -> None:
+        host, port, _ = split(self.url)
+        socks = []
+        for _ in range(self.n):
+            try:
+                sock = socket.create_connection(
+                    (host, port), timeout=5,
+                    source_address=(self.source, 0) if self.source else None)
+                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\n")
+                socks.append(sock)
+            except OSError:
+                socks.append(None)
+        start = time.monotonic()
+        self.closed_after = [0.0 if s is None else None for s in socks]
+        self.opened.set()
+        while time.monotonic() - start < self.for_s:
+            time.sleep(self.every_s)
+            for i, sock in enumerate(socks):
+                if sock is None or self.closed_after[i] is not None:
+                    continue
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    self.closed_after[i] = time.monotonic() - start
+        for sock in socks:
+            if sock is not None:
+                sock.close()
+
+
+def timed(call: Any) -> tuple[Any, float]:
+    """``call()``'s result and the seconds it took."""
+    start = time.monotonic()
+    result = call()
+    return result, time.monotonic() - start
+
+
+#: Compiles for well over 10 s on these machines (fixed-length patterns expand to a rule per
+#: character, each masked against the 49k-token vocabulary).
+SLOW_PATTERN_LENGTH = 20000
+
+
+def slow_schema(salt: int = 0) -> dict:
+    return {"type": "object", "properties": {
+        f"p{i}": {"type": "string", "pattern": f"^[a-z]{{{SLOW_PATTERN_LENGTH + salt + i}}}$"}
+        for i in range(4)}, "required": ["p0"]}

@@ -34,7 +34,7 @@ def test_bad_llm_option_exits_2_before_the_model_loads(extra, message, monkeypat
 
 
 def test_fail_state_from_optuna_names_is_history():
-    from sllmbo.history import to_record
+    from sllmbo.core.history import to_record
 
     assert to_record({"number": 3, "params": {}, "state": "FAIL"}).state == "failed"
 

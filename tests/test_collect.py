@@ -6,9 +6,9 @@ import optuna
 import pytest
 
 from sllmbo.cli import main
+from sllmbo.core.errors import SllmboError, TaskError
+from sllmbo.core.taskcard import TaskCard
 from sllmbo.data.collect import CollectJob, completed_counts, plan_jobs
-from sllmbo.errors import SllmboError, TaskError
-from sllmbo.taskcard import TaskCard
 
 
 def test_jobs_are_sampler_major_so_a_cut_short_collection_is_even():

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sllmbo.core.errors import TaskError
 from sllmbo.data import load_file_task, load_task
-from sllmbo.errors import TaskError
 
 
 def _penguins() -> pd.DataFrame:

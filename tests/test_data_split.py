@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from sllmbo.cli import main
+from sllmbo.core.errors import TaskError
 from sllmbo.data import list_tasks, load_task
 from sllmbo.data.splits import HELDOUT, heldout_match, refuse_heldout, split_of
-from sllmbo.errors import TaskError
 
 REPO = Path(__file__).resolve().parents[1]
 

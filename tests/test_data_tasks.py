@@ -10,9 +10,9 @@ import socket
 import pandas as pd
 import pytest
 
+from sllmbo.core.taskcard import TaskCard
 from sllmbo.data import Task, infer_task_type, list_tasks, load_file_task, load_task, task_names
 from sllmbo.data.registry import _ENTRIES, _load_cached
-from sllmbo.taskcard import TaskCard
 
 META_KEYS = {
     "n_rows", "n_features", "n_numeric", "n_categorical", "missing_share", "n_classes",

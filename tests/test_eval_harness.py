@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sllmbo.errors import SllmboError
+from sllmbo.core.errors import SllmboError
 from sllmbo.eval.harness import check_adapter_heldout, fill_regret, plan_eval, run_eval
 from sllmbo.eval.metrics import TrialRow
 from sllmbo.eval.runs import RunLog, library_defaults
@@ -66,8 +66,8 @@ def test_options_are_parsed_with_clear_errors() -> None:
 
 
 def test_library_defaults_are_read_from_the_libraries() -> None:
+    from sllmbo.core.families import get_family
     from sllmbo.data import load_task
-    from sllmbo.families import get_family
 
     task = load_task("auto_mpg")
     lgb = library_defaults(task, get_family("lightgbm"), None)

@@ -93,7 +93,7 @@ def test_a_trial_lost_with_its_worker_carries_its_llm_time_not_the_hours_it_lay_
     from optuna.distributions import FloatDistribution
     from optuna.trial import FrozenTrial, TrialState
 
-    from sllmbo import studyinfo
+    from sllmbo.core import studyinfo
     from sllmbo.eval.runs import trial_rows
     from sllmbo.samplers import attrs
 

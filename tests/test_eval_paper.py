@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from sllmbo.core.errors import SllmboError
 from sllmbo.data.splits import split_of
-from sllmbo.errors import SllmboError
 from sllmbo.eval import paper
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sllmbo-results"

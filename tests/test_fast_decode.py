@@ -113,7 +113,7 @@ def test_merged_adapter_answers_like_the_peft_wrapped_one(tiny_model, tmp_path):
 def test_fast_greedy_equals_generate_on_real_recommend_prompts(embedded_model):
     """The embedded model on what ``sllmbo recommend`` sends, in fp32: the same answers, and
     the fast path reaches them in fewer forward passes than tokens."""
-    from sllmbo.eval.bench_inference import make_request
+    from sllmbo.eval.bench_prompts import make_request
 
     backend = TransformersBackend(embedded_model, device="cpu", dtype="float32")
     greedy = SamplingParams(max_tokens=128, temperature=0.0)

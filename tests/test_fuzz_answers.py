@@ -14,8 +14,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sllmbo.errors import ConfigError
-from sllmbo.families import get_family
+from sllmbo.core.errors import ConfigError
+from sllmbo.core.families import get_family
 from sllmbo.inference.base import Completion, parse_answer
 from sllmbo.samplers.calls import DuplicateError
 

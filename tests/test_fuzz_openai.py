@@ -16,17 +16,17 @@ import openai
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sllmbo.errors import BackendError
+from sllmbo.core.errors import BackendError
 
 try:  # the HTTP library of the installed openai client (httpx2 from openai 3 on)
     import httpx2 as httpx
 except ImportError:  # pragma: no cover - older openai
     import httpx
 
-from sllmbo.families import get_family
+from sllmbo.core.families import get_family
+from sllmbo.core.prompts import config_schema
 from sllmbo.inference.base import ChatRequest, Completion, SamplingParams
 from sllmbo.inference.openai_backend import OpenAIBackend
-from sllmbo.prompts import config_schema
 from sllmbo.recommend import collect
 
 SPACE = get_family("lightgbm").default_space()

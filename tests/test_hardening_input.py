@@ -187,14 +187,14 @@ def test_a_built_in_task_refuses_target_and_task_type(capsys, monkeypatch):
     ("space.yaml", "learning_rate: {type: float, low: 1e-8, high: 0.3, log: true}\n"),
 ])
 def test_a_space_file_reads_exponent_numbers_as_numbers(name, text, tmp_path):
-    from sllmbo.resolve import load_space_file
+    from sllmbo.data.resolve import load_space_file
 
     (tmp_path / name).write_text(text)
     assert load_space_file(tmp_path / name).to_dict()["learning_rate"]["low"] == 1e-8
 
 
 def test_when_every_trial_fails_the_message_shows_the_cause(tmp_path, capsys, monkeypatch):
-    import sllmbo.objective as objective
+    import sllmbo.core.objective as objective
 
     def broken(*args, **kwargs):
         raise ValueError("Input contains NaN in column 'a'")
@@ -237,7 +237,7 @@ def test_initial_configurations_are_capped_by_n_trials(tmp_path):
 
 
 def test_a_clip_note_shows_numpy_numbers_as_plain_numbers():
-    from sllmbo.space import SearchSpace
+    from sllmbo.core.space import SearchSpace
 
     space = SearchSpace.from_dict({"x": {"type": "float", "low": 0.0, "high": 1.0}})
     assert space.clip({"x": np.float64(3.0)})[1] == ["clipped 'x' from 3.0 to 1.0"]
@@ -255,7 +255,7 @@ def test_notes_are_one_plain_line_and_library_deprecations_stay_quiet(tmp_path, 
     import warnings
 
     import sllmbo.data as data_stage
-    from sllmbo.errors import SllmboNote
+    from sllmbo.core.errors import SllmboNote
 
     def noisy(*args, **kwargs):
         warnings.warn("dropping column 'empty'", SllmboNote, stacklevel=2)

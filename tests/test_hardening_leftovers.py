@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from cli_helpers import fails, runs
 
-from sllmbo.errors import SllmboNote
+from sllmbo.core.errors import SllmboNote
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def test_train_refuses_an_out_of_the_wrong_kind_before_any_work(out, message, tm
     ("1e", "1e"), ("e5", "e5"), ("0x10", 16), ("12", 12), ("yes", True),
 ])
 def test_load_yaml_reads_exponent_numbers_as_floats_and_nothing_else_changes(text, value):
-    from sllmbo.taskcard import load_yaml
+    from sllmbo.core.taskcard import load_yaml
 
     got = load_yaml(f"x: {text}")["x"]
     assert got == value and type(got) is type(value)
@@ -94,8 +94,8 @@ missing_share: 1e-3
 
 
 def test_a_task_card_and_a_cards_file_read_exponent_numbers(tmp_path):
+    from sllmbo.core.taskcard import TaskCard
     from sllmbo.data.cards import load_card_rules
-    from sllmbo.taskcard import TaskCard
 
     (tmp_path / "card.yaml").write_text(CARD)
     card = TaskCard.from_yaml(tmp_path / "card.yaml")
@@ -125,7 +125,7 @@ def test_every_user_yaml_goes_through_the_one_yaml12_loader():
             text = path.read_text()
             if re.search(r"yaml\.(safe_load|load|full_load|unsafe_load)\(", text):
                 readers.append(str(path.relative_to(ROOT)))
-    assert readers == ["sllmbo/taskcard.py"]
+    assert readers == ["sllmbo/core/taskcard.py"]
 
 
 # ------------------------------------------------------------- eval and an LLM server that is down
@@ -161,7 +161,7 @@ def test_eval_reports_llm_runs_whose_every_answer_fell_back_to_tpe(tmp_path, mon
     from llm_scripts import ScriptedBackend
 
     import sllmbo.eval.runs as eval_runs
-    from sllmbo.errors import BackendError
+    from sllmbo.core.errors import BackendError
 
     backend = ScriptedBackend([BackendError("the server went away")])
     monkeypatch.setattr(eval_runs, "shared_backend", lambda *args, **kwargs: backend)
@@ -187,9 +187,9 @@ def _rare_class_csv(tmp_path: Path, name: str) -> Path:
 
 
 def test_a_class_rarer_than_the_folds_is_said_once_in_sllmbos_words(tmp_path, monkeypatch):
-    import sllmbo.objective as objective
+    import sllmbo.core.objective as objective
+    from sllmbo.core.families import get_family
     from sllmbo.data import load_file_task
-    from sllmbo.families import get_family
 
     monkeypatch.setattr(objective, "_RARE_NOTED", set())
     task = load_file_task(_rare_class_csv(tmp_path, "rare_once"), target="y")
@@ -208,7 +208,7 @@ def test_a_class_rarer_than_the_folds_is_said_once_in_sllmbos_words(tmp_path, mo
 
 def test_tune_on_a_rare_class_shows_one_note_and_no_sklearn_warning(tmp_path, capfd,
                                                                       monkeypatch):
-    import sllmbo.objective as objective
+    import sllmbo.core.objective as objective
 
     monkeypatch.setattr(objective, "_RARE_NOTED", set())
     monkeypatch.delenv("SLLMBO_DEBUG", raising=False)
@@ -221,8 +221,8 @@ def test_tune_on_a_rare_class_shows_one_note_and_no_sklearn_warning(tmp_path, ca
 
 
 def test_no_rare_class_note_for_regression_or_common_classes(tmp_path):
+    from sllmbo.core.objective import rare_classes
     from sllmbo.data import load_file_task
-    from sllmbo.objective import rare_classes
 
     regression = load_file_task(_regression_csv(tmp_path), target="y")
     assert rare_classes(regression, 5) == {}

@@ -17,7 +17,7 @@ import pytest
 from inference_fixtures import WordTokenizer
 
 from sllmbo.cli import main
-from sllmbo.storage import mask_url, redact
+from sllmbo.core.storage import mask_url, redact
 
 PASSWORD = "Hunter2Secret"
 

@@ -6,8 +6,9 @@ import jsonschema
 import pytest
 from inference_fixtures import SCHEMAS
 
+from sllmbo.core.home import MARKER, default_model_path, is_pulled
 from sllmbo.inference import ChatRequest, SamplingParams, create_backend
-from sllmbo.inference.models import MARKER, default_model_path, is_pulled, pull_default_model
+from sllmbo.inference.models import pull_default_model
 
 FAMILIES = ["lightgbm", "xgboost", "random_forest", "finite"]
 

@@ -11,9 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from sllmbo.errors import BackendError, ModelNotFoundError
+from sllmbo.core.errors import BackendError, ModelNotFoundError
+from sllmbo.core.home import resolve_model
 from sllmbo.inference import create_backend
-from sllmbo.inference.models import list_models, resolve_model
+from sllmbo.inference.models import list_models
 from sllmbo.inference.serve import vllm_serve_command
 
 

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from inference_fixtures import SCHEMAS, free_port
 
-from sllmbo.errors import BackendError
+from sllmbo.core.errors import BackendError
 from sllmbo.inference import ChatRequest, SamplingParams, create_backend
 from sllmbo.inference.http_server import ChatServer, RequestError, parse_chat_request
 from sllmbo.inference.openai_backend import OpenAIBackend

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from inference_fixtures import SCHEMAS, build_lora_adapter, build_tiny_llama, copy_tokenizer
 
-from sllmbo.errors import BackendError, ModelNotFoundError
+from sllmbo.core.errors import BackendError, ModelNotFoundError
 from sllmbo.inference import ChatRequest, SamplingParams
 from sllmbo.inference.transformers_backend import TransformersBackend
 

@@ -11,6 +11,8 @@ from inference_fixtures import WordTokenizer
 from optuna.trial import create_trial
 
 from sllmbo.cli import main
+from sllmbo.core.errors import SllmboError, TaskError
+from sllmbo.core.taskcard import TaskCard
 from sllmbo.data.build import build_dataset, card_lists_heldout
 from sllmbo.data.cards import load_card_rules
 from sllmbo.data.instructions import (
@@ -21,8 +23,6 @@ from sllmbo.data.instructions import (
     validation_tasks,
 )
 from sllmbo.data.trial_logs import read_trial_logs
-from sllmbo.errors import SllmboError, TaskError
-from sllmbo.taskcard import TaskCard
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sllmbo-results"
@@ -36,7 +36,7 @@ def card_attrs(task: str, family: str = "lightgbm") -> dict:
 
 
 def toy_study(storage: str, name: str, task: str, n: int = 12, card: bool = True) -> None:
-    from sllmbo.families import get_family
+    from sllmbo.core.families import get_family
 
     space = get_family("lightgbm").default_space()
     study = optuna.create_study(storage=storage, study_name=name)
@@ -74,7 +74,7 @@ def test_llm_study_prompts_are_reproduced_byte_for_byte(tmp_path):
 def test_history_is_what_finished_before_the_trial_started():
     from datetime import datetime, timedelta
 
-    from sllmbo.data.trial_logs import LoggedTrial, StudyLog
+    from sllmbo.data.logged import LoggedTrial, StudyLog
 
     t0 = datetime(2026, 1, 1)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sllmbo.errors import BackendError
+from sllmbo.core.errors import BackendError
 from sllmbo.inference.base import ChatRequest, SamplingParams
 from sllmbo.inference.llamacpp_backend import unavailable_reason
 
@@ -27,10 +27,10 @@ needs_engine = pytest.mark.skipif(ENGINE_MISSING is not None,
 
 
 def recommend_prompt(task: str = "bike_sharing", family: str = "lightgbm"):
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings
-    from sllmbo.prompts import config_schema, recommend_messages
-    from sllmbo.resolve import registered_card
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
+    from sllmbo.core.prompts import config_schema, recommend_messages
+    from sllmbo.data.resolve import registered_card
 
     fam = get_family(family)
     card = registered_card(task, fam, EvalSettings())
@@ -40,11 +40,14 @@ def recommend_prompt(task: str = "bike_sharing", family: str = "lightgbm"):
 
 @pytest.fixture(scope="module")
 def engine(embedded_model):
+    from sllmbo.inference.cpu_threads import usable_cores
     from sllmbo.inference.llamacpp_backend import LlamaCppBackend
     from sllmbo.inference.models import shipped_adapter_path
 
+    # Threads pinned to the cores (the count varies the last digits): the numbers checked here
+    # must not depend on what else the machine runs.
     backend = LlamaCppBackend(embedded_model, adapter_path=shipped_adapter_path(),
-                              kv_files=False)
+                              kv_files=False, n_threads=len(usable_cores()))
     yield backend
     backend.close()
 
@@ -235,10 +238,10 @@ def test_score_ranks_continuations_once_per_prompt(engine):
 
 
 def score_prompts(n: int = 5):
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings
-    from sllmbo.prompts import SCORE_ANSWERS, score_messages
-    from sllmbo.resolve import registered_card
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
+    from sllmbo.core.prompts import SCORE_ANSWERS, score_messages
+    from sllmbo.data.resolve import registered_card
 
     fam = get_family("lightgbm")
     card = registered_card("bike_sharing", fam, EvalSettings())
@@ -305,7 +308,7 @@ def test_greedy_answers_match_the_transformers_path(engine, embedded_model):
     near-tie digit, so the texts rarely match exactly (0 of 10 measured); the answers are
     valid, have the same keys, and most values agree within a factor of 2 (75% measured on
     10 prompts; the tiny reg_alpha/reg_lambda differ most)."""
-    from sllmbo.eval.bench_inference import make_request, prompts
+    from sllmbo.eval.bench_prompts import make_request, prompts
     from sllmbo.inference.models import shipped_adapter_path
     from sllmbo.inference.transformers_backend import TransformersBackend
 
@@ -348,6 +351,23 @@ def test_recommend_command_imports_no_torch_and_says_which_engine_answered(embed
     json.loads(proc.stdout)
 
 
+@needs_engine
+def test_each_call_decodes_on_the_threads_chosen_for_it(engine):
+    from sllmbo.inference.cpu_threads import ThreadChooser
+
+    messages, schema, space = recommend_prompt()
+    pinned = engine.threads
+    try:
+        engine.threads = ThreadChooser(fixed=1)  # as when another process takes a core
+        [answer] = engine.complete([ChatRequest(messages, schema, SamplingParams(temperature=0))])
+        assert engine.n_threads == 1
+        space.validate(json.loads(answer.text))
+    finally:
+        engine.threads = pinned
+        engine.complete([ChatRequest(messages, schema, SamplingParams(max_tokens=1))])
+    assert engine.n_threads == pinned.choose()
+
+
 def test_merge_refuses_an_adapter_it_cannot_map(tmp_path):
     from sllmbo.inference.gguf_merge import lora_deltas
 
@@ -357,20 +377,10 @@ def test_merge_refuses_an_adapter_it_cannot_map(tmp_path):
         lora_deltas(Path(tmp_path), 9, 3)
 
 
-def test_openmp_workers_spin_unless_the_machine_is_oversubscribed():
-    from sllmbo.inference.llamacpp_backend import omp_wait_policy
-
-    assert omp_wait_policy(2, load=0.0) is None  # quiet: libgomp's brief spin, 2.7x a step
-    assert omp_wait_policy(2, load=2.5) is None  # busy but not oversubscribed
-    assert omp_wait_policy(2, load=4.0) == "PASSIVE"
-    assert omp_wait_policy(2, load=7.1) == "PASSIVE"
-    assert omp_wait_policy(1, load=2.0) == "PASSIVE"
-
-
 def test_decode_floors_price_the_answers_own_passes():
     """One answer of 50 passes at 10 ms a one-token step cannot take under 0.5 s; 8 answers of
     640 tokens in 40 passes (16 a pass) at 60 ms a 16-token step, under 2.4 s."""
-    from sllmbo.eval.bench_inference import decode_floors
+    from sllmbo.eval.bench_cpu_engine import decode_floors
 
     row = {"decode_step_s": {1: 0.010, 2: 0.020, 8: 0.032, 16: 0.060, 32: 0.130},
            "warm_answer_stats": {"forward_passes": 50, "answer_tokens": 94},

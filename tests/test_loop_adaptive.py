@@ -10,9 +10,9 @@ from llm_scripts import VALID, ScriptedBackend
 from loop_helpers import CARD, LIMITS, SPACE, objective
 
 from sllmbo.adaptive import SpaceAdapter, adaptation_point, apply_decision
-from sllmbo.errors import BackendError
+from sllmbo.core.errors import BackendError
+from sllmbo.core.studyinfo import adapt_failures, get_space, space_changes
 from sllmbo.samplers import LLMSampler, LLMTPESampler
-from sllmbo.studyinfo import adapt_failures, get_space, space_changes
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -150,7 +150,7 @@ def test_each_adaptation_point_has_exactly_one_owner_when_workers_finish_togethe
 
 
 def test_space_changes_from_two_workers_at_once_are_both_kept():
-    from sllmbo.studyinfo import set_space
+    from sllmbo.core.studyinfo import set_space
 
     storage = optuna.storages.InMemoryStorage()
     one = optuna.create_study(storage=storage, study_name="s")

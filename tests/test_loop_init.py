@@ -10,10 +10,10 @@ import pytest
 from llm_scripts import VALID, ScriptedBackend, valid_answer
 from test_loop_tune import lgbm_space_answer
 
-from sllmbo.errors import BackendError
-from sllmbo.families import get_family
+from sllmbo.core.errors import BackendError
+from sllmbo.core.families import get_family
+from sllmbo.core.prompts import config_schema
 from sllmbo.initializer import InitResult, init_source, recommended_start, start
-from sllmbo.prompts import config_schema
 
 FAMILY = get_family("lightgbm")
 LIMITS = FAMILY.hard_limits()

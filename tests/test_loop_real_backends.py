@@ -7,7 +7,7 @@ import optuna
 import pytest
 from loop_helpers import CARD, SPACE, objective
 
-from sllmbo.families import get_family
+from sllmbo.core.families import get_family
 from sllmbo.samplers import LLMSampler, LLMTPESampler
 from sllmbo.samplers import attrs as A
 from sllmbo.summary import summarize_study
@@ -60,7 +60,7 @@ def test_short_tune_on_the_embedded_model(embedded_model, tmp_path):
 
 @pytest.mark.slow
 def test_the_shipped_adapter_starts_from_its_recommendation(embedded_model, tmp_path):
-    from sllmbo.studyinfo import INIT
+    from sllmbo.core.studyinfo import INIT
     from sllmbo.tune import LLMOptions, tune
 
     url = f"sqlite:///{tmp_path / 'init.db'}"

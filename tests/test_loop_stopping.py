@@ -5,7 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from sllmbo.stopping import PATIENCE, EarlyStopping
+from sllmbo.samplers import registry
+from sllmbo.stopping import EarlyStopping
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -60,7 +61,8 @@ def test_a_resumed_study_keeps_counting_from_storage(tmp_path):
 
 
 def test_paper_defaults_and_bad_settings():
-    assert PATIENCE == {"llm": 15, "llm-tpe": 5}
+    defaults = {name: registry.get(name).patience for name in registry.names()}
+    assert {n: p for n, p in defaults.items() if p} == {"llm": 15, "llm-tpe": 5}
     with pytest.raises(ValueError, match="patience"):
         EarlyStopping(patience=0)
     with pytest.raises(ValueError, match="min_delta"):

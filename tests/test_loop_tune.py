@@ -8,11 +8,11 @@ import optuna
 import pytest
 from llm_scripts import VALID, ScriptedBackend
 
-from sllmbo.errors import BackendError
-from sllmbo.families import get_family
+from sllmbo.core.errors import BackendError
+from sllmbo.core.families import get_family
+from sllmbo.core.space import SearchSpace
+from sllmbo.core.studyinfo import INIT as INIT_ATTR
 from sllmbo.samplers import attrs as A
-from sllmbo.space import SearchSpace
-from sllmbo.studyinfo import INIT as INIT_ATTR
 from sllmbo.summary import summarize_study, summary_table
 from sllmbo.tune import LLMOptions, tune
 
@@ -100,7 +100,7 @@ def test_plain_samplers_label_their_trials():
      ({"init": "zero-shot"}, "--init must be one of auto, initializer, recommender")],
 )
 def test_bad_llm_options_are_refused(options, message):
-    from sllmbo.errors import SllmboError
+    from sllmbo.core.errors import SllmboError
 
     with pytest.raises(SllmboError, match=message):
         LLMOptions(**options)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from sllmbo.core.errors import SllmboError, TaskError
 from sllmbo.data.matrix import MatrixSpec, collect_matrix, read_matrix, run_order, training_spec
 from sllmbo.data.pool import Pool, read_pools, write_pools
+from sllmbo.data.registry import plan_variants
 from sllmbo.data.splits import HELDOUT
-from sllmbo.data.variants import MIN_VARIANT_ROWS, VARIANT_CAP, ladder, plan_variants
-from sllmbo.errors import SllmboError, TaskError
+from sllmbo.data.variants import MIN_VARIANT_ROWS, VARIANT_CAP, ladder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,7 @@ def test_variant_rows_span_what_the_readme_states() -> None:
     for split in ("train", "heldout"):
         rows = [v.rows for v in plan_variants(split)]
         spans[split] = (min(rows), max(rows))
-    assert spans == {"train": (252, VARIANT_CAP), "heldout": (210, VARIANT_CAP)}
+    assert spans == {"train": (120, VARIANT_CAP), "heldout": (210, VARIANT_CAP)}
 
 
 def test_run_order_reaches_every_size_band_within_the_first_rounds() -> None:
@@ -170,9 +171,9 @@ def test_a_portfolio_can_begin_with_a_given_choice() -> None:
 
 
 def test_matrix_examples_rank_the_pool_and_prompt_as_inference_does(tmp_path: Path) -> None:
+    from sllmbo.core.families import get_family
+    from sllmbo.core.prompts import recommend_messages, score_messages
     from sllmbo.data.matrix_examples import MatrixOptions, matrix_examples, rank_deciles
-    from sllmbo.families import get_family
-    from sllmbo.prompts import recommend_messages, score_messages
     from sllmbo.recommend import recommend_task
 
     assert rank_deciles({"a": 1.0, "b": 3.0, "c": None, "d": 2.0, "e": 1.0}) == \
@@ -214,9 +215,9 @@ def test_matrix_examples_rank_the_pool_and_prompt_as_inference_does(tmp_path: Pa
 
 
 def _card_of(variant: str):
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
     from sllmbo.data import load_task
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings
-    from sllmbo.resolve import build_card
+    from sllmbo.data.resolve import build_card
 
     return build_card(load_task(variant), get_family("lightgbm"), EvalSettings())

@@ -7,11 +7,11 @@ import math
 import optuna
 import pytest
 
+from sllmbo.core.families import FAMILIES, get_family
+from sllmbo.core.objective import EvalSettings, cross_validate, holdout_scores, make_objective
+from sllmbo.core.space import FloatParam, IntParam, SearchSpace
+from sllmbo.core.studyinfo import set_space, space_changes
 from sllmbo.data import load_task
-from sllmbo.families import FAMILIES, get_family
-from sllmbo.objective import EvalSettings, cross_validate, holdout_scores, make_objective
-from sllmbo.space import FloatParam, IntParam, SearchSpace
-from sllmbo.studyinfo import set_space, space_changes
 
 REGRESSION, CLASSIFICATION = "diabetes", "breast_cancer"
 FAST = EvalSettings(n_folds=3, seed=0)

@@ -9,8 +9,8 @@ import math
 import pytest
 
 from sllmbo.cli import main
+from sllmbo.core.prompts import PICK_NAMES, pick_messages
 from sllmbo.inference.base import Backend
-from sllmbo.prompts import PICK_NAMES, pick_messages
 
 
 class NamingBackend(Backend):
@@ -37,10 +37,10 @@ def test_pick_names_are_one_token_each_and_the_prompt_is_short(embedded_model):
     tokenizer = AutoTokenizer.from_pretrained(str(embedded_model))
     ids = [tokenizer.encode(n, add_special_tokens=False) for n in PICK_NAMES]
     assert all(len(i) == 1 for i in ids) and len({i[0] for i in ids}) == len(PICK_NAMES)
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
     from sllmbo.data.registry import load_task
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings
-    from sllmbo.resolve import build_card
+    from sllmbo.data.resolve import build_card
 
     card = build_card(load_task("diabetes"), get_family("lightgbm"), EvalSettings())
     prompt = tokenizer.apply_chat_template(pick_messages(card, "lightgbm-abc", 60),
@@ -102,12 +102,12 @@ def test_matrix_pick_examples_name_the_variants_best_entries():
 def test_the_pick_formulation_trains_two_steps_and_its_picks_parse(tiny_model, tmp_path):
     from test_training import recipe, write_data
 
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
     from sllmbo.data.matrix_examples import MatrixOptions, matrix_examples
     from sllmbo.data.registry import load_task
-    from sllmbo.families import get_family
+    from sllmbo.data.resolve import build_card
     from sllmbo.inference.transformers_backend import TransformersBackend
-    from sllmbo.objective import EvalSettings
-    from sllmbo.resolve import build_card
     from sllmbo.scoring import pick_recommend
     from sllmbo.training.sft import train
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from test_pick import NamingBackend
 
-from sllmbo.prompts import PICK_NAMES, pick_messages, render_tried
+from sllmbo.core.prompts import PICK_NAMES, pick_messages, render_tried
 
 
 def test_tried_scores_are_scaled_among_themselves_in_trial_order():

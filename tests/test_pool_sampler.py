@@ -8,10 +8,10 @@ import optuna
 import pytest
 from test_pick import NamingBackend
 
-from sllmbo.errors import SllmboError
-from sllmbo.prompts import PICK_NAMES
+from sllmbo.core.errors import SllmboError
+from sllmbo.core.prompts import PICK_NAMES
+from sllmbo.core.space import FloatParam, SearchSpace
 from sllmbo.samplers.pool import POOL_INDEX, NeighbourChooser, PoolSampler
-from sllmbo.space import FloatParam, SearchSpace
 
 SPACE = SearchSpace(params=[FloatParam(name="x", low=0.0, high=10.0)])
 CONFIGS = [{"x": float(i)} for i in range(6)]
@@ -92,11 +92,11 @@ def test_the_neighbour_chooser_takes_the_nearest_rows_best_untried_entry():
 
 
 def test_feedback_starts_from_the_portfolio_and_reads_only_the_training_matrix():
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
     from sllmbo.data.pool_select import FEEDBACK_START, training_rows
     from sllmbo.data.registry import load_task
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings
-    from sllmbo.resolve import build_card
+    from sllmbo.data.resolve import build_card
     from sllmbo.samplers import build_sampler
 
     family = get_family("lightgbm")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from loop_helpers import CARD, LIMITS, SPACE
 
-from sllmbo import history, prompts
-from sllmbo.history import TrialRecord
+from sllmbo.core import history, prompts
+from sllmbo.core.history import TrialRecord
 
 
 @pytest.mark.parametrize(

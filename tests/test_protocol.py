@@ -9,11 +9,10 @@ import numpy as np
 import optuna
 import pytest
 
-from sllmbo import studyinfo
-from sllmbo.data import load_task
-from sllmbo.errors import SllmboError, TaskError
-from sllmbo.families import get_family
-from sllmbo.objective import (
+from sllmbo.core import studyinfo
+from sllmbo.core.errors import SllmboError, TaskError
+from sllmbo.core.families import get_family
+from sllmbo.core.objective import (
     METRICS,
     EvalSettings,
     check_metric,
@@ -22,10 +21,11 @@ from sllmbo.objective import (
     holdout_scores,
     score,
 )
-from sllmbo.protocol import EvalProtocol
-from sllmbo.space import FloatParam, IntParam, SearchSpace
-from sllmbo.studyinfo import CACHE_HIT
-from sllmbo.studyinfo import ENQUEUED as ENQUEUED_ATTR
+from sllmbo.core.protocol import EvalProtocol
+from sllmbo.core.space import FloatParam, IntParam, SearchSpace
+from sllmbo.core.studyinfo import CACHE_HIT
+from sllmbo.core.studyinfo import ENQUEUED as ENQUEUED_ATTR
+from sllmbo.data import load_task
 from sllmbo.tune import tune
 
 REGRESSION, CLASSIFICATION = "diabetes", "breast_cancer"
@@ -185,7 +185,7 @@ def test_the_protocol_overrides_the_scoring_settings_but_not_the_threads():
 
 
 def test_a_plain_estimator_is_the_library_class_with_only_fixed_args_and_the_config():
-    from sllmbo.objective import build_estimator
+    from sllmbo.core.objective import build_estimator
 
     task = load_task(REGRESSION)
     config = {"n_estimators": 20, "num_leaves": 8, "learning_rate": 0.1}

@@ -100,7 +100,7 @@ def test_consensus_config_rounds_integers_and_keeps_four_digits():
 
 
 def test_consensus_needs_sampling():
-    from sllmbo.errors import SllmboError
+    from sllmbo.core.errors import SllmboError
 
     with pytest.raises(SllmboError, match="consensus needs"):
         recommend_with(ScriptedBackend(), CARD, SPACE, 1, temperature=0.0)
@@ -134,7 +134,7 @@ def test_python_api_on_a_task():
 
 
 def test_n_must_be_positive():
-    from sllmbo.errors import SllmboError
+    from sllmbo.core.errors import SllmboError
 
     with pytest.raises(SllmboError, match="--n must be >= 1"):
         recommend_with(ScriptedBackend(), CARD, SPACE, 0)

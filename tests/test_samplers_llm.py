@@ -10,7 +10,7 @@ import pytest
 from llm_scripts import VALID, ErrorCompletionBackend, ScriptedBackend
 from loop_helpers import CARD, SPACE, objective
 
-from sllmbo.errors import BackendError
+from sllmbo.core.errors import BackendError
 from sllmbo.samplers import LLMSampler
 from sllmbo.samplers import attrs as A
 

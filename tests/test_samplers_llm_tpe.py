@@ -7,7 +7,7 @@ import pytest
 from llm_scripts import VALID, ScriptedBackend
 from loop_helpers import SPACE, objective
 
-from sllmbo.errors import SllmboError
+from sllmbo.core.errors import SllmboError
 from sllmbo.samplers import LLMSampler, LLMTPESampler, build_sampler
 from sllmbo.samplers import attrs as A
 from sllmbo.samplers.llm_tpe import adapted_p

@@ -64,7 +64,7 @@ class DigitBackend(Backend):
 
 
 def test_score_recommend_returns_the_pool_entries_ranked_best():
-    from sllmbo.families import get_family
+    from sllmbo.core.families import get_family
 
     space = get_family("lightgbm").default_space("regression")
     pool = pool_candidates("lightgbm", space)
@@ -98,7 +98,7 @@ def test_the_embedded_model_scores_the_pool_on_the_fast_engine(embedded_model, c
     assert info.value.code == 0
     out = capsys.readouterr()
     configs = json.loads(out.out)
-    from sllmbo.families import get_family
+    from sllmbo.core.families import get_family
 
     space = get_family("lightgbm").default_space("regression")
     pool = pool_candidates("lightgbm", space)

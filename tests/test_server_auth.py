@@ -8,7 +8,7 @@ import pytest
 from server_helpers import FINITE, MESSAGES, TickingBackend, chat_url, get, post
 from typer.testing import CliRunner
 
-from sllmbo.errors import BackendError
+from sllmbo.core.errors import BackendError
 from sllmbo.inference.base import ChatRequest, SamplingParams
 from sllmbo.inference.http_server import ChatServer, is_loopback
 from sllmbo.inference.openai_backend import OpenAIBackend
@@ -83,7 +83,7 @@ def _serve_cli(args, monkeypatch, env=None):
     from sllmbo.cli import serve
 
     loaded = []
-    monkeypatch.setattr("sllmbo.inference.models.resolve_model",
+    monkeypatch.setattr("sllmbo.core.home.resolve_model",
                         lambda name: loaded.append(name) or pytest.fail("model resolved"))
     app = typer.Typer()
     serve.register(app)

@@ -8,7 +8,7 @@ import json
 import pytest
 from server_helpers import FINITE, MESSAGES, TickingBackend, chat_url, get, post
 
-from sllmbo import families, prompts
+from sllmbo.core import families, prompts
 from sllmbo.inference.http_request import BodyLimits, check_schema_size, nesting_depth
 from sllmbo.inference.http_server import ChatServer, ServerLimits
 
@@ -69,6 +69,15 @@ RAW_CASES = [
     ("a 1 MB model name", f'{{"messages":{MSG},"model":"{"m" * 1_000_000}"}}', 404,
      'mmmmm... does not exist'),
     ("not an object", "[1, 2]", 400, "must be a JSON object"),
+    # issue 38: these gave 500, or were taken as n=1
+    ("a 5,000-digit integer", f'{{"messages":{MSG},"seed":{"9" * 5000}}}', 400,
+     "an integer of 5000 digits; the limit is 100"),
+    ("a 5,000-digit negative integer", f'{{"messages":{MSG},"x":[-{"1" * 5000}]}}', 400,
+     "an integer of 5000 digits"),
+    ("n 1.0", f'{{"messages":{MSG},"n":1.0}}', 400, "only n=1 is supported (a JSON integer); "
+     "got 1.0"),
+    ("n true", f'{{"messages":{MSG},"n":true}}', 400, "got true"),
+    ("n 2", f'{{"messages":{MSG},"n":2}}', 400, "only n=1"),
 ]
 
 
@@ -173,3 +182,28 @@ def test_max_tokens_unset_is_256_and_explicit_values_are_honoured(server, backen
     assert post(chat_url(server.url), {"messages": MESSAGES, "max_tokens": 7})[0] == 200
     assert backend.calls[-1]["tokens"] == 7
     assert get(server.url.removesuffix("/v1") + "/health")[0] == 200
+
+
+def test_a_negative_seed_is_read_as_its_unsigned_64_bit_twin():
+    from sllmbo.inference.http_request import sampling_of
+
+    assert sampling_of({"seed": -1}).seed == 2**64 - 1
+    assert sampling_of({"seed": -(2**63)}).seed == 2**63
+    assert sampling_of({"seed": 7}).seed == 7
+
+
+@pytest.mark.slow
+def test_seed_minus_one_is_answered_by_the_llamacpp_engine(embedded_model):
+    # issue 38: the validator let -1 through and llama.cpp's generator refused it (500).
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from sllmbo.inference.factory import local_backend
+
+    backend = local_backend(embedded_model, None, device="cpu", engine="llamacpp")
+    try:
+        with ChatServer(backend, model_name="m", port=0) as srv:
+            for seed in (-1, -(2**63)):
+                got, reply = post(chat_url(srv.url), {"seed": seed, "max_tokens": 4,
+                                                      **with_schema(FINITE)})
+                assert got == 200, reply
+    finally:
+        backend.close()

@@ -67,11 +67,11 @@ def test_a_tail_sees_the_head_and_itself_never_another_tail():
 
 def score_rows(task_name: str, deciles: dict[int, int]) -> list[dict]:
     """Scoring examples of a real card and the LightGBM pool: candidate i -> its decile."""
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
+    from sllmbo.core.prompts import score_messages
     from sllmbo.data.registry import load_task
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings
-    from sllmbo.prompts import score_messages
-    from sllmbo.resolve import build_card
+    from sllmbo.data.resolve import build_card
     from sllmbo.scoring import pool_candidates
 
     task = load_task(task_name)
@@ -86,11 +86,11 @@ def score_rows(task_name: str, deciles: dict[int, int]) -> list[dict]:
 
 def pick_rows(task_name: str, names: list[str]) -> list[dict]:
     """Pick examples of a real card: one whole prompt, a different pool entry's name each."""
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
+    from sllmbo.core.prompts import pick_messages
     from sllmbo.data.registry import load_task
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings
-    from sllmbo.prompts import pick_messages
-    from sllmbo.resolve import build_card
+    from sllmbo.data.resolve import build_card
 
     card = build_card(load_task(task_name), get_family("lightgbm"), EvalSettings())
     prompt = pick_messages(card, "lightgbm-test", 60)
@@ -147,7 +147,7 @@ def write_score_data(root: Path, train: list[dict], validation: list[dict]) -> P
 def test_the_scoring_formulation_trains_two_steps_and_its_scores_parse(tiny_model, tmp_path):
     from test_training import recipe
 
-    from sllmbo.families import get_family
+    from sllmbo.core.families import get_family
     from sllmbo.inference.transformers_backend import TransformersBackend
     from sllmbo.scoring import decile_probabilities, pool_candidates
     from sllmbo.training.sft import train
@@ -165,9 +165,9 @@ def test_the_scoring_formulation_trains_two_steps_and_its_scores_parse(tiny_mode
     backend = TransformersBackend(tiny_model, adapter_path=out, device="cpu", dtype="float32")
     try:
         space = get_family("lightgbm").default_space("regression")
+        from sllmbo.core.objective import EvalSettings
         from sllmbo.data.registry import load_task
-        from sllmbo.objective import EvalSettings
-        from sllmbo.resolve import build_card
+        from sllmbo.data.resolve import build_card
 
         card = build_card(load_task("diabetes"), get_family("lightgbm"), EvalSettings())
         probs = decile_probabilities(backend, card, space, pool_candidates("lightgbm", space)[:4])
@@ -192,11 +192,11 @@ def trainable_tiny(embedded_model: Path, tmp_path_factory: pytest.TempPathFactor
 def test_a_scorer_taught_a_favourite_ranks_it_first(trainable_tiny, tmp_path, favourite):
     from test_training import recipe
 
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
     from sllmbo.data.registry import load_task
-    from sllmbo.families import get_family
+    from sllmbo.data.resolve import build_card
     from sllmbo.inference.transformers_backend import TransformersBackend
-    from sllmbo.objective import EvalSettings
-    from sllmbo.resolve import build_card
     from sllmbo.scoring import pool_candidates, score_recommend
     from sllmbo.training.sft import train
 

@@ -9,9 +9,9 @@ import numpy as np
 import optuna
 import pytest
 
-from sllmbo.errors import ConfigError, SpaceError
-from sllmbo.families import FAMILIES, get_family
-from sllmbo.space import CategoricalParam, FloatParam, IntParam, SearchSpace
+from sllmbo.core.errors import ConfigError, SpaceError
+from sllmbo.core.families import FAMILIES, get_family
+from sllmbo.core.space import CategoricalParam, FloatParam, IntParam, SearchSpace
 
 SPACE = SearchSpace(
     (
@@ -195,7 +195,7 @@ def test_unknown_family_names_the_choices():
 
 
 def test_a_user_space_keeps_its_log_flag_and_says_what_was_clipped():
-    from sllmbo.families import get_family
+    from sllmbo.core.families import get_family
 
     limits = get_family("lightgbm").hard_limits()
     mine = SearchSpace((FloatParam("learning_rate", 1e-5, 0.1, log=False),
@@ -207,7 +207,7 @@ def test_a_user_space_keeps_its_log_flag_and_says_what_was_clipped():
 
 
 def test_a_user_range_wholly_outside_its_limit_is_an_error_not_replaced():
-    from sllmbo.families import get_family
+    from sllmbo.core.families import get_family
 
     limits = get_family("lightgbm").hard_limits()
     with pytest.raises(SpaceError, match="lies outside its hard limit"):

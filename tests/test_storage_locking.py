@@ -9,8 +9,8 @@ from concurrent.futures import ProcessPoolExecutor
 import optuna
 import pytest
 
+from sllmbo.core.storage import open_storage
 from sllmbo.data.matrix import _storage as matrix_storage
-from sllmbo.storage import open_storage
 
 
 def _locked_by_other_writer(db_path: str) -> bool:

@@ -8,15 +8,16 @@ import sys
 
 import pytest
 
-from sllmbo.data.facts import FACTS_FILE, all_facts, registered_facts
-from sllmbo.families import get_family
-from sllmbo.objective import EvalSettings
-from sllmbo.resolve import build_card, registered_card, resolve_task
+from sllmbo.core.families import get_family
+from sllmbo.core.objective import EvalSettings
+from sllmbo.data.facts import FACTS_FILE, registered_facts
+from sllmbo.data.facts_build import all_facts
+from sllmbo.data.resolve import build_card, registered_card, resolve_task
 
 
 def test_the_shipped_facts_are_what_the_data_gives():
     shipped = json.loads(FACTS_FILE.read_text())
-    assert shipped == all_facts(), "rebuild with: python -m sllmbo.data.facts"
+    assert shipped == all_facts(), "rebuild with: python -m sllmbo.data.facts_build"
 
 
 @pytest.mark.parametrize(("name", "family"), [("diabetes", "lightgbm"),

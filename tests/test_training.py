@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sllmbo.errors import SllmboError
+from sllmbo.core.errors import SllmboError
 from sllmbo.training.recipe import Recipe
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -144,10 +144,10 @@ def instruction_data(embedded_model, tmp_path_factory) -> Path:
     """Real examples from the instruction builder (toy studies, the embedded tokenizer)."""
     from optuna.trial import create_trial
 
+    from sllmbo.core.families import get_family
+    from sllmbo.core.taskcard import TaskCard
     from sllmbo.data.build import build_dataset, load_tokenizer
     from sllmbo.data.instructions import BuildOptions
-    from sllmbo.families import get_family
-    from sllmbo.taskcard import TaskCard
 
     root = tmp_path_factory.mktemp("instructions")
     url = f"sqlite:///{root / 'logs.db'}"
@@ -173,7 +173,8 @@ def test_prompt_tokens_carry_no_loss_on_real_instruction_examples(tiny_model, in
                                                                    tmp_path):
     from transformers import AutoTokenizer
 
-    from sllmbo.training.sft import build_trainer, check_data, load_splits
+    from sllmbo.training.sft_data import check_data, load_splits
+    from sllmbo.training.sft_trainer import build_trainer
 
     rec = recipe(tiny_model, max_length=1024)
     train_rows, val_rows = load_splits(check_data(instruction_data), rec)
@@ -232,7 +233,8 @@ def test_a_real_4bit_qlora_step_on_cpu(tiny_model, repeated_data, tmp_path):
     import torch
     from bitsandbytes.nn import Linear4bit
 
-    from sllmbo.training.sft import build_trainer, check_data, load_splits
+    from sllmbo.training.sft_data import check_data, load_splits
+    from sllmbo.training.sft_trainer import build_trainer
 
     rec = recipe(tiny_model, quantization="nf4", max_steps=1, eval_steps=0, precision="auto")
     train_rows, _ = load_splits(check_data(repeated_data), rec)
@@ -255,12 +257,8 @@ def test_cpu_lm_head_scores_only_completion_positions_with_the_same_loss(
     import trl.kernels.chunked_logprob as kernels
     import trl.trainer.utils as trl_utils
 
-    from sllmbo.training.sft import (
-        build_trainer,
-        check_data,
-        load_splits,
-        score_completions_only_on_cpu,
-    )
+    from sllmbo.training.sft_data import check_data, load_splits
+    from sllmbo.training.sft_trainer import build_trainer, score_completions_only_on_cpu
 
     monkeypatch.setattr(trl_utils, "_use_triton", kernels._use_triton)  # TRL's own, restored
     scored: list[int] = []

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sllmbo.cli import main
-from sllmbo.errors import SllmboError
+from sllmbo.core.errors import SllmboError
 from sllmbo.training.recipe import (
     RECIPES_DIR,
     Recipe,
@@ -98,7 +98,7 @@ def fake_data(root: Path, tasks: list[str]) -> Path:
 
 @pytest.mark.parametrize("task", ["concrete_strength", "cement_strength_lgbm", "bike_sharing"])
 def test_training_refuses_a_data_card_that_lists_a_heldout_task(tmp_path, task):
-    from sllmbo.training.sft import check_data
+    from sllmbo.training.sft_data import check_data
 
     data = fake_data(tmp_path / "data", ["diabetes", task])
     with pytest.raises(SllmboError, match=r"refusing to train on .*held-out tasks \['"):
@@ -107,7 +107,7 @@ def test_training_refuses_a_data_card_that_lists_a_heldout_task(tmp_path, task):
 
 
 def test_missing_data_names_the_command_that_builds_it(tmp_path):
-    from sllmbo.training.sft import check_data
+    from sllmbo.training.sft_data import check_data
 
     with pytest.raises(SllmboError, match="no instruction data") as err:
         check_data(tmp_path)

@@ -12,9 +12,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from sllmbo.cli import main
+from sllmbo.core.errors import StorageError
 from sllmbo.data.export import import_export, read_export, write_export
 from sllmbo.data.trial_logs import read_trial_logs
-from sllmbo.errors import StorageError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DISTS = {"lr": FloatDistribution(1e-4, 1.0, log=True), "depth": IntDistribution(1, 12),

@@ -160,7 +160,7 @@ def test_workers_opening_one_new_sqlite_storage_at_once_all_succeed(tmp_path):
     start_at = time.time() + 3.0  # a shared instant, after every interpreter has started
     code = (
         "import sys, time\n"
-        "from sllmbo.storage import open_storage\n"
+        "from sllmbo.core.storage import open_storage\n"
         f"time.sleep(max(0.0, {start_at} - time.time()))\n"
         f"open_storage({url!r})\n"
     )
@@ -191,9 +191,9 @@ def test_an_early_stopped_study_stays_done_until_rerun_with_more_patience(tmp_pa
 def test_only_the_creator_of_a_study_keeps_the_plain_seed_and_initializes(tmp_path):
     import optuna
 
-    from sllmbo.storage import open_storage
+    from sllmbo.core.storage import open_storage
+    from sllmbo.core.taskcard import TaskCard
     from sllmbo.studies import initializer_owner, open_study, process_seed
-    from sllmbo.taskcard import TaskCard
 
     card = TaskCard(task="t", task_type="regression", model_family="lightgbm", metric="rmse",
                     direction="minimize", n_rows=10, n_features=2, n_numeric=2,
@@ -234,7 +234,7 @@ def test_a_read_only_storage_is_one_message_and_exit_2(tmp_path, capsys):
 def test_a_full_database_is_recognized_as_a_full_disk(tmp_path):
     import sqlite3
 
-    from sllmbo.errors import StorageError, environment_failure
+    from sllmbo.core.errors import StorageError, environment_failure
 
     connection = sqlite3.connect(tmp_path / "full.db")
     connection.execute("PRAGMA max_page_count = 2")  # SQLite's own SQLITE_FULL, for real

@@ -41,14 +41,14 @@ class OracleBackend(Backend):
 
 
 def oracle_for(datasets: list[str], family_name: str) -> OracleBackend:
+    from sllmbo.core.families import get_family
+    from sllmbo.core.objective import EvalSettings
+    from sllmbo.core.prompts import score_messages
     from sllmbo.data.matrix_examples import rank_deciles
     from sllmbo.data.pool_select import dataset_of
     from sllmbo.data.registry import load_task
+    from sllmbo.data.resolve import build_card
     from sllmbo.eval.zeroshot_baselines import load_selectors
-    from sllmbo.families import get_family
-    from sllmbo.objective import EvalSettings
-    from sllmbo.prompts import score_messages
-    from sllmbo.resolve import build_card
 
     selectors = load_selectors()
     scores = selectors.scores(family_name)

@@ -30,13 +30,13 @@ pytestmark = pytest.mark.slow
 
 
 def recommend_prompts(n: int) -> list[dict]:
-    from sllmbo.eval.bench_inference import prompts
+    from sllmbo.eval.bench_prompts import prompts
 
     return [{"messages": m, "schema": s.to_json_schema()} for m, s in prompts()[:n]]
 
 
 def test_vllm_backend_answers_valid_json_and_applies_the_adapter(embedded_model):
-    from sllmbo.eval.bench_inference import prompts
+    from sllmbo.eval.bench_prompts import prompts
     from sllmbo.inference.base import parse_answer
     from sllmbo.inference.models import shipped_adapter_path
 
@@ -61,7 +61,7 @@ def test_vllm_backend_answers_valid_json_and_applies_the_adapter(embedded_model)
 
 
 def test_sllmbo_serve_vllm_serves_the_adapter_by_name_to_the_openai_backend(embedded_model):
-    from sllmbo.eval.bench_inference import prompts
+    from sllmbo.eval.bench_prompts import prompts
     from sllmbo.inference import ChatRequest, SamplingParams, create_backend
     from sllmbo.inference.base import parse_answer
 

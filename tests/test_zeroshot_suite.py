@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sllmbo.core.families import get_family
 from sllmbo.data import load_task
-from sllmbo.families import get_family
 
 pytest.importorskip("flaml")
 
@@ -27,8 +27,8 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_flaml_zeroshot_runs_offline_and_fits_on_the_family_builder(no_network: None) -> None:
+    from sllmbo.core.objective import EvalSettings, cross_validate
     from sllmbo.eval.flaml_zeroshot import flaml_configs, flaml_family
-    from sllmbo.objective import EvalSettings, cross_validate
 
     # FLAML's nearest benchmark task for this small regression is one whose LightGBM list is
     # the library defaults alone: its empty entry.
@@ -50,7 +50,7 @@ def test_flaml_zeroshot_runs_offline_and_fits_on_the_family_builder(no_network: 
 
 
 def test_flaml_zeroshot_refuses_a_family_it_has_no_portfolio_for() -> None:
-    from sllmbo.errors import SllmboError
+    from sllmbo.core.errors import SllmboError
     from sllmbo.eval.flaml_zeroshot import flaml_configs
 
     with pytest.raises(SllmboError, match="no portfolio for mlp"):
@@ -96,11 +96,11 @@ def test_zero_shot_skips_the_adapter_only_where_it_trained(tmp_path: Path) -> No
 
 def test_a_selector_run_is_rerun_when_the_matrix_changes_its_configurations(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sllmbo.eval import runs
     from sllmbo.eval.harness import run_eval
+    from sllmbo.eval.methods.selectors import Knn
 
     picks = [[{"num_leaves": 15}], [{"num_leaves": 63}]]
-    monkeypatch.setattr(runs, "ranked_configs", lambda *a: picks[0])
+    monkeypatch.setattr(Knn, "configs", lambda *a: picks[0])
     plan = _plan(tmp_path, methods=("knn",), families=("lightgbm",), budgets=(1,),
                  tasks=("hitters_salary@210",))
     first = run_eval(plan, progress=False)

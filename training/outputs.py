@@ -116,7 +116,7 @@ def copy_card(source: Path, target: Path) -> None:
     """Copy the data card beside the adapter byte for byte (its SHA-256 names the data), but
     with any credential in a source URL masked: a card written before ``data build`` masked
     them must not carry a database password into a folder that gets shared."""
-    from sllmbo.storage import mask_url
+    from sllmbo.core.storage import mask_url
 
     card = json.loads(source.read_text())
     sources = card.get("sources", [])

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sllmbo.errors import SllmboError
-from sllmbo.taskcard import load_yaml
+from sllmbo.core.errors import SllmboError
+from sllmbo.core.taskcard import load_yaml
 
 #: The recipes that ship with the project (``training/recipes/*.yaml``).
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"

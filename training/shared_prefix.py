@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sllmbo.errors import SllmboError
+from sllmbo.core.errors import SllmboError
 
 #: Attention implementations that take an arbitrary 4D boolean mask.
 MASKABLE_ATTENTION = ("sdpa", "eager")

@@ -68,7 +68,7 @@ def _interruptible(callback: Any) -> Any:
 def _refused_write(err: BaseException) -> Exception | None:
     """The ``StorageError`` for ``err`` or for what it wraps (Optuna and worker pools re-raise
     SQLite's and the OS's errors inside their own)."""
-    from sllmbo.errors import environment_failure
+    from sllmbo.core.errors import environment_failure
 
     seen: set[int] = set()
     current: BaseException | None = err
@@ -86,7 +86,7 @@ def _show_notes_plainly() -> None:
     a Python warning with a source path); every other warning is shown as Python shows it."""
     import warnings
 
-    from sllmbo.errors import SllmboNote
+    from sllmbo.core.errors import SllmboNote
 
     python_way = warnings.showwarning
     if getattr(python_way, "sllmbo_notes", False):
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``sllmbo`` console script."""
     import logging
 
-    from sllmbo.errors import SllmboError
+    from sllmbo.core.errors import SllmboError
 
     # bitsandbytes (imported by peft when installed) warns that an optional CPU kernel
     # package from a model hub is missing; its own CPU code runs instead: noise for a user.

@@ -81,9 +81,9 @@ def collect_command(
     export_every: float = typer.Option(10.0, "--export-every", help="Minutes between exports."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
+    from sllmbo.core.errors import SllmboError
     from sllmbo.data import task_names
     from sllmbo.data.collect import collect, plan_jobs
-    from sllmbo.errors import SllmboError
 
     try:
         seed_list = [int(s) for s in _split_list(seeds) or []]
@@ -131,8 +131,8 @@ def matrix_command(
     workers: int = typer.Option(2, "--workers", help="Worker processes on this machine."),
     export_every: float = typer.Option(10.0, "--export-every", help="Minutes between exports."),
 ) -> None:
+    from sllmbo.core.errors import SllmboError
     from sllmbo.data.matrix import collect_matrix, training_spec
-    from sllmbo.errors import SllmboError
 
     if workers < 1:
         raise SllmboError(f"--workers must be >= 1, got {workers}")
@@ -155,9 +155,11 @@ def pool_command(
                                 help="The trial-log export the study bests come from."),
     out: Path = typer.Option(Path("data/matrix/pool.json"), "--out", help="The pool file."),
 ) -> None:
+    from sllmbo.core.errors import check_output_file
     from sllmbo.data.export import read_export
     from sllmbo.data.pool import POOL_FAMILIES, build_pool, write_pools
 
+    check_output_file(out, "--out")  # before the corpus is read: a folder there is refused
     studies = read_export(corpus).studies
     pools = [build_pool(f, studies) for f in POOL_FAMILIES]
     write_pools(pools, out)

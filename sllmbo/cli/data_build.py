@@ -73,9 +73,9 @@ def build_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
+    from sllmbo.core.errors import SllmboError, check_output_folder
     from sllmbo.data.build import build_dataset, load_tokenizer
     from sllmbo.data.instructions import BuildOptions
-    from sllmbo.errors import SllmboError, check_output_folder
 
     try:
         options = BuildOptions(top_k=top_k, max_sequential_per_study=max_sequential,
@@ -127,9 +127,10 @@ def export_command(
     study: str | None = typer.Option(None, "--study", help="Only studies matching this "
                                      "fnmatch pattern."),
 ) -> None:
+    from sllmbo.core.errors import SllmboError, check_output_file
     from sllmbo.data.export import write_export
-    from sllmbo.data.trial_logs import ReadResult, read_trial_logs
-    from sllmbo.errors import SllmboError, check_output_file
+    from sllmbo.data.logged import ReadResult
+    from sllmbo.data.trial_logs import read_trial_logs
 
     if not out.name.endswith(".jsonl.gz"):
         raise SllmboError(f"--out must end with .jsonl.gz, got {out.name}")
@@ -151,8 +152,8 @@ def import_command(
     export: Path = typer.Argument(..., help="An export written by `sllmbo data export`."),
     storage: str = typer.Option(..., "--storage", help="Optuna storage URL to write into."),
 ) -> None:
+    from sllmbo.core.storage import mask_url
     from sllmbo.data.export import import_export
-    from sllmbo.storage import mask_url
 
     imported, present = import_export(export, storage)
     typer.echo(f"imported {imported} studies into {mask_url(storage)} ({present} were there "

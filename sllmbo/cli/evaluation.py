@@ -9,6 +9,10 @@ import typer
 from sllmbo.cli import options
 from sllmbo.eval.suites import SUITES
 
+#: Most repeats ``--seeds`` may ask for: the suites use 1-5, and each seed is a full set of
+#: runs (a value mistaken for a count would plan billions of them).
+MAX_SEEDS = 100
+
 EXAMPLES = """
 
 Examples:
@@ -22,8 +26,12 @@ Examples:
   sllmbo eval --task auto_mpg --task german_credit --families lightgbm \\
       --methods defaults,tpe,llm-tpe-base --budgets 1,5,10 --seeds 2
 
-  sllmbo eval --suite default --backend openai --base-url http://127.0.0.1:8000/v1 \\
-      --adapter sllmbo-lora
+  sllmbo eval --suite default --methods defaults,tpe,llm-tpe-base --backend openai \\
+      --base-url http://127.0.0.1:8000/v1 --model-path smollm2-135m-instruct
+
+With --backend openai the -base methods ask the served model (`sllmbo serve --adapter none`
+serves the base model); the fine-tuned methods run in process (--backend llamacpp or
+transformers, --adapter DIR), where the adapter's data card is checked for held-out tasks.
 
 Run the same command again to resume: finished runs are kept, unfinished ones go on.
 """
@@ -31,7 +39,18 @@ Run the same command again to resume: finished runs are kept, unfinished ones go
 
 def register(app: typer.Typer) -> None:
     app.command("eval", help="Compare the LLM methods with TPE, random search, library "
-                "defaults and a learned portfolio on held-out tasks." + EXAMPLES)(eval_command)
+                "defaults and a learned portfolio on held-out tasks." + EXAMPLES
+                + methods_help())(eval_command)
+
+
+def methods_help() -> str:
+    """The registry's methods by kind (``sllmbo.eval.methods``), for ``--help``."""
+    from sllmbo.eval.methods import KINDS, names
+
+    lines = ["\n\nMethods (--methods), by kind:"]
+    for kind, what in KINDS.items():
+        lines.append(f"\n\n  {kind} ({what}): {', '.join(names(kind=kind))}")
+    return "".join(lines)
 
 
 def eval_command(
@@ -45,9 +64,11 @@ def eval_command(
     families: str | None = typer.Option(None, "--families",
                                         help="Comma-separated model families, or all."),
     methods: str | None = typer.Option(None, "--methods",
-                                       help="Comma-separated methods, or all."),
+                                       help="Comma-separated methods (listed below), or all."),
     budgets: str | None = typer.Option(None, "--budgets", help="e.g. 1,2,5,10,20,30"),
-    seeds: int | None = typer.Option(None, "--seeds", help="Seeds per run (0..N-1)."),
+    seeds: int | None = typer.Option(
+        None, "--seeds", help="How many seeds each run is repeated with (a count: seeds "
+        f"0..N-1, at most {MAX_SEEDS})."),
     n_folds: int | None = typer.Option(None, "--n-folds", help="Cross-validation folds."),
     max_rows: int | None = typer.Option(None, "--max-rows",
                                         help="Cap on training rows (a fixed subsample)."),
@@ -81,10 +102,11 @@ def eval_command(
         0, "--patience", help="Early stopping of the LLM methods (default 0: off, so every "
         "method gets the same budget)."),
 ) -> None:
-    from sllmbo.errors import SllmboError, check_output_folder
+    from sllmbo.core.errors import SllmboError, check_output_folder
     from sllmbo.eval.harness import plan_eval, run_eval
+    from sllmbo.eval.methods import names as method_names
     from sllmbo.eval.runs import TaskRef
-    from sllmbo.eval.suites import ALL_FAMILIES, ALL_METHODS, get_suite, parse_budgets, parse_names
+    from sllmbo.eval.suites import ALL_FAMILIES, get_suite, parse_budgets, parse_names
     from sllmbo.tune import LLMOptions
 
     chosen = get_suite(suite)
@@ -94,19 +116,29 @@ def eval_command(
         raise SllmboError(f"--workers must be >= 1, got {workers}")
     if rerun and (methods is None or report_only):
         raise SllmboError("--rerun needs --methods (the runs to forget) and no --report-only")
-    if seeds is not None and seeds < 1:
-        raise SllmboError(f"--seeds must be >= 1, got {seeds}")
+    if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
+        raise SllmboError(
+            f"--seeds is how many seeds each run is repeated with (seeds 0..N-1), from 1 to "
+            f"{MAX_SEEDS}; got {seeds}",
+            hint="to give one run a seed value, use `sllmbo tune --seed VALUE`")
     if n_folds is not None and n_folds < 2:
         raise SllmboError(f"--n-folds must be >= 2, got {n_folds}")
     if max_rows is not None and max_rows < 20:
         raise SllmboError(f"--max-rows must be >= 20, got {max_rows}")
+    if (backend or chosen.backend) == "openai" and adapter not in (None, "default", "none"):
+        raise SllmboError(
+            f"--adapter {adapter} cannot be used with --backend openai: a served adapter's "
+            "data card cannot be checked for held-out tasks, and the server is asked for "
+            "--model-path, not an adapter",
+            hint="evaluate the adapter in process (--backend llamacpp or transformers "
+            "--adapter DIR), or drop --adapter to run the -base methods on the served model")
     out = out or Path("runs/eval") / chosen.name
     check_output_folder(out, "--out")
     refs = [TaskRef(name=_known_task(name)) for name in task]
     refs += [TaskRef(data=str(d), target=t) for d, t in zip(data, target, strict=True)]
     chosen = chosen.override(
         families=parse_names(families, ALL_FAMILIES, "--families") if families else None,
-        methods=parse_names(methods, ALL_METHODS, "--methods") if methods else None,
+        methods=parse_names(methods, method_names(), "--methods") if methods else None,
         budgets=parse_budgets(budgets) if budgets else None,
         seeds=seeds, n_folds=n_folds, max_rows=max_rows, backend=backend,
         model_path=model_path,
@@ -139,7 +171,7 @@ def _known_task(name: str) -> str:
     key = name.lower().replace("-", "_")
     dataset = parse_variant(key)[0] if parse_variant(key) else key  # a variant: <task>@<rows>
     if dataset not in task_names():
-        from sllmbo.errors import SllmboError
+        from sllmbo.core.errors import SllmboError
 
         raise SllmboError(f"unknown task '{name}'", hint="`sllmbo tasks` lists them")
     return key

@@ -39,10 +39,11 @@ def register(app: typer.Typer) -> None:
 def pull_command(
     force: bool = typer.Option(False, "--force", help="Convert again even if already pulled."),
 ) -> None:
-    from sllmbo.inference.models import is_pulled, pull_default_model
+    from sllmbo.core.home import is_pulled
+    from sllmbo.inference.models import pull_default_model
 
     if is_pulled() and not force:
-        from sllmbo.inference.models import default_model_path
+        from sllmbo.core.home import default_model_path
 
         typer.echo(f"already pulled: {default_model_path()}")
         return
@@ -54,7 +55,8 @@ def list_command() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from sllmbo.inference.models import PULL_HINT, list_models, sllmbo_home
+    from sllmbo.core.home import PULL_HINT, sllmbo_home
+    from sllmbo.inference.models import list_models
 
     table = Table(title=f"models and adapters in {sllmbo_home()}")
     for column in ("name", "kind", "ready", "size (MB)", "base", "path"):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import typer
 
+from sllmbo.core.families import FAMILIES
+
 TASK = typer.Option(None, "--task", help="A built-in task (see `sllmbo tasks`).")
 DATA = typer.Option(None, "--data", help="Your CSV or Parquet file.")
 TARGET = typer.Option(None, "--target", help="Column to predict (with --data).")
 TASK_TYPE = typer.Option(
     None, "--task-type", help="regression | classification (with --data; inferred if unset)."
 )
-MODEL = typer.Option("lightgbm", "--model", help="lightgbm | xgboost | random_forest | mlp")
+MODEL = typer.Option("lightgbm", "--model", help="The ML model family: " + " | ".join(FAMILIES))
 
 BACKEND = typer.Option(
     "auto", "--backend",

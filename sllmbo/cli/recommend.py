@@ -65,9 +65,9 @@ def recommend_command(
 ) -> None:
     import json
 
-    from sllmbo.errors import check_seed
+    from sllmbo.core.errors import check_seed
+    from sllmbo.data.resolve import check_task_flags
     from sllmbo.recommend import recommend_task
-    from sllmbo.resolve import check_task_flags
 
     check_seed(seed)
     check_task_flags(task, target, task_type)

@@ -9,9 +9,10 @@ from sllmbo.cli import options
 SERVE_HELP = """Serve a model (and LoRA adapter) at /v1/chat/completions on this machine.
 
 --engine vllm runs `vllm serve` (CUDA GPU, `pip install 'sllmbo\\[gpu]'`): one server answers
-every tuning worker. --engine transformers serves in-process with transformers (CPU works).
-Both honour response_format json_schema; point clients at the printed URL with
-`--backend openai --base-url URL --model-path NAME`.
+every tuning worker. --engine transformers serves in-process with transformers (CPU or GPU,
+--device); --engine llamacpp serves in-process with llama.cpp (CPU, `pip install
+'sllmbo\\[cpu]'`; the fastest on a CPU). All honour response_format json_schema; point
+clients at the printed URL with `--backend openai --base-url URL --model-path NAME`.
 
 With an API key (--api-key or $SLLMBO_API_KEY) every /v1 request needs
 `Authorization: Bearer KEY`, as with `vllm serve --api-key`; sllmbo clients send
@@ -19,7 +20,9 @@ $SLLMBO_API_KEY. An address other than loopback needs a key, or --allow-unauthen
 
 Examples:
 
-  sllmbo serve --engine transformers --port 8000
+  sllmbo serve --engine llamacpp --port 8000
+
+  sllmbo serve --engine transformers --device cpu --request-timeout 60
 
   SLLMBO_API_KEY=$(openssl rand -hex 16) sllmbo serve --engine transformers --host 0.0.0.0
 
@@ -35,7 +38,9 @@ def register(app: typer.Typer) -> None:
 
 
 def serve_command(
-    engine: str = typer.Option("vllm", "--engine", help="vllm (GPU) or transformers (CPU/GPU)."),
+    engine: str = typer.Option(
+        "vllm", "--engine", help="vllm (`vllm serve`, GPU), transformers (in-process, CPU or "
+        "GPU) or llamacpp (in-process llama.cpp, CPU)."),
     model: str | None = typer.Option(
         None, "--model", help="Model folder or name under $SLLMBO_HOME/models "
         "(default: the embedded SmolLM2-135M-Instruct)."),
@@ -57,17 +62,18 @@ def serve_command(
         help="Serve a non-loopback --host without an API key (a trusted network only)."),
     request_timeout: float = typer.Option(
         300.0, "--request-timeout", min=1.0,
-        help="transformers engine: seconds a request may wait and generate before 504."),
+        help="transformers and llamacpp engines: seconds a whole request may take (arriving, "
+        "compiling its schema, waiting, generating) before 504."),
 ) -> None:
-    from sllmbo.errors import BackendError
-    from sllmbo.inference.http_server import ServerLimits, check_exposure
+    from sllmbo.core.errors import BackendError
+    from sllmbo.core.home import resolve_model
     from sllmbo.inference.models import (
         DEFAULT_ADAPTER_NAME,
         resolve_adapter,
-        resolve_model,
         shipped_adapter_path,
     )
-    from sllmbo.inference.serve import ENGINES, serve_transformers, serve_vllm
+    from sllmbo.inference.serve import ENGINES, serve_local, serve_vllm
+    from sllmbo.inference.server.limits import ServerLimits, check_exposure
 
     if engine not in ENGINES:
         raise BackendError(f"unknown engine {engine!r}", hint=f"use one of {', '.join(ENGINES)}")
@@ -93,8 +99,8 @@ def serve_command(
                           on_ready=on_ready, api_key=api_key,
                           allow_unauthenticated=allow_unauthenticated)
     else:
-        code = serve_transformers(model_path, adapter=adapter_path, lora_name=lora_name,
-                                  host=host, port=port, device=device, on_ready=on_ready,
-                                  api_key=api_key, allow_unauthenticated=allow_unauthenticated,
-                                  limits=ServerLimits(request_timeout_s=request_timeout))
+        code = serve_local(engine, model_path, adapter=adapter_path, lora_name=lora_name,
+                           host=host, port=port, device=device, on_ready=on_ready,
+                           api_key=api_key, allow_unauthenticated=allow_unauthenticated,
+                           limits=ServerLimits(request_timeout_s=request_timeout))
     raise typer.Exit(code)

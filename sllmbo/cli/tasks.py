@@ -34,8 +34,8 @@ def tasks_command(
         None, "--split", help="Only training tasks (train) or only held-out tasks (heldout)."
     ),
 ) -> None:
+    from sllmbo.core.errors import TaskError
     from sllmbo.data import list_tasks
-    from sllmbo.errors import TaskError
 
     if task_type not in (None, "regression", "classification"):
         raise TaskError(

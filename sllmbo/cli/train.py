@@ -58,8 +58,8 @@ def train_command(
                                         "(repeatable; VALUE read as YAML)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    from sllmbo.errors import check_output_folder
-    from sllmbo.inference.models import adapters_dir
+    from sllmbo.core.errors import check_output_folder
+    from sllmbo.core.home import adapters_dir
     from sllmbo.training.recipe import load_recipe, parse_overrides
 
     if out is not None:

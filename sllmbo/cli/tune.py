@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from sllmbo.cli import options
+from sllmbo.samplers import registry
 
 if TYPE_CHECKING:
     from sllmbo.tune import TuneResult
@@ -45,9 +46,8 @@ def tune_command(
     task_type: str | None = options.TASK_TYPE,
     model: str = options.MODEL,
     sampler: str = typer.Option(
-        "tpe", "--sampler", help="tpe | random | llm | llm-tpe | feedback | llm-feedback "
-        "(feedback: the committed pool's portfolio first, then each next entry from the run's "
-        "own scores by the nearest training tasks; llm-feedback: the adapter picks it)"),
+        "tpe", "--sampler", help="; ".join(f"{spec.name}: {spec.help}" for spec in
+                                           map(registry.get, registry.names()))),
     n_trials: int = typer.Option(30, "--n-trials", help="Target number of completed trials."),
     storage: str | None = typer.Option(
         None, "--storage", help="Optuna storage URL, e.g. sqlite:///runs.db (default: in memory)."

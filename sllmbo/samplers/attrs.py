@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sllmbo.studyinfo import (  # the keys are defined in studyinfo, with the others
+from sllmbo.core.studyinfo import (  # the keys are defined in studyinfo, with the others
     COMPLETION_TOKENS,
     FALLBACK_CAUSE,
     HISTORY_K,

@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sllmbo.errors import BackendError, ConfigError
+from sllmbo.core.errors import BackendError, ConfigError
+from sllmbo.core.prompts import Messages, retry_messages
 from sllmbo.inference.base import Backend, ChatRequest, Completion, SamplingParams
-from sllmbo.prompts import Messages, retry_messages
 
 T = TypeVar("T")
 

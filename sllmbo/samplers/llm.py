@@ -30,14 +30,15 @@ from optuna.samplers import BaseSampler, TPESampler
 from optuna.search_space import intersection_search_space
 from optuna.trial import FrozenTrial, TrialState
 
+from sllmbo.core.errors import SllmboError
+from sllmbo.core.optimizer_prompt import DEFAULT_PROMPT_TOKENS, PromptBudget, optimizer_prompt
+from sllmbo.core.prompts import config_schema
+from sllmbo.core.space import SearchSpace
+from sllmbo.core.studyinfo import get_space
+from sllmbo.core.taskcard import TaskCard
 from sllmbo.inference.base import Backend, SamplingParams
-from sllmbo.optimizer_prompt import DEFAULT_PROMPT_TOKENS, PromptBudget, optimizer_prompt
-from sllmbo.prompts import config_schema
 from sllmbo.samplers import attrs
 from sllmbo.samplers.calls import Answer, DuplicateError, ask_json
-from sllmbo.space import SearchSpace
-from sllmbo.studyinfo import get_space
-from sllmbo.taskcard import TaskCard
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -339,3 +340,26 @@ def _plain_value(dist: BaseDistribution, value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+#: Options only the hybrid (``llm-tpe``) takes.
+HYBRID_ONLY = ("p_llm", "adaptive", "p_min", "p_max", "window")
+
+
+def require_backend(name: str, backend: Backend | None) -> Backend:
+    if backend is None:
+        raise SllmboError(f"sampler '{name}' needs an LLM backend",
+                          hint="pass backend=create_backend(...) or use --backend")
+    return backend
+
+
+def build_llm(*, backend: Backend | None = None, space: SearchSpace | None = None,
+              card: TaskCard | None = None, seed: int | None = None,
+              **options: Any) -> LLMSampler:
+    """``llm`` by name (``sllmbo.samplers.registry``): the constructor's options, not the
+    hybrid's."""
+    backend = require_backend("llm", backend)
+    misplaced = sorted(set(options) & set(HYBRID_ONLY))
+    if misplaced:
+        raise SllmboError(f"options {misplaced} are for sampler 'llm-tpe', not 'llm'")
+    return LLMSampler(backend=backend, space=space, card=card, seed=seed, **options)

@@ -18,7 +18,7 @@ With no data both rates are 1/2 and ``p == p0``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,12 +26,12 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
-from sllmbo import history as hist
+from sllmbo.core import history as hist
+from sllmbo.core.space import SearchSpace
+from sllmbo.core.taskcard import TaskCard
 from sllmbo.inference.base import Backend
 from sllmbo.samplers import attrs
-from sllmbo.samplers.llm import LLMSampler
-from sllmbo.space import SearchSpace
-from sllmbo.taskcard import TaskCard
+from sllmbo.samplers.llm import LLMSampler, _plain_value, require_backend
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -74,6 +74,11 @@ class LLMTPESampler(BaseSampler):
         p_min, p_max: clamp of the adapted probability (default 0.1, 0.9).
         window: how many recent LLM/TPE trials the adaptation looks at (default 30).
         seed: seeds the source draws, TPE and the LLM request seeds.
+        tpe_options: ``TPESampler`` keywords for the TPE half (default none: the paper's TPE,
+            sampled one parameter at a time, random for its first 10 trials). With
+            ``multivariate=True`` a TPE trial samples the whole configuration jointly;
+            ``n_startup_trials`` sets when TPE stops sampling at random (the evaluation ties
+            it to the enqueued initial configurations).
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class LLMTPESampler(BaseSampler):
         max_retries: int = 1,
         k_best: int = 10,
         k_recent: int = 5,
+        tpe_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not 0.0 <= p_llm <= 1.0:
             raise ValueError(f"p_llm must be in [0, 1], got {p_llm}")
@@ -104,7 +110,8 @@ class LLMTPESampler(BaseSampler):
             raise ValueError(f"adaptive=True needs 0 < p_llm < 1, got {p_llm}")
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
-        self._tpe = TPESampler(seed=seed)
+        self._tpe = TPESampler(seed=seed, **dict(tpe_options or {}))
+        self._joint_tpe = bool((tpe_options or {}).get("multivariate"))
         self._llm = LLMSampler(
             backend=backend, space=space, card=card, seed=seed, independent_sampler=self._tpe,
             temperature=temperature, top_p=top_p, max_tokens=max_tokens, timeout=timeout,
@@ -159,7 +166,13 @@ class LLMTPESampler(BaseSampler):
             attrs.set_trial_attrs(study, trial, {attrs.P_LLM: round(p, 4)})
             return self._llm.sample_relative(study, trial, search_space)
         attrs.set_trial_attrs(study, trial, {attrs.SOURCE: "tpe", attrs.P_LLM: round(p, 4)})
-        return self._llm.fallback_params(study, trial, search_space)
+        if not self._joint_tpe:
+            return self._llm.fallback_params(study, trial, search_space)
+        # Joint TPE ({} while it still samples at random); what it leaves out, one at a time.
+        joint = {name: _plain_value(search_space[name], value) for name, value
+                 in self._tpe.sample_relative(study, trial, dict(search_space)).items()}
+        rest = {n: d for n, d in search_space.items() if n not in joint}
+        return {**joint, **self._llm.fallback_params(study, trial, rest)}
 
     def sample_independent(
         self,
@@ -170,3 +183,11 @@ class LLMTPESampler(BaseSampler):
     ) -> Any:
         self._raise_error_if_multi_objective(study)
         return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+
+def build_llm_tpe(*, backend: Backend | None = None, space: SearchSpace | None = None,
+                  card: TaskCard | None = None, seed: int | None = None,
+                  **options: Any) -> LLMTPESampler:
+    """``llm-tpe`` by name (``sllmbo.samplers.registry``)."""
+    return LLMTPESampler(backend=require_backend("llm-tpe", backend), space=space, card=card,
+                         seed=seed, **options)

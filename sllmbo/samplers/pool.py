@@ -28,17 +28,17 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
+from sllmbo.core.errors import ConfigError, SllmboError
+from sllmbo.core.space import SearchSpace
 from sllmbo.data.pool_select import FEEDBACK_START, training_rows
-from sllmbo.errors import ConfigError, SllmboError
 from sllmbo.samplers import attrs
-from sllmbo.space import SearchSpace
 
 if TYPE_CHECKING:
     from optuna.study import Study
 
+    from sllmbo.core.taskcard import TaskCard
     from sllmbo.data.pool import Pool
     from sllmbo.inference.base import Backend
-    from sllmbo.taskcard import TaskCard
 
 #: The trial user attribute naming the pool position a trial tried.
 POOL_INDEX = "sllmbo:pool_index"
@@ -206,6 +206,31 @@ def feedback_sampler(kind: str, *, family: str, card: TaskCard, space: SearchSpa
         raise SllmboError(f"unknown pool sampler '{kind}'",
                           hint="choose feedback or llm-feedback")
     return PoolSampler(configs=configs, space=space, choose=chooser, start=start, seed=seed)
+
+
+def _pool_sampler(kind: str, card: TaskCard | None, space: SearchSpace | None,
+                  seed: int | None, backend: Backend | None,
+                  options: dict[str, Any]) -> PoolSampler:
+    if options:
+        raise SllmboError(f"sampler '{kind}' takes no options, got {sorted(options)}")
+    if card is None or space is None:
+        raise SllmboError(f"sampler '{kind}' needs the task card and the search space")
+    return feedback_sampler(kind, family=card.model_family, card=card, space=space, seed=seed,
+                            backend=backend)
+
+
+def build_feedback(*, card: TaskCard | None = None, space: SearchSpace | None = None,
+                   seed: int | None = None, backend: Backend | None = None,
+                   **options: Any) -> PoolSampler:
+    """``feedback`` by name (``sllmbo.samplers.registry``)."""
+    return _pool_sampler("feedback", card, space, seed, None, options)
+
+
+def build_llm_feedback(*, card: TaskCard | None = None, space: SearchSpace | None = None,
+                       seed: int | None = None, backend: Backend | None = None,
+                       **options: Any) -> PoolSampler:
+    """``llm-feedback`` by name (``sllmbo.samplers.registry``)."""
+    return _pool_sampler("llm-feedback", card, space, seed, backend, options)
 
 
 class LLMChooser:

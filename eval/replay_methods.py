@@ -1,0 +1,163 @@
+"""Pool-restricted methods for the offline replay (``sllmbo.eval.replay``), one small function
+each, in a registry another module can add to.
+
+A method is ``policy(ctx, history) -> config id | None``: given what the run may know (the
+task's meta-features, the training matrix with the task's own dataset left out, the pool) and
+the history so far, ``[(config id, score to minimize or None for a failed fit), ...]``, the
+next pool entry to try (None: nothing left to propose; the run stops there). Policies are
+pure; anything worth computing once per training view (a portfolio) goes in ``ctx.memo``,
+which the replay shares between runs that see the same training rows.
+
+Each policy reuses the rule the real sampler runs (``sllmbo.data.pool_select``,
+``sllmbo.samplers.pool.NeighbourChooser``), so the replay tries what the suite tries.
+
+    from sllmbo.eval.replay_methods import register
+
+    @register("worst-first")
+    def worst_first(ctx, history):
+        ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sllmbo.data.pool_select import FEEDBACK_START, knn, portfolio, regret_matrix, task_type_of
+
+History = Sequence[tuple[str, float | None]]
+
+
+@dataclass
+class Context:
+    """What a replayed run may read. ``train_scores``: training variants (whole rows, the
+    task's own dataset left out) x ``pool_ids``, minimized; ``own_scores`` is read by the
+    ``oracle-pool`` ceiling only (it peeks, by definition)."""
+
+    task: str
+    family: str
+    card: Mapping[str, Any]
+    pool_ids: tuple[str, ...]
+    defaults_id: str
+    train_scores: Any
+    train_cards: Mapping[str, Mapping[str, Any]]
+    seed: int = 0
+    own_scores: Mapping[str, float] = field(default_factory=dict)
+    #: Shared by the runs that see the same training rows (keys name what they hold).
+    memo: dict[Any, Any] = field(default_factory=dict)
+
+    @property
+    def task_type(self) -> str:
+        return task_type_of(self.card)
+
+    def cached(self, key: Any, make: Callable[[], Any]) -> Any:
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
+
+
+Policy = Callable[[Context, History], "str | None"]
+
+
+@dataclass(frozen=True)
+class ReplayMethod:
+    """A registered method: its policy and how many seeds it needs (1: deterministic)."""
+
+    name: str
+    policy: Policy
+    seeds: int = 1
+
+
+REPLAY_METHODS: dict[str, ReplayMethod] = {}
+
+
+def register(name: str, seeds: int = 1) -> Callable[[Policy], Policy]:
+    """Register ``policy`` as method ``name`` (``seeds`` > 1 for a stochastic one)."""
+    def wrap(policy: Policy) -> Policy:
+        if name in REPLAY_METHODS:
+            raise ValueError(f"replay method '{name}' is registered twice")
+        REPLAY_METHODS[name] = ReplayMethod(name, policy, seeds)
+        return policy
+    return wrap
+
+
+def _untried(order: Sequence[str], history: History) -> str | None:
+    tried = {c for c, _ in history}
+    return next((c for c in order if c not in tried), None)
+
+
+def portfolio_order(ctx: Context) -> list[str]:
+    """The greedy portfolio of the task's type on the training rows, the whole pool long."""
+    return ctx.cached(("portfolio", ctx.task_type), lambda: portfolio(
+        ctx.train_cards, ctx.train_scores, ctx.task_type, len(ctx.pool_ids)))
+
+
+@register("defaults")
+def defaults(ctx: Context, history: History) -> str | None:
+    """The library defaults only (the reference of every ratio)."""
+    return None if history else ctx.defaults_id
+
+
+@register("defaults-first")
+def defaults_first(ctx: Context, history: History) -> str | None:
+    """The library defaults, then the portfolio's entries."""
+    return _untried([ctx.defaults_id, *portfolio_order(ctx)], history)
+
+
+@register("portfolio")
+def portfolio_policy(ctx: Context, history: History) -> str | None:
+    return _untried(portfolio_order(ctx), history)
+
+
+@register("knn")
+def knn_policy(ctx: Context, history: History) -> str | None:
+    """The nearest training variants' best entries, nearest first (distinct)."""
+    from sllmbo.data.pool_select import dataset_of
+
+    order = ctx.cached(("knn", ctx.task), lambda: knn(
+        ctx.card, ctx.train_cards, ctx.train_scores, len(ctx.pool_ids),
+        exclude_dataset=dataset_of(ctx.task)))
+    return _untried(order, history)
+
+
+@register("feedback")
+def feedback(ctx: Context, history: History) -> str | None:
+    """The portfolio's first ``FEEDBACK_START`` entries, then ``NeighbourChooser``'s pick
+    from the run's own scores (the ``feedback`` sampler's rule)."""
+    from sllmbo.samplers.pool import FEEDBACK_NEIGHBOURS, NeighbourChooser
+
+    folio = portfolio_order(ctx)
+    start = _untried(folio[:FEEDBACK_START], history)
+    if start is not None:
+        return start
+    ids = list(ctx.pool_ids)
+
+    def make() -> NeighbourChooser:
+        rows = [task_type_of(ctx.train_cards[v]) == ctx.task_type
+                for v in ctx.train_scores.index]
+        table = ctx.train_scores.loc[rows, ids].to_numpy(float)
+        return NeighbourChooser(table, regret_matrix(table.T).T, [ids.index(c) for c in folio],
+                                FEEDBACK_NEIGHBOURS)
+
+    chooser = ctx.cached(("feedback", ctx.task_type), make)
+    positions = [(ids.index(c), v) for c, v in history]
+    index = chooser(positions, {i for i, _ in positions})
+    return None if index is None else ids[index]
+
+
+@register("oracle-pool")
+def oracle_pool(ctx: Context, history: History) -> str | None:
+    """The ceiling: the task's own best entry (it reads ``own_scores``), once."""
+    finite = {c: s for c, s in ctx.own_scores.items() if np.isfinite(s)}
+    return None if history or not finite else min(finite, key=finite.__getitem__)
+
+
+@register("random-over-pool", seeds=10)
+def random_over_pool(ctx: Context, history: History) -> str | None:
+    """The pool in a random order (``ctx.seed``): the floor of any pool method."""
+    order = ctx.cached(("random", ctx.task, ctx.seed), lambda: list(
+        np.random.default_rng(ctx.seed).permutation(list(ctx.pool_ids))))
+    return _untried([str(c) for c in order], history)

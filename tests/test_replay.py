@@ -1,0 +1,101 @@
+"""The offline replay (``sllmbo.eval.replay``): it tries exactly what the real zero-shot suite
+tried, a new method is one registered function, and its statistics are the report's."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sllmbo.eval.replay import Bench, best_within, replay_records, replay_run
+from sllmbo.eval.replay_methods import REPLAY_METHODS, Context, register
+
+ROOT = Path(__file__).resolve().parents[1]
+STORE = ROOT / "eval" / "results" / "zero-shot" / "eval.sqlite"
+#: A regression, a binary and a multiclass held-out dataset.
+DATASETS = ("hitters_salary@210", "german_credit@800", "penguin_species@275")
+
+
+@pytest.fixture(scope="module")
+def heldout_bench() -> Bench:
+    from sllmbo.eval.replay import load_benches
+
+    return load_benches(["heldout"])[0]
+
+
+@pytest.mark.parametrize("method", ["portfolio", "feedback"])
+def test_replay_tries_the_real_suites_configurations(heldout_bench: Bench, method: str) -> None:
+    """Every stored run of ``method`` on three held-out datasets x both families, replayed
+    with the CV scores its sampler saw, tries the same pool entries in the same order."""
+    from sllmbo.data.matrix import POOL_FILE
+    from sllmbo.data.pool import read_pools
+    from sllmbo.eval.replay import reproduce, stored_runs
+
+    configs = {c.id: c.config for pool in read_pools(POOL_FILE).values() for c in pool.configs}
+    runs = [r for r in stored_runs(STORE, [method]) if r["task"] in DATASETS]
+    assert len(runs) == 6
+    for run in runs:
+        real, replayed = reproduce(heldout_bench, run, configs)
+        assert None not in real and len(real) == 5, run["key"]
+        assert replayed == real, run["key"]
+
+
+def tiny_bench() -> Bench:
+    """Two pool entries, three training rows, one task whose own scores favour ``p-1``."""
+    ids = ("p-0", "p-1", "p-2")
+    train = pd.DataFrame([[1.0, 2.0, 3.0], [1.0, 3.0, 2.0], [2.0, 1.0, 3.0]],
+                         index=["r@1", "s@1", "t@1"], columns=list(ids))
+    card = {"n_rows": 100, "n_features": 3, "n_numeric": 3, "n_classes": None}
+    own = {"p-0": 5.0, "p-1": 4.0, "p-2": 6.0}
+    return Bench("tiny", {("q@1", "f"): own}, {("q@1", "f"): own}, {"q@1": card},
+                 {"f": train}, {v: card for v in train.index}, {"f": ids}, {"f": "p-0"})
+
+
+def test_a_registered_method_is_replayed_and_a_repeat_ends_its_run() -> None:
+    @register("always-p2")
+    def always_p2(ctx: Context, history: list[tuple[str, float | None]]) -> str | None:
+        return "p-2"
+
+    try:
+        records = replay_records(tiny_bench(), ["defaults", "always-p2", "oracle-pool"], [1, 2])
+        by = {(r["method"], r["budget"]): r for r in records}
+        assert by[("always-p2", 2)]["n_tried"] == 1  # it repeated itself: one trial, not two
+        assert by[("oracle-pool", 1)]["config_id"] == "p-1"
+        assert by[("defaults", 2)]["test_score"] == 5.0
+        with pytest.raises(ValueError, match="registered twice"):
+            register("always-p2")(always_p2)
+    finally:
+        REPLAY_METHODS.pop("always-p2")
+
+
+def test_the_portfolio_replay_follows_the_greedy_order() -> None:
+    """Regrets on the tiny matrix: p-0 is best alone (1/3), p-1 then covers the rest."""
+    bench = tiny_bench()
+    ctx = Context("q@1", "f", bench.cards["q@1"], bench.pool_ids["f"], "p-0",
+                  bench.train["f"], bench.train_cards)
+    assert replay_run(REPLAY_METHODS["portfolio"], ctx, {}, 3) == ["p-0", "p-1", "p-2"]
+
+
+def test_the_configuration_handed_over_is_the_best_seen_earliest_on_ties() -> None:
+    seen = {"a": 2.0, "b": 2.0, "c": math.nan, "d": 1.0}
+    assert best_within(["a", "b", "c", "d"], seen, 3) == "a"
+    assert best_within(["a", "b", "c", "d"], seen, 4) == "d"
+    assert best_within(["c"], seen, 1) is None
+
+
+def test_random_over_pool_is_seeded() -> None:
+    bench = tiny_bench()
+    a = [r["config_id"] for r in replay_records(bench, ["random-over-pool"], [1])]
+    b = [r["config_id"] for r in replay_records(bench, ["random-over-pool"], [1])]
+    assert a == b and len(a) == REPLAY_METHODS["random-over-pool"].seeds
+
+
+def test_an_unknown_method_is_one_message_and_exit_2(capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    from sllmbo.eval.replay_report import main
+
+    assert main(["--methods", "defaults,nope", "--benches", "heldout"]) == 2
+    err = capsys.readouterr().err
+    assert "--methods: unknown nope" in err and "choose from" in err
