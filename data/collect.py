@@ -119,7 +119,7 @@ def run_job(job: CollectJob, storage: str, max_rows: int | None, n_folds: int) -
     warnings.filterwarnings("ignore", message=".*(converge|Stochastic Optimizer).*")
     try:
         result = tune(
-            job.task, model=job.family, sampler=job.sampler, n_trials=job.n_trials,
+            job.task, family=job.family, sampler=job.sampler, n_trials=job.n_trials,
             storage=storage, study_name=job.study_name, seed=job.sampler_seed, n_folds=n_folds,
             max_rows=max_rows, score_test=False, progress=False, llm=LLMOptions(patience=0),
         )

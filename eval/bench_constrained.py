@@ -82,9 +82,9 @@ def parse_rate(backend: Any, *, n: int, batch_size: int, max_tokens: int) -> dic
     return {"n": n, **counts, "rate": counts["valid"] / n if n else 0.0, "examples": examples}
 
 
-def dtype_speed(model: str | None, *, n: int, max_tokens: int) -> dict[str, Any]:
-    """Free greedy decoding speed in fp32 and bf16 (median tokens/s of ``n`` single requests),
-    the measurement behind the backend's dtype choice on CPU."""
+def dtype_speed(llm: str | None, *, n: int, max_tokens: int) -> dict[str, Any]:
+    """Free greedy decoding speed of the LLM ``llm`` in fp32 and bf16 (median tokens/s of ``n``
+    single requests), the measurement behind the backend's dtype choice on CPU."""
     import torch
 
     from sllmbo.core.home import resolve_model
@@ -92,7 +92,7 @@ def dtype_speed(model: str | None, *, n: int, max_tokens: int) -> dict[str, Any]
 
     speed: dict[str, Any] = {}
     for dtype in ("float32", "bfloat16"):
-        backend = TransformersBackend(resolve_model(model), device="cpu", dtype=dtype,
+        backend = TransformersBackend(resolve_model(llm), device="cpu", dtype=dtype,
                                       constrained=False)
         greedy = SamplingParams(max_tokens=max_tokens, temperature=0.0)
         backend.complete([make_request(0, greedy)])  # warm-up
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     load_avg = os.getloadavg()[0]
     start = time.perf_counter()
-    backend = create_backend("transformers", model=args.model, device="cpu")
+    backend = create_backend("transformers", llm=args.model, device="cpu")
     load_s = time.perf_counter() - start
     kw = {"n_single": args.n_single, "batch_size": args.batch_size, "repeats": args.repeats,
           "max_tokens": args.max_tokens}

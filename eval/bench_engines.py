@@ -16,8 +16,9 @@ from typing import Any
 from .bench_constrained import measure, parse_rate
 
 
-def engine_backend(engine: str, model: str | None, adapter: str) -> Any:
-    """The backend of ``engine`` with ``adapter`` resolved as ``recommend`` resolves it."""
+def engine_backend(engine: str, llm: str | None, adapter: str) -> Any:
+    """The backend of ``engine`` for the LLM ``llm``, with ``adapter`` resolved as
+    ``recommend`` resolves it."""
     from sllmbo.inference.factory import create_backend
 
     if engine == "vllm":
@@ -25,10 +26,10 @@ def engine_backend(engine: str, model: str | None, adapter: str) -> Any:
         from sllmbo.inference.models import resolve_adapter
         from sllmbo.inference.vllm_backend import VLLMBackend
 
-        path = resolve_model(model)
+        path = resolve_model(llm)
         return VLLMBackend(path, adapter_path=resolve_adapter(adapter, model_path=path),
                            max_model_len=2048, enforce_eager=True)
-    return create_backend("transformers", model=model, adapter=adapter, device="cpu")
+    return create_backend("transformers", llm=llm, adapter=adapter, device="cpu")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -96,15 +96,16 @@ def _timed_answers(backend: Any, items: list[tuple[Messages, SearchSpace]],
     return walls, texts, valid
 
 
-def fast_path(model: str | None, adapter: str, *, n: int, max_tokens: int,
+def fast_path(llm: str | None, adapter: str, *, n: int, max_tokens: int,
               data: Path) -> dict[str, Any]:
     """Median latency of recommend prompts and of one study's sampler prompts on each rung of
-    ``LADDER``, as ratios to today's path, with greedy agreement and validity."""
+    ``LADDER`` (the LLM ``llm`` with ``adapter``), as ratios to today's path, with greedy
+    agreement and validity."""
     from sllmbo.core.home import resolve_model
     from sllmbo.inference.models import resolve_adapter
     from sllmbo.inference.transformers_backend import TransformersBackend
 
-    model_path = resolve_model(model)
+    model_path = resolve_model(llm)
     adapter_path = resolve_adapter(adapter, model_path=model_path)
     recommend = [prompts()[i % len(prompts())] for i in range(n)]
     study = study_prompts(n, data) if (data / "validation.jsonl").is_file() else []

@@ -11,13 +11,13 @@ import statistics
 from typing import Any
 
 
-def llm_tpe_overhead(model: str | None, adapter: str, *, n_trials: int,
+def llm_tpe_overhead(llm: str | None, adapter: str, *, n_trials: int,
                      task: str = "bike_sharing", kind: str = "transformers") -> dict[str, Any]:
     """Seconds a trial spends outside model fitting (sampling, LLM, bookkeeping) under TPE and
-    under ``llm-tpe`` (p = 0.5, the default adapter, the fast path), on one real task: the mean
-    over the trials the sampler chose (early stopping off, so all ``n_trials`` run), the mean
-    LLM seconds of the trials the LLM answered (``mean_llm_trial_s``); the initializer's one
-    call is ``setup_llm_s``."""
+    under ``llm-tpe`` (p = 0.5, the LLM ``llm`` with ``adapter``, the fast path), on one real
+    task: the mean over the trials the sampler chose (early stopping off, so all ``n_trials``
+    run), the mean LLM seconds of the trials the LLM answered (``mean_llm_trial_s``); the
+    initializer's one call is ``setup_llm_s``."""
     import tempfile
 
     import optuna
@@ -27,7 +27,7 @@ def llm_tpe_overhead(model: str | None, adapter: str, *, n_trials: int,
     from sllmbo.samplers.attrs import SOURCE
     from sllmbo.tune import LLMOptions, tune
 
-    backend = create_backend(kind, model=model, adapter=adapter, device="cpu")
+    backend = create_backend(kind, llm=llm, adapter=adapter, device="cpu")
     # Stopping off: every one of the n_trials runs, so the LLM's share of them is p = 0.5.
     options = LLMOptions(patience=0)
     out: dict[str, Any] = {"task": task, "n_trials": n_trials, "backend": backend.name}
@@ -35,7 +35,7 @@ def llm_tpe_overhead(model: str | None, adapter: str, *, n_trials: int,
         with tempfile.TemporaryDirectory() as tmp:
             storage = f"sqlite:///{tmp}/overhead.db"
             for sampler in ("tpe", "llm-tpe"):
-                tune(task, model="lightgbm", sampler=sampler, n_trials=n_trials,
+                tune(task, family="lightgbm", sampler=sampler, n_trials=n_trials,
                      storage=storage, study_name=sampler, n_folds=3, max_rows=1000,
                      score_test=False, progress=False, llm=options,
                      backend=backend if sampler != "tpe" else None)

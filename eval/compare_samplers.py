@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 llm = LLMOptions(patience=args.patience, n_initial=args.n_initial)
                 result = tune(
                     task,
-                    model=args.model,
+                    family=args.model,
                     sampler=sampler,
                     n_trials=args.n_trials,
                     storage=storage,

@@ -176,7 +176,7 @@ def shared_backend(options: LLMOptions, adapter: str | None) -> Backend:
 
     key = (options.backend, options.model_path, adapter, options.base_url)
     if key not in _BACKENDS:
-        _BACKENDS[key] = create_backend(options.backend, model=options.model_path,
+        _BACKENDS[key] = create_backend(options.backend, llm=options.model_path,
                                         adapter=adapter, base_url=options.base_url)
     return _BACKENDS[key]
 
@@ -263,7 +263,7 @@ def run_study(ctx: RunContext, *, notes: Sequence[str] = (),
 
     job, settings = ctx.job, ctx.settings
     kwargs: dict[str, Any] = dict(
-        model=ctx.family.name, n_trials=settings.max_budget, storage=settings.storage,
+        family=ctx.family.name, n_trials=settings.max_budget, storage=settings.storage,
         study_name=job.key, seed=job.seed, n_folds=settings.n_folds, score_test=False,
         progress=False, cache=ctx.store, llm=settings.llm, protocol=ctx.protocol,
     )

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from sllmbo.core.errors import BackendError
+from sllmbo.core.renamed import renamed_kwargs
 
 from .base import Backend
 
@@ -20,7 +21,8 @@ KINDS = ("auto", "transformers", "llamacpp", "vllm", "openai")
 ENGINE_ENV = "SLLMBO_LOCAL_ENGINE"
 
 
-def create_backend(kind: str = "transformers", *, model: str | None = None,
+@renamed_kwargs(model="llm")
+def create_backend(kind: str = "transformers", *, llm: str | None = None,
                    adapter: str | None = "default", base_url: str | None = None,
                    api_key_env: str = "SLLMBO_API_KEY", device: str = "auto",
                    load_in_4bit: bool = False, timeout_s: float = 120.0,
@@ -28,18 +30,19 @@ def create_backend(kind: str = "transformers", *, model: str | None = None,
     """Build a backend.
 
     Args:
-        kind: "auto" (in-process: llama.cpp on a CPU where it is installed and the model has
+        kind: "auto" (in-process: llama.cpp on a CPU where it is installed and the LLM has
             GGUF weights, else transformers; ``local_engine``), "transformers" (in-process,
             CPU or GPU), "llamacpp" (in-process CPU engine, ``llamacpp_backend``), "vllm"
             (offline GPU engine) or "openai" (any OpenAI-compatible server at ``base_url``).
-        model: a local model folder or a name under ``$SLLMBO_HOME/models``; None means the
-            embedded default (``ModelNotFoundError`` with the pull hint when not pulled). For
-            "openai" it is the served model name (None: the served LoRA adapter, else the
-            server's first model).
+        llm: the LLM: its local Hugging Face folder or a name under ``$SLLMBO_HOME/models``;
+            None means the embedded default (``ModelNotFoundError`` with the pull hint when
+            not pulled). For "openai" it is the served model name (None: the served LoRA
+            adapter, else the server's first model). Formerly ``model=``, still taken with a
+            ``FutureWarning`` (``sllmbo.core.renamed``).
         adapter: a PEFT/LoRA adapter folder or a name under ``$SLLMBO_HOME/adapters``;
-            "default" (the default): the shipped fine-tuned adapter when ``model`` is the
+            "default" (the default): the shipped fine-tuned adapter when ``llm`` is the
             embedded default, else none; None or "none": the base model. For "openai" pass
-            the served LoRA module name as ``model`` instead.
+            the served LoRA module name as ``llm`` instead.
         base_url: the server's API root for "openai", e.g. ``http://127.0.0.1:8000/v1``.
         api_key_env: environment variable with the server's API key ("openai").
         device: "auto", "cpu", "cuda" or "cuda:N" ("transformers").
@@ -63,12 +66,12 @@ def create_backend(kind: str = "transformers", *, model: str | None = None,
                                "NAME`) and pass --model-path NAME")
         from .openai_backend import OpenAIBackend
 
-        return OpenAIBackend(base_url, model=model, api_key_env=api_key_env,
+        return OpenAIBackend(base_url, model=llm, api_key_env=api_key_env,
                              timeout_s=timeout_s, constrained=constrained)
     if base_url is not None:
         raise BackendError(f"base_url is only for the openai backend, not {kind!r}",
                            hint="drop --base-url, or use --backend openai")
-    model_path = resolve_model(model)
+    model_path = resolve_model(llm)
     adapter_path = resolve_adapter(adapter, model_path=model_path)
     if kind in ("auto", "llamacpp"):
         return local_backend(model_path, adapter_path, device=device,

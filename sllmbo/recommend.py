@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from sllmbo.core.errors import ConfigError, SllmboError
 from sllmbo.core.prompts import config_schema, recommend_messages
+from sllmbo.core.renamed import renamed_kwargs
 from sllmbo.core.space import CategoricalParam, IntParam, SearchSpace
 from sllmbo.core.taskcard import TaskCard
 from sllmbo.inference.base import ChatRequest, Completion, SamplingParams
@@ -209,9 +210,10 @@ def recommend_with(backend: Backend, card: TaskCard | None, space: SearchSpace, 
     return rec
 
 
+@renamed_kwargs(model="family", model_path="llm_path")
 def recommend(
     task: str | None = None,
-    model: str = "lightgbm",
+    family: str = "lightgbm",
     n: int = 1,
     backend: Backend | None = None,
     *,
@@ -224,22 +226,28 @@ def recommend(
     decode: str = "consensus",
     samples: int = CONSENSUS_SAMPLES,
     backend_kind: str = "auto",
-    model_path: str | None = None,
+    llm_path: str | None = None,
     adapter: str | None = "default",
     base_url: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Recommended configurations of ``model`` for a task, best guess first.
+    """Recommended configurations of the ML model ``family`` (lightgbm, xgboost, ...) for a
+    task, best guess first. Without a ``backend``, one is built: ``backend_kind`` with the LLM
+    ``llm_path`` (``create_backend``'s ``llm``: a local folder or a name under
+    ``$SLLMBO_HOME/models``, or for "openai" the served model name; None: the embedded one).
+    ``family`` and ``llm_path`` were ``model=`` and ``model_path=``, still taken with a
+    ``FutureWarning``.
 
-    >>> recommend("diabetes", model="lightgbm", n=3)  # doctest: +SKIP
+    >>> recommend("diabetes", family="lightgbm", n=3)  # doctest: +SKIP
     """
-    return recommend_task(task, model, n, backend, data=data, target=target,
+    return recommend_task(task, family, n, backend, data=data, target=target,
                           task_type=task_type, seed=seed, temperature=temperature,
                           max_tokens=max_tokens, decode=decode, samples=samples,
                           backend_kind=backend_kind,
-                          model_path=model_path, adapter=adapter, base_url=base_url).configs
+                          llm_path=llm_path, adapter=adapter, base_url=base_url).configs
 
 
-def recommend_task(task: str | None, model: str, n: int, backend: Backend | None,
+@renamed_kwargs(model="family", model_path="llm_path")
+def recommend_task(task: str | None, family: str, n: int, backend: Backend | None,
                    **options: Any) -> Recommendation:
     """``recommend`` with the details (repairs, rejected candidates, tokens)."""
     from sllmbo.core.families import get_family
@@ -248,7 +256,7 @@ def recommend_task(task: str | None, model: str, n: int, backend: Backend | None
 
     check_options(n, options.get("decode", "consensus"),
                   options.get("samples", CONSENSUS_SAMPLES), options.get("temperature", 0.8))
-    family = get_family(model)
+    family = get_family(family)
     settings = EvalSettings(seed=options.get("seed", 0))
     data, target = options.pop("data", None), options.pop("target", None)
     task_type = options.pop("task_type", None)
@@ -269,13 +277,13 @@ def recommend_task(task: str | None, model: str, n: int, backend: Backend | None
                               hint=f"use --n {len(candidates)} or less")
         if options["decode"] == "score":
             options["candidates"] = candidates
-    kind, model_path = options.pop("backend_kind", "auto"), options.pop("model_path", None)
+    kind, llm_path = options.pop("backend_kind", "auto"), options.pop("llm_path", None)
     adapter, base_url = options.pop("adapter", "default"), options.pop("base_url", None)
     owned = backend is None
     if backend is None:
         from sllmbo.inference.factory import create_backend
 
-        backend = create_backend(kind, model=model_path, adapter=adapter, base_url=base_url)
+        backend = create_backend(kind, llm=llm_path, adapter=adapter, base_url=base_url)
     try:
         rec = recommend_with(backend, card, space, n, **options)
         rec.engine, rec.engine_note = backend.name, getattr(backend, "engine_note", None)

@@ -24,6 +24,7 @@ from sllmbo.core.objective import (
     check_metric,
     make_objective,
 )
+from sllmbo.core.renamed import renamed_kwargs
 from sllmbo.core.space import SearchSpace
 from sllmbo.core.storage import GRACE_S, open_storage
 from sllmbo.core.taskcard import TaskCard
@@ -56,7 +57,7 @@ def _needs_backend(spec: SamplerSpec, options: LLMOptions) -> bool:
 def _open_backend(options: LLMOptions) -> Backend:
     from sllmbo.inference.factory import create_backend
 
-    return create_backend(options.backend, model=options.model_path, adapter=options.adapter,
+    return create_backend(options.backend, llm=options.model_path, adapter=options.adapter,
                           base_url=options.base_url)
 
 
@@ -242,13 +243,14 @@ def check_folds(task: Task, settings: EvalSettings) -> None:
         ) from None
 
 
+@renamed_kwargs(model="family")
 def tune(
     task: str | Task | None = None,
     *,
     data: str | Path | None = None,
     target: str | None = None,
     task_type: str | None = None,
-    model: str = "lightgbm",
+    family: str = "lightgbm",
     sampler: str = "tpe",
     n_trials: int = 30,
     storage: str | None = None,
@@ -270,7 +272,9 @@ def tune(
     protocol: EvalProtocol | None = None,
     sampler_factory: Callable[..., optuna.samplers.BaseSampler] | None = None,
 ) -> TuneResult:
-    """Tune ``model`` on a task and refit the best configuration on the test split.
+    """Tune the ML model ``family`` (``sllmbo.core.families``: lightgbm, xgboost, ...) on a
+    task and refit the best configuration on the test split. (``family`` was ``model=``, still
+    taken with a ``FutureWarning``.)
 
     ``max_rows`` caps the training split to a fixed subsample (seed 0, stated in the card's
     ``full_train_rows``): corpus collection uses it to keep a trial near a second.
@@ -294,7 +298,7 @@ def tune(
     ``sampler`` still names it in the run config and labels its trials. A name the sampler
     registry does not hold has a plain sampler's facts (no LLM, no initializer, no early stop).
 
-    >>> result = tune("diabetes", model="lightgbm", sampler="tpe", n_trials=20)  # doctest: +SKIP
+    >>> result = tune("diabetes", family="lightgbm", sampler="tpe", n_trials=20)  # doctest: +SKIP
     """
     import optuna
 
@@ -330,7 +334,7 @@ def tune(
         loaded = protocol.apply(loaded)
     if max_rows is not None:
         loaded = loaded.subsample(max_rows)
-    family = get_family(model)
+    family = get_family(family)
     try:
         settings = EvalSettings(n_folds=n_folds, seed=seed, n_jobs=n_jobs, metric=metric)
     except ValueError as err:

@@ -104,7 +104,7 @@ def test_tune_under_the_paper_protocol_reproduces_an_enqueued_paper_trial():
     from sllmbo.tune import tune
 
     first = _complete("tpe", "lightgbm", 1)[0]
-    result = tune(paper.paper_task(), model="lightgbm", n_trials=1,
+    result = tune(paper.paper_task(), family="lightgbm", n_trials=1,
                   protocol=paper.paper_protocol("lightgbm"), enqueue=[first.params],
                   enqueue_source="paper", score_test=False, progress=False)
     assert round(result.best_value, 4) == round(first.value, 4) == 10.5391

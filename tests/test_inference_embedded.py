@@ -15,7 +15,7 @@ FAMILIES = ["lightgbm", "xgboost", "random_forest", "finite"]
 
 @pytest.fixture(scope="module")
 def smollm(embedded_model):
-    with create_backend("transformers", model=str(embedded_model), device="cpu") as backend:
+    with create_backend("transformers", llm=str(embedded_model), device="cpu") as backend:
         yield backend
 
 

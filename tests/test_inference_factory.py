@@ -43,7 +43,7 @@ def test_default_model_missing_says_how_to_pull(tmp_path, monkeypatch):
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"kind": "tensorrt"}, "unknown backend kind"),
     ({"kind": "transformers", "base_url": "http://x"}, "only for the openai backend"),
-    ({"kind": "transformers", "model": "/no/such/folder"}, "no model at /no/such/folder"),
+    ({"kind": "transformers", "llm": "/no/such/folder"}, "no model at /no/such/folder"),
 ])
 def test_bad_factory_arguments_fail_fast(kwargs, match):
     with pytest.raises(BackendError, match=match):
@@ -74,7 +74,7 @@ def test_vllm_serve_command_serves_the_adapter_under_its_lora_name():
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
 def test_vllm_backend_without_vllm_says_how_to_install(embedded_model):
     with pytest.raises(BackendError, match="needs vLLM") as info:
-        create_backend("vllm", model=str(embedded_model))
+        create_backend("vllm", llm=str(embedded_model))
     assert "sllmbo[gpu]" in info.value.hint
 
 
@@ -108,7 +108,7 @@ def test_vllm_constrained_batch_parses(embedded_model):
 
     from sllmbo.inference import ChatRequest, SamplingParams
 
-    with create_backend("vllm", model=str(embedded_model)) as backend:
+    with create_backend("vllm", llm=str(embedded_model)) as backend:
         requests = [ChatRequest([{"role": "user", "content": f"LightGBM params, task {i}"}],
                                 SCHEMAS["lightgbm"], SamplingParams(max_tokens=96, seed=i))
                     for i in range(32)]
@@ -127,7 +127,7 @@ def test_load_in_4bit_generates_constrained_json(tiny_model):
 
     from sllmbo.inference import ChatRequest, SamplingParams
 
-    with create_backend("transformers", model=str(tiny_model), load_in_4bit=True) as backend:
+    with create_backend("transformers", llm=str(tiny_model), load_in_4bit=True) as backend:
         [c] = backend.complete([ChatRequest([{"role": "user", "content": "go"}],
                                             SCHEMAS["finite"], SamplingParams(max_tokens=64))])
     assert c.finish_reason == "stop" and "kernel" in c.parse_json()

@@ -40,7 +40,7 @@ def test_schema_request_through_http_parses_and_model_name_is_discovered(server)
 
 
 def test_length_finish_is_reported_as_length(server):
-    [c] = create_backend("openai", base_url=server.url, model="tiny").complete(
+    [c] = create_backend("openai", base_url=server.url, llm="tiny").complete(
         [req(max_tokens=4)])
     assert (c.finish_reason, c.completion_tokens) == ("length", 4)
 

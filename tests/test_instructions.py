@@ -58,7 +58,7 @@ def test_llm_study_prompts_are_reproduced_byte_for_byte(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'llm.db'}"
     backend = ScriptedBackend([VALID], context_length=900)  # small: the table must shrink
-    tune("diabetes", model="lightgbm", sampler="llm", n_trials=14, storage=url, study_name="s",
+    tune("diabetes", family="lightgbm", sampler="llm", n_trials=14, storage=url, study_name="s",
          n_folds=2, progress=False, backend=backend, llm=LLMOptions(n_initial=2, patience=0))
     optimizer_requests = [r.messages for r in backend.requests
                           if "Suggest the next configuration" in r.messages[-1]["content"]]

@@ -123,7 +123,7 @@ def test_feedback_starts_from_the_portfolio_and_reads_only_the_training_matrix()
 def test_tune_runs_the_feedback_sampler_end_to_end(tmp_path):
     from sllmbo.tune import tune
 
-    result = tune("diabetes", model="xgboost", sampler="feedback", n_trials=3, n_folds=2,
+    result = tune("diabetes", family="xgboost", sampler="feedback", n_trials=3, n_folds=2,
                   max_rows=200, storage=f"sqlite:///{tmp_path}/s.db", progress=False,
                   score_test=False)
     study = optuna.load_study(study_name=result.study, storage=f"sqlite:///{tmp_path}/s.db")

@@ -207,7 +207,7 @@ def _study(url: str, name: str) -> optuna.Study:
 
 def test_tune_scores_under_the_protocol_and_records_it(tmp_path):
     url = f"sqlite:///{tmp_path / 'p.db'}"
-    result = tune(REGRESSION, model="lightgbm", n_trials=3, storage=url, study_name="p",
+    result = tune(REGRESSION, family="lightgbm", n_trials=3, storage=url, study_name="p",
                   protocol=PLAIN, progress=False)
     assert (result.metric, result.direction) == ("mae", "minimize")
     assert set(result.test_scores) == {"rmse", "mae"}
@@ -223,16 +223,16 @@ def test_tune_scores_under_the_protocol_and_records_it(tmp_path):
 
 def test_tune_accepts_a_loaded_task():
     task = load_task(REGRESSION).subsample(100)
-    result = tune(task, model="lightgbm", n_trials=1, n_folds=2, protocol=PLAIN,
+    result = tune(task, family="lightgbm", n_trials=1, n_folds=2, protocol=PLAIN,
                   score_test=False, progress=False)
     assert result.task == REGRESSION and result.task_card["n_rows"] == 100
 
 
 def test_tune_without_a_protocol_behaves_as_before(tmp_path):
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    plain = tune(REGRESSION, model="lightgbm", n_trials=2, n_folds=2, storage=url,
+    plain = tune(REGRESSION, family="lightgbm", n_trials=2, n_folds=2, storage=url,
                  study_name="none", score_test=False, progress=False)
-    default = tune(REGRESSION, model="lightgbm", n_trials=2, n_folds=2, storage=url,
+    default = tune(REGRESSION, family="lightgbm", n_trials=2, n_folds=2, storage=url,
                    study_name="default", score_test=False, progress=False,
                    protocol=EvalProtocol())
     assert plain.metric == default.metric == "rmse"
@@ -261,7 +261,7 @@ def test_enqueued_configs_run_first_clipped_and_labelled_and_a_resume_does_not_r
         {"n_estimators": 12, "num_leaves": 5, "learning_rate": 0.1},
         {"n_estimators": 10_000, "num_leaves": 2.6, "learning_rate": 0.2, "gamma": 1.0},
     ]
-    kwargs: dict[str, Any] = dict(model="lightgbm", storage=url, study_name="e", protocol=PLAIN,
+    kwargs: dict[str, Any] = dict(family="lightgbm", storage=url, study_name="e", protocol=PLAIN,
                                   enqueue=configs, enqueue_source="portfolio",
                                   score_test=False, progress=False)
     tune(REGRESSION, n_trials=3, **kwargs)
@@ -287,7 +287,7 @@ def test_an_empty_enqueue_label_is_refused():
 def test_a_cached_configuration_is_not_refit_and_keeps_its_original_attributes(tmp_path):
     url = f"sqlite:///{tmp_path / 'c.db'}"
     cache = DictCache()
-    kwargs: dict[str, Any] = dict(model="lightgbm", n_trials=3, storage=url, protocol=PLAIN,
+    kwargs: dict[str, Any] = dict(family="lightgbm", n_trials=3, storage=url, protocol=PLAIN,
                                   cache=cache, progress=False)
     first = tune(REGRESSION, study_name="first", **kwargs)
     assert cache.hits == 0

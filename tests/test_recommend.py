@@ -129,7 +129,7 @@ class FixedBackend(Backend):
 
 
 def test_python_api_on_a_task():
-    configs = recommend("diabetes", model="lightgbm", backend=FixedBackend())
+    configs = recommend("diabetes", family="lightgbm", backend=FixedBackend())
     assert configs[0]["min_child_samples"] == 5  # clipped into the default space
 
 

@@ -92,7 +92,7 @@ def test_sllmbo_serve_vllm_serves_the_adapter_by_name_to_the_openai_backend(embe
                                                  SamplingParams(temperature=0.0))])
         assert answer.finish_reason == "stop", answer
         space.validate(parse_answer(answer.text))
-        named = create_backend("openai", base_url=url, model="smollm2-135m-instruct")
+        named = create_backend("openai", base_url=url, llm="smollm2-135m-instruct")
         [base] = named.complete([ChatRequest(messages, space.to_json_schema(),
                                              SamplingParams(temperature=0.0))])
         assert base.finish_reason == "stop"

@@ -86,7 +86,7 @@ def eval_command(
     backend: str | None = typer.Option(None, "--backend",
                                        help="LLM backend: auto | llamacpp | transformers | "
                                        "vllm | openai (default: the suite's)."),
-    model_path: str | None = options.MODEL_PATH,
+    llm_path: str | None = options.LLM_PATH,
     adapter: str | None = options.ADAPTER,
     base_url: str | None = options.BASE_URL,
     n_initial: int = options.N_INITIAL,
@@ -141,7 +141,7 @@ def eval_command(
         methods=parse_names(methods, method_names(), "--methods") if methods else None,
         budgets=parse_budgets(budgets) if budgets else None,
         seeds=seeds, n_folds=n_folds, max_rows=max_rows, backend=backend,
-        model_path=model_path,
+        model_path=llm_path,
     )
     llm = LLMOptions(
         backend=chosen.backend, model_path=chosen.model_path, base_url=base_url,

@@ -12,13 +12,15 @@ TARGET = typer.Option(None, "--target", help="Column to predict (with --data).")
 TASK_TYPE = typer.Option(
     None, "--task-type", help="regression | classification (with --data; inferred if unset)."
 )
-MODEL = typer.Option("lightgbm", "--model", help="The ML model family: " + " | ".join(FAMILIES))
+#: ``--model`` names the ML model family (the flag keeps its name; the API says ``family``).
+FAMILY = typer.Option("lightgbm", "--model", help="The ML model family: " + " | ".join(FAMILIES))
 
 BACKEND = typer.Option(
     "auto", "--backend",
     help="LLM backend: auto (llama.cpp on a CPU where it is built, else transformers) | "
     "llamacpp | transformers | vllm | openai.")
-MODEL_PATH = typer.Option(
+#: ``--model-path`` names the LLM (the API says ``llm`` / ``llm_path``).
+LLM_PATH = typer.Option(
     None,
     "--model-path",
     help="Local model folder or name (default: the embedded model); with --backend openai, "

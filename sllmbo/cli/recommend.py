@@ -45,7 +45,7 @@ def recommend_command(
     data: Path | None = options.DATA,
     target: str | None = options.TARGET,
     task_type: str | None = options.TASK_TYPE,
-    model: str = options.MODEL,
+    family: str = options.FAMILY,
     n: int = typer.Option(1, "--n", help="Number of diverse candidates."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampled candidates."),
     temperature: float = typer.Option(0.8, "--temperature",
@@ -59,7 +59,7 @@ def recommend_command(
         "auto", "--backend",
         help="LLM backend: auto (llama.cpp on a CPU where installed, else transformers) | "
         "llamacpp | transformers | vllm | openai."),
-    model_path: str | None = options.MODEL_PATH,
+    llm_path: str | None = options.LLM_PATH,
     adapter: str | None = options.ADAPTER,
     base_url: str | None = options.BASE_URL,
 ) -> None:
@@ -73,9 +73,9 @@ def recommend_command(
     check_task_flags(task, target, task_type)
 
     rec = recommend_task(
-        task, model, n, None, data=data, target=target, task_type=task_type, seed=seed,
+        task, family, n, None, data=data, target=target, task_type=task_type, seed=seed,
         temperature=temperature, max_tokens=256, decode=decode, samples=samples,
-        backend_kind=backend, model_path=model_path,
+        backend_kind=backend, llm_path=llm_path,
         adapter=adapter, base_url=base_url,
     )
     typer.echo(f"note: answered by {rec.engine}" + (

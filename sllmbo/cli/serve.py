@@ -41,7 +41,7 @@ def serve_command(
     engine: str = typer.Option(
         "vllm", "--engine", help="vllm (`vllm serve`, GPU), transformers (in-process, CPU or "
         "GPU) or llamacpp (in-process llama.cpp, CPU)."),
-    model: str | None = typer.Option(
+    llm: str | None = typer.Option(
         None, "--model", help="Model folder or name under $SLLMBO_HOME/models "
         "(default: the embedded SmolLM2-135M-Instruct)."),
     adapter: str | None = options.ADAPTER,
@@ -79,7 +79,7 @@ def serve_command(
         raise BackendError(f"unknown engine {engine!r}", hint=f"use one of {', '.join(ENGINES)}")
     api_key = api_key or None  # an empty $SLLMBO_API_KEY is no key
     check_exposure(host, api_key, allow_unauthenticated)  # before any model is resolved
-    model_path = resolve_model(model)
+    model_path = resolve_model(llm)
     adapter_path = resolve_adapter(adapter, model_path=model_path)
     if lora_name is None and adapter_path == shipped_adapter_path():
         lora_name = DEFAULT_ADAPTER_NAME

@@ -44,7 +44,7 @@ def tune_command(
     data: Path | None = options.DATA,
     target: str | None = options.TARGET,
     task_type: str | None = options.TASK_TYPE,
-    model: str = options.MODEL,
+    family: str = options.FAMILY,
     sampler: str = typer.Option(
         "tpe", "--sampler", help="; ".join(f"{spec.name}: {spec.help}" for spec in
                                            map(registry.get, registry.names()))),
@@ -68,7 +68,7 @@ def tune_command(
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     backend: str = options.BACKEND,
-    model_path: str | None = options.MODEL_PATH,
+    llm_path: str | None = options.LLM_PATH,
     adapter: str | None = options.ADAPTER,
     base_url: str | None = options.BASE_URL,
     space: str = typer.Option(
@@ -100,7 +100,7 @@ def tune_command(
     from sllmbo.tune import LLMOptions, tune
 
     llm = LLMOptions(
-        backend=backend, model_path=model_path, adapter=adapter, base_url=base_url,
+        backend=backend, model_path=llm_path, adapter=adapter, base_url=base_url,
         space=space, n_initial=n_initial, init=init, patience=patience, min_delta=min_delta,
         adapt_every=adapt_every, p_llm=p_llm, adaptive_p=adaptive_p, timeout=llm_timeout,
         temperature=temperature, max_tokens=max_tokens,
@@ -111,7 +111,7 @@ def tune_command(
         data=data,
         target=target,
         task_type=task_type,
-        model=model,
+        family=family,
         sampler=sampler,
         n_trials=n_trials,
         storage=storage,

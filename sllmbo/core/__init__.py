@@ -6,8 +6,9 @@ and named scoring protocols), ``storage`` (opening Optuna storages, masking secr
 ``studyinfo`` (study and trial attribute keys), ``prompts``, ``history`` and
 ``optimizer_prompt`` (the one pure rendering of prompts that training and inference share),
 ``rank_prompts`` (the learned scorer's prompt and bin tokens, likewise shared), ``home`` (where
-local models and adapters live) and ``registry`` (the one registry type of every extension
-point: model families, samplers, evaluation methods).
+local models and adapters live), ``registry`` (the one registry type of every extension
+point: model families, samplers, evaluation methods) and ``renamed`` (keywords of the Python
+API taken under their old names, with a ``FutureWarning``).
 
 The architecture, as ``tests/test_layering.py`` enforces it on every import (top level,
 inside functions, relative and ``importlib``). Data flows left to right; a room imports only

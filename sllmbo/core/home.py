@@ -48,19 +48,20 @@ def is_pulled(home: str | Path | None = None) -> bool:
     return (default_model_path(home) / MARKER).is_file()
 
 
-def resolve_model(model: str | None, home: str | Path | None = None) -> Path:
-    """A model folder from a path, a name under ``$SLLMBO_HOME/models``, or None (default).
+def resolve_model(llm: str | None, home: str | Path | None = None) -> Path:
+    """The LLM's model folder from ``llm``: a path, a name under ``$SLLMBO_HOME/models``, or
+    None (the embedded default).
 
     Raises ``ModelNotFoundError`` with the pull hint when nothing usable is there.
     """
-    if model is None or model == DEFAULT_MODEL_NAME:
+    if llm is None or llm == DEFAULT_MODEL_NAME:
         path = default_model_path(home)
         if not is_pulled(home):
             raise ModelNotFoundError(f"no model at {path}", hint=PULL_HINT)
         return path
-    candidate = Path(model).expanduser()
-    if not candidate.exists() and os.sep not in model:
-        candidate = models_dir(home) / model
+    candidate = Path(llm).expanduser()
+    if not candidate.exists() and os.sep not in llm:
+        candidate = models_dir(home) / llm
     if not candidate.is_dir():
         raise ModelNotFoundError(
             f"no model at {candidate}",
