@@ -74,22 +74,26 @@ Policy = Callable[[Context, History], "str | None"]
 
 @dataclass(frozen=True)
 class ReplayMethod:
-    """A registered method: its policy and how many seeds it needs (1: deterministic)."""
+    """A registered method: its policy, how many seeds it needs (1: deterministic), and
+    whether it replays on the held-out bench only (a model trained on every training row
+    cannot be judged leaving one of them out)."""
 
     name: str
     policy: Policy
     seeds: int = 1
+    heldout_only: bool = False
 
 
 REPLAY_METHODS: dict[str, ReplayMethod] = {}
 
 
-def register(name: str, seeds: int = 1) -> Callable[[Policy], Policy]:
+def register(name: str, seeds: int = 1, heldout_only: bool = False
+             ) -> Callable[[Policy], Policy]:
     """Register ``policy`` as method ``name`` (``seeds`` > 1 for a stochastic one)."""
     def wrap(policy: Policy) -> Policy:
         if name in REPLAY_METHODS:
             raise ValueError(f"replay method '{name}' is registered twice")
-        REPLAY_METHODS[name] = ReplayMethod(name, policy, seeds)
+        REPLAY_METHODS[name] = ReplayMethod(name, policy, seeds, heldout_only)
         return policy
     return wrap
 
@@ -224,6 +228,28 @@ def feedback_ratio(ctx: Context, history: History) -> str | None:
     best = ratio[np.ix_(near, tried)].min(axis=1, keepdims=True)
     after = np.minimum(best, ratio[np.ix_(near, left)]).mean(axis=0)
     return ids[left[int(np.argmin(after))]]
+
+
+@register("gbdt-rank", heldout_only=True)
+def gbdt_rank(ctx: Context, history: History) -> str | None:
+    """The shipped LightGBM scorer (``sllmbo.samplers.gbdt_rank``) through expected
+    improvement, over its ``POOL_TRIALS`` pool trials (then TPE takes over in the real
+    sampler: the replay stops there). It trained on every training row, so it replays on
+    the held-out bench only: a training dataset is refused."""
+    from sllmbo.core.errors import SllmboError
+    from sllmbo.data.pool_select import dataset_of
+    from sllmbo.samplers.gbdt_rank import POOL_TRIALS, load_scorer
+
+    scorer = load_scorer(ctx.family)
+    if scorer.evidence is not None and dataset_of(ctx.task) in scorer.evidence.datasets:
+        raise SllmboError(f"gbdt-rank's shipped scorer trained on {dataset_of(ctx.task)}",
+                          hint="replay it on the heldout bench only (--benches heldout)")
+    if len(history) >= POOL_TRIALS:
+        return None
+    ids = [c.id for c in scorer.pool.configs]
+    positions = [(ids.index(c), v) for c, v in history]
+    left = [i for i in range(len(ids)) if i not in {p for p, _ in positions}]
+    return ids[scorer.choose(ctx.card, positions, left, "ei")] if left else None
 
 
 @register("oracle-pool")

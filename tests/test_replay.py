@@ -140,3 +140,21 @@ def test_feedback_ratio_follows_the_rows_that_score_like_the_run() -> None:
     assert replay_run(REPLAY_METHODS["portfolio-ratio"], ctx, {}, 3) == ["y", "z", "c"]
     seen = dict(zip(columns, a_like, strict=True))
     assert replay_run(REPLAY_METHODS["feedback-ratio"], ctx, seen, 3) == ["y", "z", "x"]
+
+
+def test_gbdt_rank_replays_on_held_out_datasets_only(heldout_bench: Bench) -> None:
+    """The shipped scorer trained on every training row: the leave-one-out bench leaves it
+    out, and a context naming a training dataset is refused, never scored."""
+    from dataclasses import replace
+
+    from sllmbo.core.errors import SllmboError
+    from sllmbo.eval.replay import contexts
+
+    assert REPLAY_METHODS["gbdt-rank"].heldout_only
+    tried = replay_run(REPLAY_METHODS["gbdt-rank"],
+                       next(contexts(heldout_bench, REPLAY_METHODS["gbdt-rank"]))[0], {}, 3)
+    assert len(set(tried)) == 3
+    assert replay_records(replace(heldout_bench, leave_out=True), ["gbdt-rank"]) == []
+    ctx, _ = next(contexts(heldout_bench, REPLAY_METHODS["gbdt-rank"]))
+    with pytest.raises(SllmboError, match="trained on"):
+        REPLAY_METHODS["gbdt-rank"].policy(replace(ctx, task="wine_cultivar@142"), [])
