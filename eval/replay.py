@@ -140,10 +140,13 @@ def replay_records(bench: Bench, methods: Iterable[str],
                    budgets: Sequence[int] = tuple(range(1, MAX_BUDGET + 1))
                    ) -> list[dict[str, Any]]:
     """Result records (the suite's keys that ``sllmbo.eval.ratios`` reads) of every run of
-    ``methods`` on ``bench``: the test score of the configuration handed over per budget."""
+    ``methods`` on ``bench``: the test score of the configuration handed over per budget.
+    A held-out-only method is left out of a leave-one-out bench."""
     records = []
     for name in methods:
         method = REPLAY_METHODS[name]
+        if method.heldout_only and bench.leave_out:
+            continue
         for ctx, seen in contexts(bench, method):
             tried = replay_run(method, ctx, seen, max(budgets))
             test = bench.test[(ctx.task, ctx.family)]

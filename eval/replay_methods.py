@@ -26,7 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from sllmbo.data.pool_select import FEEDBACK_START, knn, portfolio, regret_matrix, task_type_of
+from sllmbo.data.pool_select import (
+    FEEDBACK_START,
+    knn,
+    log_ratio_matrix,
+    portfolio,
+    ratio_knn,
+    ratio_portfolio,
+    regret_matrix,
+    subtype_of,
+    task_type_of,
+)
 
 History = Sequence[tuple[str, float | None]]
 
@@ -64,22 +74,26 @@ Policy = Callable[[Context, History], "str | None"]
 
 @dataclass(frozen=True)
 class ReplayMethod:
-    """A registered method: its policy and how many seeds it needs (1: deterministic)."""
+    """A registered method: its policy, how many seeds it needs (1: deterministic), and
+    whether it replays on the held-out bench only (a model trained on every training row
+    cannot be judged leaving one of them out)."""
 
     name: str
     policy: Policy
     seeds: int = 1
+    heldout_only: bool = False
 
 
 REPLAY_METHODS: dict[str, ReplayMethod] = {}
 
 
-def register(name: str, seeds: int = 1) -> Callable[[Policy], Policy]:
+def register(name: str, seeds: int = 1, heldout_only: bool = False
+             ) -> Callable[[Policy], Policy]:
     """Register ``policy`` as method ``name`` (``seeds`` > 1 for a stochastic one)."""
     def wrap(policy: Policy) -> Policy:
         if name in REPLAY_METHODS:
             raise ValueError(f"replay method '{name}' is registered twice")
-        REPLAY_METHODS[name] = ReplayMethod(name, policy, seeds)
+        REPLAY_METHODS[name] = ReplayMethod(name, policy, seeds, heldout_only)
         return policy
     return wrap
 
@@ -146,6 +160,96 @@ def feedback(ctx: Context, history: History) -> str | None:
     positions = [(ids.index(c), v) for c, v in history]
     index = chooser(positions, {i for i, _ in positions})
     return None if index is None else ids[index]
+
+
+def ratio_order(ctx: Context) -> list[str]:
+    """The log-ratio portfolio of the task's subtype on the training rows, the whole pool long
+    (``portfolio-ratio``'s list)."""
+    subtype = subtype_of(ctx.card)
+    return ctx.cached(("portfolio-ratio", subtype), lambda: ratio_portfolio(
+        ctx.train_cards, ctx.train_scores, subtype, len(ctx.pool_ids)))
+
+
+@register("portfolio-ratio")
+def portfolio_ratio(ctx: Context, history: History) -> str | None:
+    """The greedy portfolio on the unclipped log error ratio, per subtype."""
+    return _untried(ratio_order(ctx), history)
+
+
+@register("defaults-first-ratio")
+def defaults_first_ratio(ctx: Context, history: History) -> str | None:
+    """The library defaults, then the log-ratio portfolio's entries."""
+    return _untried([ctx.defaults_id, *ratio_order(ctx)], history)
+
+
+@register("knn-ratio")
+def knn_ratio(ctx: Context, history: History) -> str | None:
+    """The log-ratio portfolio of the 10 training variants nearest by meta-features."""
+    from sllmbo.data.pool_select import dataset_of
+
+    order = ctx.cached(("knn-ratio", ctx.task), lambda: ratio_knn(
+        ctx.card, ctx.train_cards, ctx.train_scores, len(ctx.pool_ids),
+        exclude_dataset=dataset_of(ctx.task)))
+    return _untried(order, history)
+
+
+@register("feedback-ratio")
+def feedback_ratio(ctx: Context, history: History) -> str | None:
+    """The log-ratio portfolio's first ``FEEDBACK_START`` entries; then, among the training
+    rows of the task's subtype whose scores on the tried entries (min-max scaled) are nearest
+    to this run's, the untried entry that most lowers their mean best log error ratio so far
+    (the greedy portfolio's step, conditioned on the run's own scores)."""
+    from sllmbo.samplers.pool import FEEDBACK_NEIGHBOURS, min_max
+
+    folio = ratio_order(ctx)
+    start = _untried(folio[:FEEDBACK_START], history)
+    if start is not None:
+        return start
+    ids = list(ctx.pool_ids)
+
+    def make() -> tuple[np.ndarray, np.ndarray]:
+        subtype = subtype_of(ctx.card)
+        rows = [subtype_of(ctx.train_cards[v]) == subtype for v in ctx.train_scores.index]
+        table = ctx.train_scores.loc[rows, ids].to_numpy(float)
+        return table, log_ratio_matrix(table.T).T
+
+    table, ratio = ctx.cached(("feedback-ratio", subtype_of(ctx.card)), make)
+    tried = [ids.index(c) for c, _ in history]
+    left = [i for i in range(len(ids)) if i not in set(tried)]
+    if not left:
+        return None
+    seen = np.array([np.nan if v is None else v for _, v in history], dtype=float)
+    if not np.isfinite(seen).all():
+        return _untried(folio, history)
+    scaled = np.array([min_max(r) for r in table[:, tried]])
+    distance = np.nanmean(np.abs(scaled - min_max(seen)), axis=1)
+    near = np.argsort(np.where(np.isfinite(distance), distance, np.inf),
+                      kind="stable")[:FEEDBACK_NEIGHBOURS]
+    best = ratio[np.ix_(near, tried)].min(axis=1, keepdims=True)
+    after = np.minimum(best, ratio[np.ix_(near, left)]).mean(axis=0)
+    return ids[left[int(np.argmin(after))]]
+
+
+@register("gbdt-rank", heldout_only=True)
+def gbdt_rank(ctx: Context, history: History) -> str | None:
+    """The shipped LightGBM scorer (``sllmbo.samplers.gbdt_rank``) through expected
+    improvement, over its ``POOL_TRIALS`` pool trials (then TPE takes over in the real
+    sampler: the replay stops there). It trained on every training row, so it replays on
+    the held-out bench only: a training dataset is refused."""
+    from sllmbo.core.errors import SllmboError
+    from sllmbo.data.pool_select import dataset_of
+    from sllmbo.samplers.gbdt_rank import POOL_TRIALS, load_scorer
+
+    scorer = load_scorer(ctx.family)
+    if scorer.evidence is not None and dataset_of(ctx.task) in scorer.evidence.datasets:
+        raise SllmboError(f"gbdt-rank's shipped scorer trained on {dataset_of(ctx.task)}",
+                          hint="replay it on the heldout bench only (--benches heldout)")
+    if len(history) >= POOL_TRIALS:
+        return None
+    ids = [c.id for c in scorer.pool.configs]
+    positions = [(ids.index(c), v) for c, v in history]
+    left = [i for i in range(len(ids)) if i not in {p for p, _ in positions}]
+    return ids[scorer.choose(ctx.card, positions, left, "ei")] if left else None
 
 
 @register("oracle-pool")

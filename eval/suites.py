@@ -175,7 +175,8 @@ LONG_METHODS: tuple[str, ...] = ("tpe", "tpe-warm", "gp", "gp-warm", "llm-tpe-wa
 SUITES["zero-shot-30"] = replace(
     SUITES["zero-shot"],
     name="zero-shot-30",
-    methods=("defaults", "portfolio", "knn", "portfolio-ratio", "knn-ratio", "flaml-zeroshot",
+    methods=("defaults", "portfolio", "knn", "portfolio-ratio", "knn-ratio",
+             "defaults-first-ratio", "flaml-zeroshot",
              "oracle-pool", "feedback", "gbdt-rank", "quantile-surrogate", "tpe", "tpe-warm", "gp",
              "gp-warm", "smac", "single-shot", *SCORING_METHODS, "llm-tpe-warm"),
     budgets=(1, 3, 5, 10, 20, 30),

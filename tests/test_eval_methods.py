@@ -128,3 +128,29 @@ def test_gbdt_rank_runs_its_tune_sampler_through_the_harness(tmp_path) -> None:
     assert len(log.trials) == 2
     study = optuna.load_study(study_name=job.key, storage=settings.storage)
     assert {t.user_attrs.get("sllmbo:source") for t in study.trials} <= {"gbdt-rank", "pool"}
+
+
+def test_defaults_first_ratio_fits_the_defaults_then_the_ratio_portfolio(tmp_path) -> None:
+    """The baseline the replay ranked first from 2 trials on, added as one registered object:
+    its first trial is the library defaults (the same fit as ``defaults``), then the
+    log-ratio portfolio of the task's subtype, in order."""
+    from sllmbo.eval.methods import get
+    from sllmbo.eval.methods.selectors import ratio_portfolio
+    from sllmbo.eval.runs import RunContext, RunJob, RunSettings, TaskRef
+    from sllmbo.eval.store import EvalStore
+    from sllmbo.tune import LLMOptions
+
+    settings = RunSettings(out_dir=str(tmp_path), max_budget=3, n_folds=2, max_rows=200,
+                           protocol=None, llm=LLMOptions(), adapter=None)
+    store = EvalStore(settings.store_path)
+
+    def run(name: str) -> RunLog:
+        job = RunJob(TaskRef(name="auto_mpg"), "lightgbm", name, 0)
+        return get(name).run(RunContext(job, settings, store))
+
+    first, defaults = run("defaults-first-ratio"), run("defaults")
+    assert first.trials[0].params == {}
+    assert first.trials[0].cv_score == defaults.trials[0].cv_score
+    ctx = RunContext(RunJob(TaskRef(name="auto_mpg"), "lightgbm", "defaults-first-ratio", 0),
+                     settings, store)
+    assert [t.params for t in first.trials][1:] == ratio_portfolio(ctx, 2)
