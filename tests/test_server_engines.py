@@ -44,7 +44,7 @@ def _cli(args, monkeypatch):
         return 0
 
     monkeypatch.setattr(serve_module, "serve_local", serve_local)
-    monkeypatch.setattr("sllmbo.inference.models.resolve_model", lambda name: "model-folder")
+    monkeypatch.setattr("sllmbo.core.home.resolve_model", lambda name: "model-folder")
     monkeypatch.setattr("sllmbo.inference.models.resolve_adapter", lambda name, **k: None)
     app = typer.Typer()
     serve.register(app)
