@@ -9,6 +9,7 @@ with ``finish_reason == "error"``; a backend that cannot answer at all raises ``
 from __future__ import annotations
 
 import json
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,10 +17,35 @@ from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "error"]
 
+#: Seeds a request may carry: a signed or an unsigned 64-bit integer, the range vLLM's
+#: OpenAI server and ``torch.manual_seed`` take. A negative seed is a fixed seed, not "pick
+#: one at random" (llama.cpp's convention for -1): it stands for its unsigned 64-bit twin
+#: (``-1`` is ``2**64 - 1``), as torch reads it and so vLLM, whose per-request generator is
+#: ``torch.Generator().manual_seed(seed)``. Random sampling is ``seed=None``.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
+
+def unsigned_seed(seed: int) -> int:
+    """``seed`` (in ``SEED_MIN..SEED_MAX``) as the unsigned 64-bit number every engine takes
+    (numpy's and llama.cpp's generators refuse negative seeds)."""
+    return seed % 2**64
+
+
+def signed_seed(seed: int) -> int:
+    """``seed`` as a signed 64-bit number, the form an OpenAI-compatible server takes (vLLM's
+    accepts at most ``2**63 - 1``); the same seed to torch, and so to vLLM."""
+    seed = unsigned_seed(seed)
+    return seed - 2**64 if seed >= 2**63 else seed
+
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling settings; ``temperature == 0`` means greedy decoding."""
+    """Sampling settings; ``temperature == 0`` means greedy decoding.
+
+    ``seed``: None samples at random; an integer in ``SEED_MIN..SEED_MAX`` fixes the draws. A
+    negative one is kept as its unsigned 64-bit twin (``unsigned_seed``: ``-1`` becomes
+    ``2**64 - 1``), so every backend reads it the same way; anything else is a ``ValueError``.
+    """
 
     max_tokens: int = 256
     temperature: float = 0.7
@@ -38,6 +64,18 @@ class SamplingParams:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.seed is not None:
+            object.__setattr__(self, "seed", _checked_seed(self.seed))
+
+
+def _checked_seed(seed: object) -> int:
+    """``seed`` as ``SamplingParams`` keeps it (``unsigned_seed``), or ``ValueError``."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    if not SEED_MIN <= int(seed) <= SEED_MAX:
+        raise ValueError(f"seed must be a 64-bit integer (from -2**63 to 2**64 - 1), got "
+                         f"{int(seed)}; for random sampling pass seed=None")
+    return unsigned_seed(int(seed))
 
 
 @dataclass(frozen=True)

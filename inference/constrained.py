@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sllmbo.core.errors import BackendError
@@ -113,7 +114,10 @@ class GrammarCache:
     Holds the ``max_entries`` most recently used grammars (a study uses a handful; a server
     fed ever-new schemas must not grow without bound), and turns xgrammar's own unbounded
     cache off so this one is the only one. A server compiles elsewhere (a child process it
-    can stop, ``sllmbo.inference.server.compiler``) and ``put``s the result here.
+    can stop, ``sllmbo.inference.server.compiler``) and ``put``s the result here; its
+    request holds it ``pinned`` from before the compile to the answer: were it evicted while
+    the request waited for the model (newer schemas put meanwhile), ``get`` would compile it
+    again on the model, where no deadline can stop it.
     """
 
     def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int],
@@ -126,6 +130,7 @@ class GrammarCache:
         self.max_entries = max(1, max_entries)
         self._compiler = xgr.GrammarCompiler(self.info, max_threads=2, cache_enabled=False)
         self._compiled: OrderedDict[str, xgr.CompiledGrammar] = OrderedDict()
+        self._pins: Counter[str] = Counter()  # kept whatever ``max_entries`` says
         self._lock = threading.Lock()  # a server puts from its event loop, the model gets
 
     def __contains__(self, schema: dict[str, Any]) -> bool:
@@ -144,9 +149,30 @@ class GrammarCache:
         """Keep ``grammar`` (compiled for this tokenizer) as ``schema``'s."""
         with self._lock:
             self._compiled[schema_key(schema)] = grammar
-            while len(self._compiled) > self.max_entries:
-                self._compiled.popitem(last=False)
+            self._evict()
         return grammar
+
+    @contextmanager
+    def pinned(self, schema: dict[str, Any]) -> Iterator[None]:
+        """Keep ``schema``'s grammar (when cached) for the duration, however many others are
+        put: beyond ``max_entries`` only by the pinned ones."""
+        key = schema_key(schema)
+        with self._lock:
+            self._pins[key] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pins[key] -= 1
+                if self._pins[key] <= 0:
+                    del self._pins[key]
+                self._evict()
+
+    def _evict(self) -> None:
+        """Drop the least recently used unpinned grammars past ``max_entries`` (lock held)."""
+        excess = len(self._compiled) - self.max_entries
+        for key in [k for k in self._compiled if k not in self._pins][:max(0, excess)]:
+            del self._compiled[key]
 
 
 class SchemaLogitsProcessor:

@@ -15,14 +15,14 @@ from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
 
-from .base import ChatRequest, SamplingParams
+from .base import SEED_MAX, SEED_MIN, ChatRequest, SamplingParams
 
 #: Tokens generated when the body names no ``max_tokens`` (cut to what the context leaves).
 DEFAULT_MAX_TOKENS = 256
 #: Seeds accepted: a signed or unsigned 64-bit integer, as vLLM takes them. A negative one is
-#: read as its unsigned 64-bit twin (``-1`` is ``2**64 - 1``), which every engine accepts
-#: (numpy's generator, llama.cpp's, refuses negative seeds).
-SEED_RANGE = (-(2**63), 2**64 - 1)
+#: read as its unsigned 64-bit twin (``-1`` is ``2**64 - 1``; ``SamplingParams`` does it, for
+#: every backend, see ``base.SEED_MIN``).
+SEED_RANGE = (SEED_MIN, SEED_MAX)
 #: Most digits an integer literal in a body may have (Python refuses over 4300 with a
 #: ValueError; no field sllmbo reads needs more than 20).
 MAX_INTEGER_DIGITS = 100
@@ -139,8 +139,6 @@ def sampling_of(body: dict[str, Any]) -> SamplingParams:
         "max_tokens"
     max_tokens = _integer(body, key, DEFAULT_MAX_TOKENS, 1, None)
     seed = _integer(body, "seed", None, *SEED_RANGE)
-    if seed is not None and seed < 0:
-        seed %= 2**64
     return SamplingParams(max_tokens=max_tokens,
                           temperature=_real(body, "temperature", 1.0, 0.0, None),
                           top_p=_real(body, "top_p", 1.0, 0.0, 1.0, low_open=True), seed=seed)

@@ -18,7 +18,7 @@ from typing import Any
 from sllmbo.core.errors import BackendError
 from sllmbo.core.storage import mask_url, redact
 
-from .base import Backend, ChatRequest, Completion
+from .base import Backend, ChatRequest, Completion, signed_seed
 from .constrained import classify_finish
 
 _SERVE_HINT = "start one with `sllmbo serve` (or `vllm serve MODEL`) and pass its --base-url"
@@ -162,8 +162,8 @@ class OpenAIBackend(Backend):
         kwargs: dict[str, Any] = {"model": model, "messages": request.messages,
                                   "max_tokens": s.max_tokens, "temperature": s.temperature,
                                   "top_p": s.top_p}
-        if s.seed is not None:
-            kwargs["seed"] = s.seed
+        if s.seed is not None:  # signed: vLLM's server takes at most 2**63 - 1
+            kwargs["seed"] = signed_seed(s.seed)
         if self.constrained and request.json_schema is not None:
             kwargs["response_format"] = {
                 "type": "json_schema",

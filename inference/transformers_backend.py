@@ -27,7 +27,7 @@ from .adapters import check_adapter_fits
 from .base import Backend, ChatRequest, Completion, FinishReason
 from .constrained import GrammarCache, SchemaLogitsProcessor, schema_problem
 from .cpu_threads import ThreadChooser, omp_wait_policy
-from .fast_decode import FastDecoder
+from .fast_decode import PREFILL_CHUNK, FastDecoder
 
 KERNEL_TRUST_NOTE = "Skipping publisher trust check"
 
@@ -66,6 +66,10 @@ class TransformersBackend(Backend):
         merge_adapter: fold the LoRA weights into the base weights at load (one matmul per
             layer instead of three; not with ``load_in_4bit``).
     """
+
+    #: Prompt tokens per prefill pass when a request can be stopped (a time limit, a
+    #: cancel check): its deadline is looked at between passes (``fast_decode``).
+    prefill_chunk: int = PREFILL_CHUNK
 
     def __init__(self, model_path: str | Path, *, adapter_path: str | Path | None = None,
                  device: str = "auto", load_in_4bit: bool = False, constrained: bool = True,
@@ -187,18 +191,30 @@ class TransformersBackend(Backend):
         return self.count_tokens(self._render(list(messages)))
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[Completion]:
-        """Answer in order; requests with equal sampling settings share ``generate`` calls."""
+        """Answer in order; requests with equal sampling settings share ``generate`` calls.
+
+        A request's ``max_time_s`` counts from this call, not from its own ``generate``: a
+        call that takes several (more requests than ``max_batch_size``, or several sampling
+        settings) still ends each request at its time, and one whose time has passed before
+        its turn is answered as stopped without running."""
         self._use_free_cores()
+        called = time.monotonic()
         results: list[Completion | None] = [None] * len(requests)
-        groups: dict[tuple[int, float, float], list[int]] = {}
+        groups: dict[tuple[int, float, float, float | None], list[int]] = {}
         for i, req in enumerate(requests):
             s = req.sampling
-            groups.setdefault((s.max_tokens, s.temperature, s.top_p), []).append(i)
-        for indices in groups.values():
+            groups.setdefault((s.max_tokens, s.temperature, s.top_p, s.max_time_s),
+                              []).append(i)
+        for (*_, max_time_s), indices in groups.items():
+            deadline = None if max_time_s is None else called + max_time_s
             for start in range(0, len(indices), self.max_batch_size):
                 chunk = indices[start:start + self.max_batch_size]
-                for i, completion in zip(chunk, self._generate([requests[i] for i in chunk]),
-                                         strict=True):
+                batch = [requests[i] for i in chunk]
+                if deadline is not None and time.monotonic() >= deadline:
+                    answers = [self._expired(r, time.monotonic() - called) for r in batch]
+                else:
+                    answers = self._generate(batch, deadline)
+                for i, completion in zip(chunk, answers, strict=True):
                     results[i] = completion
         return [r for r in results if r is not None]
 
@@ -252,7 +268,9 @@ class TransformersBackend(Backend):
 
     # -- one batch ---------------------------------------------------------------------------
 
-    def _generate(self, batch: list[ChatRequest]) -> list[Completion]:
+    def _generate(self, batch: list[ChatRequest], deadline: float | None) -> list[Completion]:
+        """One ``generate`` call (or the fast path for one request); ``deadline``
+        (``time.monotonic()``) ends it, checked after every decoding step."""
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -260,7 +278,7 @@ class TransformersBackend(Backend):
             raise BackendError("this backend was closed", hint="create a new backend")
         sampling = batch[0].sampling
         if len(batch) == 1 and self.fast_decoder is not None:
-            return [self._generate_fast(batch[0])]
+            return [self._generate_fast(batch[0], deadline)]
         schemas = [r.json_schema if self.constrained else None for r in batch]
         grammars = [self._grammars.get(s) if s is not None else None for s in schemas]
         prompts = [self._render(r.messages) for r in batch]
@@ -278,24 +296,44 @@ class TransformersBackend(Backend):
                                           temperature=sampling.temperature,
                                           top_p=sampling.top_p)
         cancel = _BatchCancelled([r.cancelled for r in batch], torch)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model.generate(
-                **enc, max_new_tokens=sampling.max_tokens, **flags,
-                max_time=sampling.max_time_s,  # a timed-out request stops its own work
-                logits_processor=LogitsProcessorList([processor]),
-                stopping_criteria=StoppingCriteriaList([cancel] if cancel.active else []),
-                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_token_ids)
-        latency = time.perf_counter() - start
+        # The whole batch stops at once, after the step that passes the deadline (the batch
+        # shares it: ``complete`` groups by max_time_s); a row stopped alone would be fed
+        # padding its grammar does not allow.
+        late = _PastDeadline(deadline, torch)
+        criteria = [c for c in (cancel, late) if c.active]
         prompt_len = enc["input_ids"].shape[1]
         prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
-        timed_out = ((sampling.max_time_s is not None and latency >= sampling.max_time_s)
-                     or cancel.fired)
+        # A long prompt is prefilled in chunks (transformers' own chunked prefill), and
+        # before each chunk's forward pass the same two criteria are asked: stopping
+        # criteria are only asked after a token.
+        chunked = prompt_len > self.prefill_chunk and bool(criteria)
+        hook = (self.model.get_decoder().register_forward_pre_hook(_StopBetweenPasses(criteria))
+                if chunked else None)
+        start = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **enc, max_new_tokens=sampling.max_tokens, **flags,
+                    logits_processor=LogitsProcessorList([processor]),
+                    stopping_criteria=StoppingCriteriaList(criteria),
+                    **({"prefill_chunk_size": self.prefill_chunk} if chunked else {}),
+                    pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_token_ids)
+        except _Stopped:
+            latency = time.perf_counter() - start
+            return [Completion("", "error", int(n), 0, latency,
+                               error=f"generation stopped after {latency:.1f} s, while reading "
+                               "the prompt (max_time_s, or the request was cancelled)")
+                    for n in prompt_tokens]
+        finally:
+            if hook is not None:
+                hook.remove()
+        latency = time.perf_counter() - start
+        timed_out = late.fired or cancel.fired
         return [self._finish(out[row, prompt_len:].tolist(), int(prompt_tokens[row]), latency,
                              schemas[row], sampling.max_tokens, timed_out)
                 for row in range(len(batch))]
 
-    def _generate_fast(self, request: ChatRequest) -> Completion:
+    def _generate_fast(self, request: ChatRequest, deadline: float | None) -> Completion:
         import torch
 
         assert self.fast_decoder is not None
@@ -304,11 +342,12 @@ class TransformersBackend(Backend):
         prompt = self.tokenizer.encode(self._render(request.messages), add_special_tokens=False)
         s = request.sampling
         start = time.perf_counter()
+        left = None if deadline is None else max(1e-6, deadline - time.monotonic())
         with torch.inference_mode():
             result = self.fast_decoder.decode(
                 prompt, grammar, max_tokens=s.max_tokens, temperature=s.temperature,
-                top_p=s.top_p, seed=s.seed, max_time_s=s.max_time_s,
-                should_stop=request.cancelled)
+                top_p=s.top_p, seed=s.seed, max_time_s=left, should_stop=request.cancelled,
+                prefill_chunk=self.prefill_chunk)
         return self._finish(result.tokens, len(prompt), time.perf_counter() - start, schema,
                             s.max_tokens, result.timed_out)
 
@@ -320,6 +359,14 @@ class TransformersBackend(Backend):
             raise BackendError(f"cannot apply the chat template of {self.model_path}: {err}",
                                hint="use an instruct model whose tokenizer has a chat template"
                                ) from None
+
+    @staticmethod
+    def _expired(request: ChatRequest, waited: float) -> Completion:
+        """The answer to a request whose ``max_time_s`` passed before its turn came."""
+        return Completion("", "error", 0, 0, waited,
+                          error=f"generation stopped after {waited:.1f} s, before this "
+                          f"request's turn: its max_time_s ({request.sampling.max_time_s:g} s) "
+                          "had passed")
 
     def _finish(self, tokens: list[int], prompt_tokens: int, latency: float,
                 schema: dict[str, Any] | None, max_tokens: int,
@@ -354,10 +401,52 @@ class _BatchCancelled:
         self.fired = False
         self._torch = torch
 
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+    def check(self) -> bool:
         self.fired = self.fired or all(check() for check in self._checks)
-        return self._torch.full((input_ids.shape[0],), self.fired, dtype=self._torch.bool,
+        return self.fired
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        return self._torch.full((input_ids.shape[0],), self.check(), dtype=self._torch.bool,
                                 device=input_ids.device)
+
+
+class _PastDeadline:
+    """A ``generate`` stopping criterion: stop the batch after the step that passes
+    ``deadline`` (``time.monotonic()``; None: never), so generation outlives it by at most
+    one decoding step. Unlike ``generate(max_time=...)``, whose clock starts inside that
+    ``generate``, the deadline is the caller's, however many calls came before."""
+
+    def __init__(self, deadline: float | None, torch: Any) -> None:
+        self.deadline = deadline
+        self.active = deadline is not None
+        self.fired = False
+        self._torch = torch
+
+    def check(self) -> bool:
+        self.fired = self.fired or (self.deadline is not None
+                                    and time.monotonic() >= self.deadline)
+        return self.fired
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        return self._torch.full((input_ids.shape[0],), self.check(), dtype=self._torch.bool,
+                                device=input_ids.device)
+
+
+class _Stopped(Exception):
+    """Raised out of ``generate`` between two prefill chunks (``_StopBetweenPasses``)."""
+
+
+class _StopBetweenPasses:
+    """A forward pre-hook on the decoder: before each forward pass of a chunked prefill,
+    end ``generate`` (``_Stopped``) when one of ``criteria`` says stop. Decoding steps have
+    already been stopped by the same criteria, which ``generate`` asks after each token."""
+
+    def __init__(self, criteria: list[Any]) -> None:
+        self.criteria = criteria
+
+    def __call__(self, module: Any, args: Any) -> None:
+        if any(c.check() for c in self.criteria):
+            raise _Stopped()
 
 
 def _resolve_device(device: str, torch: Any) -> Any:

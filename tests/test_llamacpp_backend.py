@@ -391,3 +391,19 @@ def test_decode_floors_price_the_answers_own_passes():
     assert floors["eight_over_one"] == pytest.approx(4.8)
     row["eight_sampled_stats"] = {"forward_passes": 40, "answer_tokens": 480}  # 12 a pass
     assert decode_floors(row)["eight_answers_s"] == pytest.approx(40 * 0.032 * 12 / 8)
+
+
+@needs_engine
+def test_seed_minus_one_from_python_is_the_fixed_seed_2_64_minus_1(engine):
+    # Issue 38 left seed -1 to the server's validator: from Python, numpy's generator
+    # refused it ("expected non-negative integer"). A negative seed is its unsigned 64-bit
+    # twin for every backend (``SamplingParams``; torch, and so vLLM, read it so).
+    messages, schema, _ = recommend_prompt()
+
+    def ask(seed: int):
+        return engine.complete([ChatRequest(messages, schema, SamplingParams(
+            max_tokens=48, temperature=1.0, seed=seed))])[0]
+
+    minus_one, twin = ask(-1), ask(2**64 - 1)
+    assert minus_one.finish_reason in ("stop", "length"), minus_one.error
+    assert minus_one.text == twin.text

@@ -77,3 +77,50 @@ def test_serve_local_refuses_an_engine_it_does_not_run(tmp_path):
         serve_module.serve_local("vllm", tmp_path, adapter=None, lora_name=None,
                                  host="127.0.0.1", port=0, device="cpu",
                                  on_ready=lambda *a: None)
+
+
+def _cli_limits(args, monkeypatch):
+    """``sllmbo serve ARGS`` through ``main`` (one message, exit 2 on bad values); the
+    ``ServerLimits`` it hands the server, or None when it stopped first."""
+    from sllmbo.cli import main
+
+    seen = {}
+
+    def serve_local(engine, model, **kwargs):
+        seen["limits"] = kwargs["limits"]
+        return 0
+
+    monkeypatch.setattr(serve_module, "serve_local", serve_local)
+    monkeypatch.setattr("sllmbo.core.home.resolve_model", lambda name: "model-folder")
+    monkeypatch.setattr("sllmbo.inference.models.resolve_adapter", lambda name, **k: None)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--engine", "transformers", "--port", "0", *args])
+    return exit_info.value.code, seen.get("limits")
+
+
+def test_the_read_and_compile_timeouts_reach_the_server(monkeypatch):
+    code, limits = _cli_limits(["--read-timeout", "2.5", "--compile-timeout", "30",
+                                "--request-timeout", "60"], monkeypatch)
+    assert code == 0
+    assert (limits.read_timeout_s, limits.compile_timeout_s, limits.request_timeout_s) == (
+        2.5, 30.0, 60.0)
+    code, limits = _cli_limits([], monkeypatch)
+    assert (limits.read_timeout_s, limits.compile_timeout_s) == (10.0, 10.0)  # the defaults
+
+
+@pytest.mark.parametrize("flag", ["--read-timeout", "--compile-timeout", "--request-timeout"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_bad_timeout_is_one_message_and_exit_2(flag, value, monkeypatch, capsys):
+    code, limits = _cli_limits([flag, value], monkeypatch)
+    err = capsys.readouterr().err
+    assert code == 2 and limits is None
+    assert "Traceback" not in err
+    if flag != "--request-timeout" or value == "inf":  # click checks its minimum (1 s)
+        assert f"{flag} must be a finite number of seconds > 0, got {value}" in err
+
+
+def test_the_help_shows_the_timeouts(monkeypatch):
+    result, _ = _cli(["--help"], monkeypatch)
+    text = " ".join(result.output.split())
+    assert "--read-timeout" in text and "--compile-timeout" in text
+    assert "(408 past it" in text and "(400 past it" in text

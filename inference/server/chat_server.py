@@ -103,8 +103,18 @@ class ChatServer:
         """Compile the request's schema (off the model), wait for the model's turn, fit the
         request to the context, generate; ``deadline`` is in loop time (monotonic)."""
         backend = self.require_backend()
-        if request.json_schema is not None and self.compiler is not None:
+        if request.json_schema is None or self.compiler is None:
+            return await self._turn(backend, request, max_tokens_given, deadline, gone)
+        # Kept in the cache from its compile to the answer, however many schemas other
+        # requests put meanwhile: the model must find it compiled, not compile it again
+        # where neither the deadline nor the compile bound can stop it.
+        with self.compiler.cache.pinned(request.json_schema):
             await self.compiler.ensure(request.json_schema, deadline=deadline, gone=gone)
+            return await self._turn(backend, request, max_tokens_given, deadline, gone)
+
+    async def _turn(self, backend: Backend, request: ChatRequest, max_tokens_given: bool,
+                    deadline: float, gone: asyncio.Event) -> Completion:
+        """Wait for the model, then generate in its thread."""
         assert self.gate is not None
         loop = asyncio.get_running_loop()
         async with self.gate.turn(deadline, gone):

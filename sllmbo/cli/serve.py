@@ -64,6 +64,15 @@ def serve_command(
         300.0, "--request-timeout", min=1.0,
         help="transformers and llamacpp engines: seconds a whole request may take (arriving, "
         "compiling its schema, waiting, generating) before 504."),
+    read_timeout: float = typer.Option(
+        10.0, "--read-timeout",
+        help="transformers and llamacpp engines: seconds a request's headers and body may "
+        "take to arrive, counted from its first byte (408 past it; a connection silent this "
+        "long is closed)."),
+    compile_timeout: float = typer.Option(
+        10.0, "--compile-timeout",
+        help="transformers engine: seconds a request's JSON Schema may take to compile into "
+        "a grammar, off the model (400 past it: the schema is too costly)."),
 ) -> None:
     from sllmbo.core.errors import BackendError
     from sllmbo.core.home import resolve_model
@@ -77,6 +86,9 @@ def serve_command(
 
     if engine not in ENGINES:
         raise BackendError(f"unknown engine {engine!r}", hint=f"use one of {', '.join(ENGINES)}")
+    limits = ServerLimits(request_timeout_s=seconds("--request-timeout", request_timeout),
+                          read_timeout_s=seconds("--read-timeout", read_timeout),
+                          compile_timeout_s=seconds("--compile-timeout", compile_timeout))
     api_key = api_key or None  # an empty $SLLMBO_API_KEY is no key
     check_exposure(host, api_key, allow_unauthenticated)  # before any model is resolved
     model_path = resolve_model(llm)
@@ -102,5 +114,17 @@ def serve_command(
         code = serve_local(engine, model_path, adapter=adapter_path, lora_name=lora_name,
                            host=host, port=port, device=device, on_ready=on_ready,
                            api_key=api_key, allow_unauthenticated=allow_unauthenticated,
-                           limits=ServerLimits(request_timeout_s=request_timeout))
+                           limits=limits)
     raise typer.Exit(code)
+
+
+def seconds(flag: str, value: float) -> float:
+    """``value`` if it is a finite number of seconds > 0; else ``SllmboError`` (one line,
+    exit 2) naming ``flag``."""
+    import math
+
+    from sllmbo.core.errors import SllmboError
+
+    if not (math.isfinite(value) and value > 0):
+        raise SllmboError(f"{flag} must be a finite number of seconds > 0, got {value:g}")
+    return float(value)
