@@ -160,11 +160,13 @@ def test_eval_without_llm_methods_does_not_ask_the_server(tmp_path, capsys):
 def test_eval_reports_llm_runs_whose_every_answer_fell_back_to_tpe(tmp_path, monkeypatch):
     from llm_scripts import ScriptedBackend
 
-    import sllmbo.eval.runs as eval_runs
+    import sllmbo.eval.methods.llm as llm_methods
     from sllmbo.core.errors import BackendError
 
     backend = ScriptedBackend([BackendError("the server went away")])
-    monkeypatch.setattr(eval_runs, "shared_backend", lambda *args, **kwargs: backend)
+    # where the LLM methods look it up (they import it by name: patching sllmbo.eval.runs
+    # only worked when no earlier test had imported them)
+    monkeypatch.setattr(llm_methods, "shared_backend", lambda *args, **kwargs: backend)
     out = tmp_path / "eval"
     runs(["eval", "--data", str(_regression_csv(tmp_path)), "--target", "y",
           "--methods", "llm-base", "--backend", "transformers", "--adapter", "none",
