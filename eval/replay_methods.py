@@ -129,12 +129,17 @@ def portfolio_policy(ctx: Context, history: History) -> str | None:
 @register("knn")
 def knn_policy(ctx: Context, history: History) -> str | None:
     """The nearest training variants' best entries, nearest first (distinct)."""
+    return _untried(_neighbour_order(ctx, "knn", knn), history)
+
+
+def _neighbour_order(ctx: Context, name: str, build: Callable[..., list[str]]) -> list[str]:
+    """``build``'s whole-pool list for the task from the training variants, its own
+    dataset's left out, once per task."""
     from sllmbo.data.pool_select import dataset_of
 
-    order = ctx.cached(("knn", ctx.task), lambda: knn(
+    return ctx.cached((name, ctx.task), lambda: build(
         ctx.card, ctx.train_cards, ctx.train_scores, len(ctx.pool_ids),
         exclude_dataset=dataset_of(ctx.task)))
-    return _untried(order, history)
 
 
 @register("feedback")
@@ -185,12 +190,7 @@ def defaults_first_ratio(ctx: Context, history: History) -> str | None:
 @register("knn-ratio")
 def knn_ratio(ctx: Context, history: History) -> str | None:
     """The log-ratio portfolio of the 10 training variants nearest by meta-features."""
-    from sllmbo.data.pool_select import dataset_of
-
-    order = ctx.cached(("knn-ratio", ctx.task), lambda: ratio_knn(
-        ctx.card, ctx.train_cards, ctx.train_scores, len(ctx.pool_ids),
-        exclude_dataset=dataset_of(ctx.task)))
-    return _untried(order, history)
+    return _untried(_neighbour_order(ctx, "knn-ratio", ratio_knn), history)
 
 
 @register("feedback-ratio")
