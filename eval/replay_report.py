@@ -205,3 +205,7 @@ def _names(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
         raise SllmboError(f"{flag}: unknown {', '.join(unknown) or '(empty)'}",
                           hint=f"choose from: {', '.join(allowed)}")
     return list(dict.fromkeys(names))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

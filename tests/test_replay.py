@@ -158,3 +158,14 @@ def test_gbdt_rank_replays_on_held_out_datasets_only(heldout_bench: Bench) -> No
     ctx, _ = next(contexts(heldout_bench, REPLAY_METHODS["gbdt-rank"]))
     with pytest.raises(SllmboError, match="trained on"):
         REPLAY_METHODS["gbdt-rank"].policy(replace(ctx, task="wine_cultivar@142"), [])
+
+
+def test_the_replay_report_runs_as_a_module() -> None:
+    """``make bench-replay`` is ``python -m sllmbo.eval.replay_report``: the module runs its
+    ``main`` (an unknown bench is one message and exit 2, before any work)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "sllmbo.eval.replay_report", "--benches", "nosuch"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "unknown nosuch" in run.stderr
