@@ -151,6 +151,8 @@ def replay_records(bench: Bench, methods: Iterable[str],
             tried = replay_run(method, ctx, seen, max(budgets))
             test = bench.test[(ctx.task, ctx.family)]
             for b in budgets:
+                if method.budget_cap is not None and b > method.budget_cap:
+                    break
                 best = best_within(tried, seen, b)
                 records.append({"task": ctx.task, "family": ctx.family, "method": name,
                                 "budget": b, "seed": ctx.seed, "direction": "minimize",

@@ -82,18 +82,20 @@ class ReplayMethod:
     policy: Policy
     seeds: int = 1
     heldout_only: bool = False
+    #: Budgets past this are not the method's own (its real sampler goes on with another).
+    budget_cap: int | None = None
 
 
 REPLAY_METHODS: dict[str, ReplayMethod] = {}
 
 
-def register(name: str, seeds: int = 1, heldout_only: bool = False
-             ) -> Callable[[Policy], Policy]:
+def register(name: str, seeds: int = 1, heldout_only: bool = False,
+             budget_cap: int | None = None) -> Callable[[Policy], Policy]:
     """Register ``policy`` as method ``name`` (``seeds`` > 1 for a stochastic one)."""
     def wrap(policy: Policy) -> Policy:
         if name in REPLAY_METHODS:
             raise ValueError(f"replay method '{name}' is registered twice")
-        REPLAY_METHODS[name] = ReplayMethod(name, policy, seeds, heldout_only)
+        REPLAY_METHODS[name] = ReplayMethod(name, policy, seeds, heldout_only, budget_cap)
         return policy
     return wrap
 
@@ -230,7 +232,7 @@ def feedback_ratio(ctx: Context, history: History) -> str | None:
     return ids[left[int(np.argmin(after))]]
 
 
-@register("gbdt-rank", heldout_only=True)
+@register("gbdt-rank", heldout_only=True, budget_cap=10)  # the sampler's POOL_TRIALS
 def gbdt_rank(ctx: Context, history: History) -> str | None:
     """The shipped LightGBM scorer (``sllmbo.samplers.gbdt_rank``) through expected
     improvement, over its ``POOL_TRIALS`` pool trials (then TPE takes over in the real
