@@ -267,7 +267,10 @@ def reproduce(bench: Bench, run: Mapping[str, Any],
               configs: Mapping[str, Mapping[str, Any]]) -> tuple[list[str | None], list[str]]:
     """(the ids a stored run tried, the ids its replay tries) over as many trials, the replay
     seeing the run's own CV scores (what its sampler saw)."""
-    real = [config_id(t["params"], configs) for t in run["trials"]]
+    # the library's own defaults (no argument at all) stand as the pool's defaults entry
+    defaults = bench.defaults_ids[run["family"]]
+    real = [defaults if not t["params"] else config_id(t["params"], configs)
+            for t in run["trials"]]
     seen = {cid: float(t["cv_score"]) for cid, t in zip(real, run["trials"], strict=True)
             if cid is not None}
     key = (run["task"], run["family"])

@@ -27,7 +27,8 @@ def heldout_bench() -> Bench:
     return load_benches(["heldout"])[0]
 
 
-@pytest.mark.parametrize("method", ["portfolio", "feedback"])
+@pytest.mark.parametrize("method", ["portfolio", "feedback", "portfolio-ratio",
+                                    "defaults-first-ratio"])
 def test_replay_tries_the_real_suites_configurations(heldout_bench: Bench, method: str) -> None:
     """Every stored run of ``method`` on three held-out datasets x both families, replayed
     with the CV scores its sampler saw, tries the same pool entries in the same order."""
