@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ from typing import Any
 
 from sllmbo.inference import SamplingParams
 
-from .bench_commands import command_seconds_with
+from .bench_commands import command_seconds_with, merge_result
 from .bench_prompts import make_request
 
 #: The other process: one core's worth of pure Python spinning.
@@ -166,10 +165,7 @@ def busy_cores(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The busy-core figures, merged into the results file."""
     block = busy_cores(args)
-    result = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    result["busy_cores"] = block
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2, default=str))
+    result = merge_result(args.output, "busy_cores", block)
     _print(block, args.output)
     return result
 

@@ -8,10 +8,12 @@ in-process engine pinned by ``$SLLMBO_LOCAL_ENGINE``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from sllmbo.inference import SamplingParams
@@ -125,3 +127,12 @@ def served_answer_s(engine: str, repeats: int = 5) -> float:
         else:
             os.environ[ENGINE_ENV] = saved
 
+
+def merge_result(path: Path, key: str, block: dict[str, Any]) -> dict[str, Any]:
+    """The results file at ``path`` with ``block`` under ``key``, written back: each
+    benchmark rewrites its own figures and keeps the others'."""
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    result[key] = block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str))
+    return result

@@ -21,7 +21,7 @@ from sllmbo.core.errors import ConfigError
 from sllmbo.core.space import SearchSpace
 from sllmbo.inference import SamplingParams
 
-from .bench_commands import command_seconds_with, served_answer_s
+from .bench_commands import command_seconds_with, merge_result, served_answer_s
 from .bench_overhead import llm_tpe_overhead
 from .bench_prompts import make_request, prompts
 
@@ -229,10 +229,7 @@ def cpu_engine(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     block = cpu_engine(args)
-    result = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    result["cpu_engine"] = block
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2, default=str))
+    result = merge_result(args.output, "cpu_engine", block)
     _print_cpu_engine(block, args.output)
     return result
 

@@ -25,7 +25,7 @@ from sllmbo.core.prompts import Messages, config_schema
 from sllmbo.core.space import SearchSpace
 from sllmbo.inference import ChatRequest, SamplingParams
 
-from .bench_commands import commands
+from .bench_commands import commands, merge_result
 from .bench_overhead import llm_tpe_overhead
 from .bench_prompts import prompts
 
@@ -161,11 +161,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        data=args.data)
     overhead = llm_tpe_overhead(args.model, args.adapter, n_trials=args.overhead_trials)
     timed = commands()
-    result = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    result["fast_path"] = {**ladder, "commands": timed, "llm_tpe_overhead": overhead,
-                           "load_avg_1min_at_start": load_avg}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2, default=str))
+    result = merge_result(args.output, "fast_path", {
+        **ladder, "commands": timed, "llm_tpe_overhead": overhead,
+        "load_avg_1min_at_start": load_avg})
     _print_fast_path(result["fast_path"], args.output)
     return result
 
