@@ -240,18 +240,16 @@ def gbdt_rank(ctx: Context, history: History) -> str | None:
     the held-out bench only: a training dataset is refused."""
     from sllmbo.core.errors import SllmboError
     from sllmbo.data.pool_select import dataset_of
-    from sllmbo.samplers.gbdt_rank import POOL_TRIALS, load_scorer
+    from sllmbo.samplers.gbdt_rank import RankChooser, load_scorer
 
     scorer = load_scorer(ctx.family)
     if scorer.evidence is not None and dataset_of(ctx.task) in scorer.evidence.datasets:
         raise SllmboError(f"gbdt-rank's shipped scorer trained on {dataset_of(ctx.task)}",
                           hint="replay it on the heldout bench only (--benches heldout)")
-    if len(history) >= POOL_TRIALS:
-        return None
     ids = [c.id for c in scorer.pool.configs]
     positions = [(ids.index(c), v) for c, v in history]
-    left = [i for i in range(len(ids)) if i not in {p for p, _ in positions}]
-    return ids[scorer.choose(ctx.card, positions, left, "ei")] if left else None
+    index = RankChooser(scorer, ctx.card)(positions, {p for p, _ in positions})
+    return None if index is None else ids[index]
 
 
 @register("oracle-pool")
