@@ -240,7 +240,8 @@ def gbdt_rank(ctx: Context, history: History) -> str | None:
     the held-out bench only: a training dataset is refused."""
     from sllmbo.core.errors import SllmboError
     from sllmbo.data.pool_select import dataset_of
-    from sllmbo.samplers.gbdt_rank import RankChooser, load_scorer
+    from sllmbo.rank import RankChooser
+    from sllmbo.samplers.gbdt_rank import load_scorer
 
     scorer = load_scorer(ctx.family)
     if scorer.evidence is not None and dataset_of(ctx.task) in scorer.evidence.datasets:

@@ -28,14 +28,25 @@ from sllmbo.data.rank_targets import BIN_VALUES, N_BINS
 
 ACQUISITIONS = ("ei", "pi")
 History = Sequence[tuple[int, float | None]]
+#: Pool entries a scorer's run tries before TPE takes over (the training examples'
+#: histories are at most this long, and a TPE proposal has no pool position to score).
+POOL_TRIALS = 10
 
 
 class Scorer(Protocol):
-    """What the loop asks a learned scorer."""
+    """What the loop asks a learned scorer: the LightGBM one (``sllmbo.samplers.gbdt_rank``)
+    or the LLM (``sllmbo.samplers.llm_rank``). ``pool`` is the pool its positions index."""
+
+    pool: Any
 
     def bins(self, card: Mapping[str, Any], history: History,
              candidates: Sequence[int]) -> np.ndarray:
         """(len(candidates), N_BINS) probabilities of each candidate's ratio bin."""
+        ...
+
+    def choose(self, card: Mapping[str, Any], history: History, candidates: Sequence[int],
+               acquisition: str = "ei") -> int:
+        """The candidate (a pool position) the acquisition picks."""
         ...
 
 
@@ -88,3 +99,25 @@ def rank_candidates(probs: np.ndarray, candidates: Sequence[int],
     mean = expected_log_ratio(probs)
     order = sorted(range(len(candidates)), key=lambda j: (-value[j], mean[j], candidates[j]))
     return [int(candidates[j]) for j in order]
+
+
+class RankChooser:
+    """A ``PoolSampler`` chooser: the scorer's pick among the untried entries, until
+    ``pool_trials`` entries are taken (then None: TPE samples)."""
+
+    def __init__(self, scorer: Scorer, card: Mapping[str, Any], acquisition: str = "ei",
+                 pool_trials: int = POOL_TRIALS) -> None:
+        if acquisition not in ACQUISITIONS:
+            raise SllmboError(f"unknown acquisition '{acquisition}'",
+                              hint=f"choose one of: {', '.join(ACQUISITIONS)}")
+        self.scorer, self.card = scorer, dict(card)
+        self.acquisition, self.pool_trials = acquisition, pool_trials
+
+    def __call__(self, history: History, taken: set[int]) -> int | None:
+        # finished pool trials, not ``taken``: that also holds entries outside a narrowed space
+        if len(history) >= self.pool_trials:
+            return None
+        left = [i for i in range(len(self.scorer.pool)) if i not in taken]
+        if not left:
+            return None
+        return self.scorer.choose(self.card, history, left, self.acquisition)

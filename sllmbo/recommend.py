@@ -18,6 +18,9 @@ and the best-ranked come back (``sllmbo.scoring``, the scoring formulation).
 ``decode="pick"`` decodes nothing either: one forward pass gives the probability the model
 names each pool entry; the most probable comes first, then the entries that best complement
 it on the training matrix (the pick formulation, ``sllmbo.scoring.pick_recommend``).
+``decode="rank"`` is the learned scorer of [14/16] with an empty history: each pool entry's
+predicted bin of its error ratio to the library defaults, ranked by expected improvement
+(``sllmbo.samplers.llm_rank.rank_recommend``; it needs a rank-bins adapter).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
     from sllmbo.inference.base import Backend
 
 
-DECODES = ("consensus", "greedy", "score", "pick")
+DECODES = ("consensus", "greedy", "score", "pick", "rank")
 #: Sampled answers a consensus is formed from (8 measured better than 4 and no worse than 16).
 CONSENSUS_SAMPLES = 8
 #: Further batches asked when too few answers of the first were valid and distinct.
@@ -188,6 +191,12 @@ def recommend_with(backend: Backend, card: TaskCard | None, space: SearchSpace, 
         if card is None:
             raise SllmboError("decode 'pick' needs a task card (it names the model family)")
         return pick_recommend(backend, card, space, n, card.model_family)
+    if decode == "rank":
+        from sllmbo.samplers.llm_rank import rank_recommend
+
+        if card is None:
+            raise SllmboError("decode 'rank' needs a task card (the scorer reads it)")
+        return rank_recommend(backend, card, space, n)
 
     def ask(first: int = 0, count: int | None = None) -> list[Completion]:
         return backend.complete(build_requests(
@@ -267,7 +276,7 @@ def recommend_task(task: str | None, family: str, n: int, backend: Backend | Non
         loaded = resolve_task(task, data, target, task_type)
         card = build_card(loaded, family, settings)
     space = family.default_space(card.task_type)
-    if options.get("decode") in ("score", "pick"):
+    if options.get("decode") in ("score", "pick", "rank"):
         from sllmbo.scoring import pool_candidates
 
         candidates = pool_candidates(family.name, space)

@@ -54,7 +54,7 @@ def test_every_kind_has_its_module_and_the_report_reads_the_attributes() -> None
     assert names(ceiling=True) == ("oracle-pool",)
     assert set(names(needs_adapter=True)) == {
         "single-shot", "llm", "llm-tpe", "single-shot-score", "single-shot-pick",
-        "llm-feedback", "llm-tpe-warm"}
+        "llm-feedback", "llm-tpe-warm", "llm-rank"}
     # The LLM methods (run last, their server checked first): the adapter's and the base's.
     assert set(names(kind="llm")) == set(names(needs_adapter=True)) | {
         "single-shot-base", "llm-base", "llm-tpe-base"}

@@ -150,7 +150,7 @@ def test_gbdt_rank_replays_on_held_out_datasets_only(heldout_bench: Bench) -> No
 
     from sllmbo.core.errors import SllmboError
     from sllmbo.eval.replay import contexts
-    from sllmbo.samplers.gbdt_rank import POOL_TRIALS
+    from sllmbo.rank import POOL_TRIALS
 
     assert REPLAY_METHODS["gbdt-rank"].heldout_only
     assert REPLAY_METHODS["gbdt-rank"].budget_cap == POOL_TRIALS  # then TPE, not replayed

@@ -8,6 +8,9 @@
 - ``llm-tpe-warm``: the hybrid with its TPE half as a user would configure it: multivariate,
   and random only until the initializer's enqueued configurations are in.
 - ``llm-feedback``: the ``feedback`` start, then the adapter's pick given the run's scores.
+- ``llm-rank``: the adapter as a learned scorer (a rank-bins adapter): untried pool entries by
+  expected improvement over its predicted error-ratio bins, then TPE; its first trial is
+  ``recommend --decode rank``'s answer.
 - ``-base`` twins run the base model without the adapter.
 """
 
@@ -18,7 +21,7 @@ from typing import Any
 
 from sllmbo.eval.methods.base import Method, register
 from sllmbo.eval.methods.optimizers import tpe_startup_options
-from sllmbo.eval.methods.transfer import PoolFeedback
+from sllmbo.eval.methods.transfer import LearnedRanker, PoolFeedback
 from sllmbo.eval.runs import RunContext, RunLog, empty_log, run_study, shared_backend
 
 
@@ -139,3 +142,6 @@ register(PoolFeedback(name="llm-feedback", kind="llm", sampler="llm-feedback",
 register(LLMLoop(name="llm-tpe-warm", sampler="llm-tpe", warm_tpe=True, needs_adapter=True,
                  summary="the LLM/TPE hybrid with a multivariate TPE half, random only until "
                  "the initial configurations are in"))
+register(LearnedRanker(name="llm-rank", kind="llm", sampler="llm-rank", needs_adapter=True,
+                       summary="untried pool entries by the adapter's expected improvement "
+                       "given the card and the run's scores, then TPE (a rank-bins adapter)"))

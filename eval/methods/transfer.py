@@ -58,7 +58,10 @@ class LearnedRanker(Method):
     sampler: str
 
     def run(self, ctx: RunContext) -> RunLog:
-        return run_study(ctx, sampler=self.sampler)
+        options: dict[str, Any] = {"sampler": self.sampler}
+        if self.needs_adapter:  # the LLM scorer (``llm-rank``)
+            options["backend"] = shared_backend(ctx.settings.llm, ctx.settings.adapter)
+        return run_study(ctx, **options)
 
 
 register(LearnedRanker(name="gbdt-rank", sampler="gbdt-rank",

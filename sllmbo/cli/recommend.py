@@ -22,6 +22,8 @@ Examples:
 
   sllmbo recommend --task diabetes --decode pick --n 5    # one forward pass names pool entries
 
+  sllmbo recommend --task diabetes --decode rank --adapter runs/adapters/rank-bins  # the scorer
+
   sllmbo recommend --task diabetes --backend openai --base-url http://127.0.0.1:8000/v1
 
 Prints one JSON object (or a list with --n > 1); notes on rejected candidates go to stderr.
@@ -30,7 +32,9 @@ median, or the most common choice), the others are sampled answers. With --decod
 model writes nothing: it scores each configuration of the committed pool (one forward pass
 each, their shared prompt computed once) and the list it ranks best together comes back.
 With --decode pick one forward pass gives the probability it names each pool entry (an
-adapter trained on matrix-pick examples knows the entries by name).
+adapter trained on matrix-pick examples knows the entries by name). With --decode rank a
+rank-bins adapter (the learned scorer) predicts each pool entry's error ratio to the library
+defaults, and the entries of highest expected improvement come back.
 """
 
 
@@ -52,7 +56,8 @@ def recommend_command(
                                       help="Sampling temperature of the sampled answers."),
     decode: str = typer.Option("consensus", "--decode",
                                help="consensus (of --samples sampled answers), greedy, score "
-                               "(rank the committed pool) or pick (name pool entries)."),
+                               "(rank the committed pool), pick (name pool entries) or rank (the "
+                               "learned scorer's expected improvement; a rank-bins adapter)."),
     samples: int = typer.Option(8, "--samples",
                                 help="Sampled answers the consensus is formed from."),
     backend: str = typer.Option(

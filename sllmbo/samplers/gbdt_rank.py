@@ -32,7 +32,15 @@ import numpy as np
 from sllmbo.core.errors import SllmboError
 from sllmbo.data.rank_features import Evidence, query_features
 from sllmbo.data.rank_targets import N_BINS, RowTargets, soft_bins
-from sllmbo.rank import ACQUISITIONS, History, acquisition_values, check_bins, rank_candidates
+from sllmbo.rank import (
+    ACQUISITIONS,
+    POOL_TRIALS,
+    History,
+    RankChooser,
+    acquisition_values,
+    check_bins,
+    rank_candidates,
+)
 from sllmbo.samplers.pool import PoolSampler
 from sllmbo.training.gbdt_rank import ARTIFACT, ARTIFACT_FORMAT, unit_matrix
 
@@ -41,10 +49,6 @@ if TYPE_CHECKING:
     from sllmbo.core.taskcard import TaskCard
     from sllmbo.data.pool import Pool
     from sllmbo.inference.base import Backend
-
-#: Pool entries a run tries before TPE takes over.
-POOL_TRIALS = 10
-
 
 class GbdtScorer:
     """The scorer of one family: ``bins`` per candidate (the ``Scorer`` protocol) and the
@@ -127,28 +131,6 @@ def load_scorer(family: str, path: str = str(ARTIFACT)) -> GbdtScorer:
     pools = read_pools(POOL_FILE)
     rows = matrix_targets(read_matrix(pools=pools), {family: pools[family]})
     return GbdtScorer(record["families"][family], pools[family], rows)
-
-
-class RankChooser:
-    """A ``PoolSampler`` chooser: the scorer's pick among the untried entries, until
-    ``pool_trials`` entries are taken (then None: TPE samples)."""
-
-    def __init__(self, scorer: GbdtScorer, card: Mapping[str, Any], acquisition: str = "ei",
-                 pool_trials: int = POOL_TRIALS) -> None:
-        if acquisition not in ACQUISITIONS:
-            raise SllmboError(f"unknown acquisition '{acquisition}'",
-                              hint=f"choose one of: {', '.join(ACQUISITIONS)}")
-        self.scorer, self.card = scorer, dict(card)
-        self.acquisition, self.pool_trials = acquisition, pool_trials
-
-    def __call__(self, history: History, taken: set[int]) -> int | None:
-        # finished pool trials, not ``taken``: that also holds entries outside a narrowed space
-        if len(history) >= self.pool_trials:
-            return None
-        left = [i for i in range(len(self.scorer.pool)) if i not in taken]
-        if not left:
-            return None
-        return self.scorer.choose(self.card, history, left, self.acquisition)
 
 
 def build_gbdt_rank(*, card: TaskCard | None = None, space: SearchSpace | None = None,

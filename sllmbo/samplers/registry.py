@@ -99,3 +99,8 @@ register(SamplerSpec(
     help="pool entries a LightGBM scorer picks by expected improvement, then TPE",
     builder="sllmbo.samplers.gbdt_rank:build_gbdt_rank", labels_own_trials=True,
     uses_study_space=True))
+register(SamplerSpec(
+    name="llm-rank",
+    help="pool entries the LLM scorer picks by expected improvement, then TPE",
+    builder="sllmbo.samplers.llm_rank:build_llm_rank", needs_backend=True,
+    labels_own_trials=True, uses_study_space=True))
