@@ -220,29 +220,42 @@ class TransformersBackend(Backend):
 
     def choice_logprobs(self, prompts: Sequence[Sequence[dict[str, str]]],
                         choices: Sequence[str]) -> list[list[float]]:
-        """``Backend.choice_logprobs``: batched forward passes (left padding), the log-softmax
-        of the last position's logits at each choice's token."""
+        """``Backend.choice_logprobs``: the prompts' shared head (a scorer's card, history and
+        question) computed once and the tails batched on it (``choice_scoring``); prompts that
+        share little run as one left-padded batch. The log-softmax of each prompt's last
+        position at each choice's token."""
         import torch
+
+        from .choice_scoring import MIN_SHARED, head_cached_logprobs, shared_prefix_length
 
         if self.model is None:
             raise BackendError("this backend was closed", hint="create a new backend")
+        if not prompts:
+            return []
         self._use_free_cores()
         ids = self._choice_ids(
             choices, lambda c: self.tokenizer.encode(c, add_special_tokens=False))
+        texts = [self._render(list(m)) for m in prompts]
+        encoded = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        shared = shared_prefix_length(encoded)
+        if len(prompts) > 1 and shared >= MIN_SHARED:
+            pad = self.tokenizer.pad_token_id
+            pad = self.tokenizer.eos_token_id if pad is None else pad
+            return head_cached_logprobs(self.model, encoded, ids, pad, self.max_batch_size,
+                                        shared)
         out: list[list[float]] = []
         side = self.tokenizer.padding_side
         self.tokenizer.padding_side = "left"  # the last position is every row's next token
         try:
-            for start in range(0, len(prompts), self.max_batch_size):
-                texts = [self._render(list(m)) for m in prompts[start:start + self.max_batch_size]]
-                enc = self.tokenizer(texts, return_tensors="pt", padding=True,
+            for start in range(0, len(texts), self.max_batch_size):
+                enc = self.tokenizer(texts[start:start + self.max_batch_size],
+                                     return_tensors="pt", padding=True,
                                      add_special_tokens=False).to(self.device)
                 # Positions count real tokens only: a left-padded row starts at 0 as alone.
                 positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
                 with torch.inference_mode():
                     logits = self.model(**enc, position_ids=positions).logits[:, -1, :].float()
-                logp = torch.log_softmax(logits, dim=-1)[:, ids]
-                out += logp.cpu().tolist()
+                out += torch.log_softmax(logits, dim=-1)[:, ids].cpu().tolist()
         finally:
             self.tokenizer.padding_side = side
         return out

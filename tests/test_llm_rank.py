@@ -11,11 +11,12 @@ import pytest
 from sllmbo.core.errors import SllmboError
 from sllmbo.core.families import get_family
 from sllmbo.core.objective import suggest
+from sllmbo.core.rank_prompts import rank_messages
 from sllmbo.core.taskcard import TaskCard
 from sllmbo.data.matrix import POOL_FILE
 from sllmbo.data.pool import Pool, read_pools
 from sllmbo.data.rank_instructions import rank_rows, write_rank_data
-from sllmbo.data.rank_targets import RowTargets
+from sllmbo.data.rank_targets import BIN_RATIOS, RowTargets
 from sllmbo.recommend import recommend_with
 from sllmbo.samplers import registry
 from sllmbo.samplers.llm_rank import LLMRankScorer, build_llm_rank, rank_card
@@ -65,6 +66,24 @@ def test_bins_from_a_real_model_are_distributions_and_the_pick_is_a_candidate(ti
     assert bins.shape == (3, 10) and np.allclose(bins.sum(axis=1), 1.0)
     assert scorer.choose(card(), [(0, 0.5)], [2, 4]) in (2, 4)
     assert scorer.calls == 2 and scorer.seconds > 0
+
+
+def test_the_shared_head_is_computed_once_and_changes_no_score(tiny_backend, monkeypatch):
+    """Scoring candidates on a cached head gives what each full prompt gives alone."""
+    from sllmbo.core.rank_prompts import RANK_BIN_TOKENS
+    from sllmbo.inference import choice_scoring
+
+    scorer = LLMRankScorer(tiny_backend, small_pool())
+    prompts = [rank_messages(rank_card(card()), scorer.space, scorer.pool_name, [(0, 0.5)], i,
+                             small_pool().configs[i].config, BIN_RATIOS) for i in (1, 2, 3, 4)]
+    heads = []
+    real = choice_scoring.head_cached_logprobs
+    monkeypatch.setattr(choice_scoring, "head_cached_logprobs",
+                        lambda *a, **k: heads.append(a[-1]) or real(*a, **k))
+    pooled = np.array(tiny_backend.choice_logprobs(prompts, RANK_BIN_TOKENS))
+    alone = np.array([tiny_backend.choice_logprobs([p], RANK_BIN_TOKENS)[0] for p in prompts])
+    assert len(heads) == 1 and heads[0] > 300  # the card, history and question: once
+    np.testing.assert_allclose(pooled, alone, atol=1e-4)
 
 
 @pytest.fixture(scope="module")
