@@ -101,7 +101,7 @@ def taught_backend(embedded_model, tmp_path_factory):
     tiny = build_tiny_llama(tmp / "tiny", embedded_model, initializer_range=0.3)
     data = rank_rows(taught_rows(2), {"lightgbm": small_pool()}, n_histories=1, candidates=6)
     write_rank_data(data, tmp / "rank", validation_fold=-1)
-    train(recipe(tiny, max_steps=120, epochs=100, shared_prefix=True, max_length=1024,
+    train(recipe(tiny, max_steps=50, epochs=100, shared_prefix=True, max_length=1024,
                  batch_size=1, learning_rate=1e-2, lora_r=8, lora_alpha=16, eval_steps=0),
           data=tmp / "rank", out=tmp / "adapter", progress=False, echo=lambda _: None)
     backend = TransformersBackend(tiny, adapter_path=tmp / "adapter", device="cpu",
@@ -112,7 +112,11 @@ def taught_backend(embedded_model, tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_model_taught_to_prefer_one_entry_ranks_it_first(taught_backend):
+    from sllmbo.rank import expected_improvement
+
     scorer = LLMRankScorer(taught_backend, small_pool())
+    gain = expected_improvement(scorer.bins(card(), [], list(range(6))))
+    assert gain[BEST] > 2 * np.delete(gain, BEST).max()  # by a margin, not by a tie-break
     assert scorer.choose(card(), [], list(range(6))) == BEST  # single-shot: empty history
     assert scorer.choose(card(), [(0, 1.0), (1, 1.02)], [2, 3, 4, 5]) == BEST
 
