@@ -83,19 +83,25 @@ def committed_pool(family: str) -> Pool:
     return pools[family]
 
 
+def entries_in_space(pool: Pool, space: SearchSpace) -> dict[int, dict[str, Any]]:
+    """The entries of ``pool`` that lie in ``space`` (all of them in the family's default
+    space), by pool position; one clear error when none does."""
+    inside: dict[int, dict[str, Any]] = {}
+    for i, entry in enumerate(pool.configs):
+        try:
+            inside[i] = space.validate(entry.config)
+        except ConfigError:
+            continue
+    if not inside:
+        raise SllmboError(f"no {pool.family} pool configuration lies in this search space",
+                          hint="use the family's default space, or --decode consensus")
+    return inside
+
+
 def pool_candidates(family: str, space: SearchSpace) -> list[dict[str, Any]]:
     """The committed pool of ``family`` (``data/matrix/pool.json``), the entries that lie in
     ``space`` (all of them in the family's default space)."""
-    out = []
-    for entry in committed_pool(family).configs:
-        try:
-            out.append(space.validate(entry.config))
-        except ConfigError:
-            continue
-    if not out:
-        raise SllmboError(f"no {family} pool configuration lies in this search space",
-                          hint="use the family's default space, or --decode consensus")
-    return out
+    return list(entries_in_space(committed_pool(family), space).values())
 
 
 def pick_probabilities(backend: Backend, card: TaskCard | None, pool: Pool,
@@ -141,15 +147,7 @@ def pick_recommend(backend: Backend, card: TaskCard, space: SearchSpace, n: int,
     start = time.perf_counter()
     pool = committed_pool(family)
     probs = pick_probabilities(backend, card, pool)
-    valid: dict[int, dict[str, Any]] = {}
-    for i, entry in enumerate(pool.configs):
-        try:
-            valid[i] = space.validate(entry.config)
-        except ConfigError:
-            continue
-    if not valid:
-        raise SllmboError(f"no {family} pool configuration lies in this search space",
-                          hint="use the family's default space, or --decode consensus")
+    valid = entries_in_space(pool, space)
     first = max(valid, key=lambda i: (probs[i], -i))
     order = [first]
     if n > 1:

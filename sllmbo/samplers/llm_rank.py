@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sllmbo.core.errors import ConfigError, SllmboError
+from sllmbo.core.errors import SllmboError
 from sllmbo.core.families import get_family
 from sllmbo.core.rank_prompts import RANK_BIN_TOKENS, bin_distribution, rank_messages
 from sllmbo.core.taskcard import TaskCard
@@ -40,6 +40,7 @@ from sllmbo.rank import (
     RankChooser,
     acquisition_values,
     check_bins,
+    pick,
     rank_candidates,
 )
 from sllmbo.recommendation import Recommendation
@@ -87,10 +88,9 @@ class LLMRankScorer:
 
     def choose(self, card: TaskCard | Mapping[str, Any], history: History,
                candidates: Sequence[int], acquisition: str = "ei") -> int:
-        if not len(candidates):
+        if not len(candidates):  # before the backend is asked for nothing
             raise SllmboError("no candidate to pick from")
-        return rank_candidates(self.bins(card, history, candidates), candidates,
-                               acquisition)[0]
+        return pick(self.bins(card, history, candidates), candidates, acquisition)
 
 
 def build_llm_rank(*, card: TaskCard | None = None, space: SearchSpace | None = None,
@@ -122,19 +122,11 @@ def rank_recommend(backend: Backend, card: TaskCard, space: SearchSpace, n: int,
     """The ``n`` pool entries (of those inside ``space``) of highest acquisition for the card
     alone: each entry's predicted bin of its error ratio to the library defaults. ``scores``
     are the acquisition's values (expected improvement: the expected log-error reduction)."""
-    from sllmbo.scoring import committed_pool
+    from sllmbo.scoring import committed_pool, entries_in_space
 
     start = time.perf_counter()
     pool = committed_pool(card.model_family)
-    inside: dict[int, dict[str, Any]] = {}
-    for i, entry in enumerate(pool.configs):
-        try:
-            inside[i] = space.validate(entry.config)
-        except ConfigError:
-            continue
-    if not inside:
-        raise SllmboError(f"no {card.model_family} pool configuration lies in this search space",
-                          hint="use the family's default space, or --decode consensus")
+    inside = entries_in_space(pool, space)
     if n > len(inside):
         raise SllmboError(f"--decode rank chooses from the {len(inside)} pool entries in this "
                           f"space; got --n {n}", hint=f"use --n {len(inside)} or less")
