@@ -164,7 +164,8 @@ class Drip:
     """``n`` connections that each send ``POST /v1/chat/completions HTTP/1.1\\r\\n`` and
     then one more byte every ``every_s`` for ``for_s`` (no key, never a whole request): the
     slow-drip client of issue 38. Runs in a thread; ``closed_after`` holds, per connection,
-    the seconds after which the server closed it (None: still open at the end)."""
+    the seconds after which the server ended it: answered it (an error, then the end of the
+    server's half) or refused its bytes (None: still open at the end)."""
 
     def __init__(self, url: str, n: int, *, every_s: float, for_s: float,
                  source: str | None = None) -> None:
@@ -203,12 +204,21 @@ class Drip:
                 if sock is None or self.closed_after[i] is not None:
                     continue
                 try:
+                    if _answered(sock):  # the server lingers a while, reading what comes
+                        raise ConnectionAbortedError
                     sock.sendall(b"X")
                 except OSError:
                     self.closed_after[i] = time.monotonic() - start
         for sock in socks:
             if sock is not None:
                 sock.close()
+
+
+def _answered(sock: socket.socket) -> bool:
+    """The server has sent something (an error answer, or the end of its half)."""
+    import select
+
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 def timed(call: Any) -> tuple[Any, float]:

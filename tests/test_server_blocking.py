@@ -5,7 +5,9 @@ the model loads."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -25,6 +27,7 @@ from server_helpers import (
 from sllmbo.core.errors import BackendError
 from sllmbo.inference.base import ChatRequest, SamplingParams
 from sllmbo.inference.http_server import ChatServer, ServerLimits
+from sllmbo.inference.server.connections import LINGER_S
 
 SLOW = {"messages": MESSAGES, "max_tokens": 2000}  # 20 s at 10 ms a token
 QUICK = {"messages": MESSAGES, "max_tokens": 3}
@@ -101,6 +104,55 @@ def test_a_connection_is_refused_with_503_only_when_every_slot_is_answering():
             sock.close()
         assert wait_until(lambda: server.connections == 0, timeout_s=10)
         assert post(chat_url(server.url), QUICK)[0] == 200
+
+
+def test_a_refused_client_still_sending_its_body_reads_the_503_not_a_reset():
+    # A client that writes its headers and body in two sends (as http.client does) is refused
+    # between them; closing at once made the kernel answer the body with a reset (CI saw
+    # "connection reset by peer" in the test above). The guard half-closes and lingers.
+    backend = TickingBackend(tick_s=0.01)
+    with serve(backend, max_connections=2) as server:
+        busy = [open_request(chat_url(server.url), {"messages": MESSAGES, "max_tokens": 1000})
+                for _ in range(2)]
+        assert wait_until(lambda: backend.running == 1, timeout_s=5)
+        time.sleep(0.2)
+        late, silent = _connect(server.url), _connect(server.url)
+        time.sleep(0.2)  # refused by now
+        body = json.dumps(QUICK).encode()
+        late.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode())
+        time.sleep(0.2)
+        late.sendall(body)
+        reply = _read_all(late)
+        assert reply.startswith(b"HTTP/1.1 503") and b"no free connection" in reply
+        # Silent or not, a refused client reads the answer and the end of our half at once.
+        assert _read_all(silent).startswith(b"HTTP/1.1 503")
+        assert server.guard.refused == 2 and server.connections == 2
+        # The server's end goes when its client hangs up, or LINGER_S after the answer.
+        sockets = _open_sockets()
+        late.close()
+        assert wait_until(lambda: _open_sockets() == sockets - 2, timeout_s=0.5)
+        assert wait_until(lambda: _open_sockets() == sockets - 3, timeout_s=LINGER_S + 1)
+        for sock in [*busy, silent]:
+            sock.close()
+
+
+def _open_sockets() -> int:
+    """Sockets this process holds (the server runs in it, in a thread)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            continue  # closed while listed
+    return count
+
+
+def _connect(url: str) -> socket.socket:
+    from server_helpers import split
+
+    host, port, _ = split(url)
+    return socket.create_connection((host, port), timeout=10)
 
 
 def test_a_full_line_of_waiters_gets_503_and_the_rest_are_answered_in_order():

@@ -16,6 +16,13 @@ by one ``ConnectionGuard`` per server (touched from the event loop's thread only
   its request may still be on its way. With no idle connection past its grace, the
   newcomer is answered 503 and closed.
 
+Every connection the guard answers itself (503, 408) is closed the way nginx's
+``lingering_close`` closes one: the answer, then our half of the stream, then whatever the
+client still sends is read and dropped for up to ``LINGER_S``. Closing at once would make the
+kernel answer the client's next bytes (a body it was still sending when refused) with a
+reset, and a client that is still writing sees "connection reset" or "broken pipe" instead of
+the 503 it was sent.
+
 A request whose headers have arrived is the application's to time (``chat.py``).
 """
 
@@ -35,6 +42,9 @@ log = logging.getLogger("sllmbo.server")
 
 #: Seconds a new (or newly idle) connection is spared from being closed to make room.
 GRACE_S = 0.5
+#: Seconds a connection answered by the guard keeps reading (and dropping) what its client
+#: still sends before it is closed; a client that reads the answer and hangs up ends it sooner.
+LINGER_S = 2.0
 #: Key of ``scope["state"]`` that holds the request's ``GuardedConnection``.
 CONNECTION_KEY = "sllmbo.connection"
 
@@ -121,6 +131,8 @@ class GuardedConnection(H11Protocol):
         #: Loop time of the current request's first byte; None while idle.
         self.request_started: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        #: Answered by the guard and half-closed: what arrives now is read and dropped.
+        self.lingering = False
 
     @property
     def busy(self) -> bool:
@@ -136,15 +148,14 @@ class GuardedConnection(H11Protocol):
         self.host = self.client[0] if self.client else "?"
         self.idle_since = self.loop.time()
         if not self.guard.admit(self):
-            transport.write(raw_reply(HTTPStatus.SERVICE_UNAVAILABLE, "the server has no "
-                                      "free connection for this address; retry later"))
-            transport.close()
+            self._answer_and_linger(HTTPStatus.SERVICE_UNAVAILABLE, "the server has no free "
+                                    "connection for this address; retry later")
             return
         self.admitted = True
         self._arm(self.idle_since + self.guard.limits.read_timeout_s)
 
     def data_received(self, data: bytes) -> None:
-        if not self.admitted or self.transport.is_closing():
+        if not self.admitted or self.lingering or self.transport.is_closing():
             return  # refused or dropped: nothing it sends reaches the application
         if self.request_started is None:
             self.request_started = self.loop.time()
@@ -182,7 +193,7 @@ class GuardedConnection(H11Protocol):
         """A request still not whole ``read_timeout_s`` after its first byte (or a connection
         silent that long) is closed; one whose headers arrived is the application's to time."""
         self._timer = None
-        if self.transport.is_closing() or self.busy:
+        if self.lingering or self.transport.is_closing() or self.busy:
             return
         limit = self.guard.limits.read_timeout_s
         due = (self.request_started or self.idle_since) + limit
@@ -198,13 +209,25 @@ class GuardedConnection(H11Protocol):
                    "of its first byte")
 
     def _drop(self, status: HTTPStatus | None, message: str) -> None:
-        if self.transport.is_closing():
+        if self.lingering or self.transport.is_closing():
             return
-        if status is not None:
-            self.transport.write(raw_reply(status, message))
-        self.transport.close()
+        if status is None:
+            self.transport.close()
+        else:
+            self._answer_and_linger(status, message)
         self.guard.release(self)
         self.admitted = False
+
+    def _answer_and_linger(self, status: HTTPStatus, message: str) -> None:
+        """Send ``status``, close our half, and drop what still arrives for ``LINGER_S``
+        (the module's docstring says why); the client's own close ends it sooner."""
+        self.lingering = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.transport.write(raw_reply(status, message))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._timer = self.loop.call_later(LINGER_S, self.transport.close)
 
 
 def guarded_protocol(guard: ConnectionGuard) -> type[GuardedConnection]:
