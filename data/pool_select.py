@@ -279,6 +279,30 @@ def _task_rows(matrix: Matrix, pool: Pool, task_type: str) -> Any:
     return scores
 
 
+#: Entries of the log-ratio portfolio a warm-started optimizer tries first (``tpe-warm``;
+#: the evaluation's ``tpe-warm``, ``gp-warm`` and ``smac``).
+WARM_START = 3
+
+
+def warm_start(family: str, card: Mapping[str, Any], size: int = WARM_START
+               ) -> list[dict[str, Any]]:
+    """The first ``size`` configurations of the log-ratio portfolio of the ``card``'s
+    subtype (``n_classes``: binary, multiclass or regression) on the committed training
+    matrix: what a warm-started optimizer tries before its own model takes over."""
+    from sllmbo.data.matrix import POOL_FILE, read_matrix
+    from sllmbo.data.pool import read_pools
+
+    pools = read_pools(POOL_FILE)
+    if family not in pools:
+        raise SllmboError(f"the committed pool has no {family} configurations to warm-start "
+                          "from", hint=f"use one of {', '.join(sorted(pools))}, or --sampler tpe")
+    matrix = read_matrix(pools=pools)
+    ids = ratio_portfolio(matrix.header.get("cards", {}), whole_rows(matrix, pools[family]),
+                          subtype_of(card), size)
+    by_id = {c.id: c.config for c in pools[family].configs}
+    return [dict(by_id[i]) for i in ids]
+
+
 def training_rows(family: str, task_type: str) -> tuple[Pool, np.ndarray, np.ndarray, list[int]]:
     """The committed pool of ``family`` and the training matrix's whole rows of ``task_type``
     for it: scores and regrets (rows x pool positions) and the greedy portfolio's order (pool

@@ -346,6 +346,8 @@ def tune(
         check_metric(settings.metric, loaded.task_type)
     check_folds(loaded, settings)
     card = build_card(loaded, family, settings)
+    if not enqueue and spec.warm_start:
+        enqueue, enqueue_source = spec.warm_configs(family.name, card), "portfolio"
     name = study_name or f"{loaded.name}-{family.name}-{sampler}-seed{seed}"
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sllmbo.core.errors import SllmboError
+from sllmbo.data.pool_select import WARM_START
 from sllmbo.eval.methods.base import Method, register
 from sllmbo.eval.methods.selectors import pool_portfolio, ratio_portfolio
 from sllmbo.eval.runs import RunContext, RunLog, library_defaults, run_study
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 #: ``tpe-seeded-portfolio``: TPE after this many of the portfolio's first configurations.
 SEEDED_PORTFOLIO_SIZE = 3
 #: The warm-started optimizers enqueue this many log-ratio portfolio entries.
-WARM_SEEDS = 3
+WARM_SEEDS = WARM_START
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -43,11 +43,23 @@ class SamplerSpec:
     uses_study_space: bool = False
     #: ``LLMOptions`` fields ``tune`` passes on, and the keyword each becomes.
     tune_options: dict[str, str] = field(default_factory=dict)
+    #: ``"module:function"`` giving, from the family and the task card, the configurations
+    #: ``tune`` enqueues first on a fresh study (Optuna's ``enqueue_trial``); "" for none.
+    warm_start: str = ""
 
     def build(self, **kwargs: Any) -> Any:
         module, _, function = self.builder.partition(":")
         builder: Callable[..., Any] = getattr(importlib.import_module(module), function)
         return builder(**kwargs)
+
+    def warm_configs(self, family: str, card: Any) -> list[dict[str, Any]]:
+        """The configurations to try first (``warm_start``); [] for a cold sampler."""
+        if not self.warm_start:
+            return []
+        module, _, function = self.warm_start.partition(":")
+        configs: list[dict[str, Any]] = getattr(importlib.import_module(module), function)(
+            family, card.model_dump())
+        return configs
 
     def options_from(self, options: Any) -> dict[str, Any]:
         """The sampler's keyword options from tune's ``LLMOptions``."""
@@ -74,6 +86,12 @@ def get(name: str) -> SamplerSpec:
 register(SamplerSpec(
     name="tpe", help="Optuna's TPE (its defaults: 10 random start-up trials)",
     builder="sllmbo.samplers.optuna_builtin:build_tpe"))
+register(SamplerSpec(
+    name="tpe-warm",
+    help="the log-ratio portfolio's first 3 entries for the task's subtype, then "
+         "multivariate TPE (n_startup_trials=3)",
+    builder="sllmbo.samplers.optuna_builtin:build_tpe_warm",
+    warm_start="sllmbo.data.pool_select:warm_start"))
 register(SamplerSpec(
     name="random", help="Optuna's random sampler",
     builder="sllmbo.samplers.optuna_builtin:build_random"))
