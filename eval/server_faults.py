@@ -112,6 +112,14 @@ def warm_up(host: str, port: int) -> None:
             return
 
 
+def answered(sock: socket.socket) -> bool:
+    """The server has sent something on ``sock``: an error answer, or the end of its half
+    (it closes a connection it answers itself only after a linger, so a send still works)."""
+    import select
+
+    return bool(select.select([sock], [], [], 0)[0])
+
+
 def slow_drip(connections: int = 70, every_s: float = 5.0, for_s: float = 40.0,
               asks_at: tuple[float, ...] = (2, 12, 22, 32)) -> dict[str, Any]:
     with served() as (host, port):
@@ -130,6 +138,8 @@ def slow_drip(connections: int = 70, every_s: float = 5.0, for_s: float = 40.0,
                 for i, sock in enumerate(socks):
                     if i not in closed:
                         try:
+                            if answered(sock):  # it lingers a while, reading what comes
+                                raise ConnectionAbortedError
                             sock.sendall(b"X")
                         except OSError:
                             closed[i] = time.monotonic() - start

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from sllmbo.eval.server_faults import answered
 from sllmbo.inference.base import Backend, ChatRequest, Completion
 
 MESSAGES = [{"role": "user", "content": "suggest"}]
@@ -204,7 +205,7 @@ class Drip:
                 if sock is None or self.closed_after[i] is not None:
                     continue
                 try:
-                    if _answered(sock):  # the server lingers a while, reading what comes
+                    if answered(sock):  # the server lingers a while, reading what comes
                         raise ConnectionAbortedError
                     sock.sendall(b"X")
                 except OSError:
@@ -212,13 +213,6 @@ class Drip:
         for sock in socks:
             if sock is not None:
                 sock.close()
-
-
-def _answered(sock: socket.socket) -> bool:
-    """The server has sent something (an error answer, or the end of its half)."""
-    import select
-
-    return bool(select.select([sock], [], [], 0)[0])
 
 
 def timed(call: Any) -> tuple[Any, float]:
