@@ -94,10 +94,7 @@ def test_a_connection_past_the_cap_closes_an_idle_one_and_is_served_at_once():
 def test_a_connection_is_refused_with_503_only_when_every_slot_is_answering():
     backend = TickingBackend(tick_s=0.01)
     with serve(backend, max_connections=2) as server:
-        busy = [open_request(chat_url(server.url), {"messages": MESSAGES, "max_tokens": 150})
-                for _ in range(2)]
-        assert wait_until(lambda: backend.running == 1, timeout_s=5)
-        time.sleep(0.2)
+        busy = _take_both_slots(server, backend, max_tokens=150)
         status, reply = post(chat_url(server.url), QUICK)
         assert status == 503 and "no free connection" in reply["error"]["message"]
         for sock in busy:
@@ -106,16 +103,23 @@ def test_a_connection_is_refused_with_503_only_when_every_slot_is_answering():
         assert post(chat_url(server.url), QUICK)[0] == 200
 
 
+def _take_both_slots(server: ChatServer, backend: TickingBackend,
+                     max_tokens: int) -> list[socket.socket]:
+    """Two requests holding a 2-connection server's slots: one generating, one waiting."""
+    busy = [open_request(chat_url(server.url), {"messages": MESSAGES, "max_tokens": max_tokens})
+            for _ in range(2)]
+    assert wait_until(lambda: backend.running == 1, timeout_s=5)
+    time.sleep(0.2)
+    return busy
+
+
 def test_a_refused_client_still_sending_its_body_reads_the_503_not_a_reset():
     # A client that writes its headers and body in two sends (as http.client does) is refused
     # between them; closing at once made the kernel answer the body with a reset (CI saw
     # "connection reset by peer" in the test above). The guard half-closes and lingers.
     backend = TickingBackend(tick_s=0.01)
     with serve(backend, max_connections=2) as server:
-        busy = [open_request(chat_url(server.url), {"messages": MESSAGES, "max_tokens": 1000})
-                for _ in range(2)]
-        assert wait_until(lambda: backend.running == 1, timeout_s=5)
-        time.sleep(0.2)
+        busy = _take_both_slots(server, backend, max_tokens=1000)
         late, silent = _connect(server.url), _connect(server.url)
         time.sleep(0.2)  # refused by now
         body = json.dumps(QUICK).encode()
