@@ -231,10 +231,15 @@ def ratio_knn(query: Mapping[str, Any], cards: Mapping[str, Mapping[str, Any]], 
 def _ratio_greedy(table: Any, size: int) -> list[str]:
     if table.empty:
         return []
-    loss = log_ratio_matrix(table.to_numpy().T)  # candidates x tasks
     columns = [str(c) for c in table.columns]
-    order, _ = greedy_portfolio(loss, size)
-    return [columns[i] for i in order]
+    return [columns[i] for i in ratio_order(table.to_numpy(), size)]
+
+
+def ratio_order(scores: np.ndarray, size: int) -> list[int]:
+    """The greedy log-ratio portfolio of a (tasks x candidates) table of errors (NaN: a
+    failed fit), as candidate positions in order."""
+    order, _ = greedy_portfolio(log_ratio_matrix(np.asarray(scores, dtype=float).T), size)
+    return list(order)
 
 
 def _nearest(query: Mapping[str, Any], cards: Sequence[Mapping[str, Any]]) -> list[int]:

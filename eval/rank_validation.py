@@ -11,6 +11,9 @@ Methods, each a sequence of pool entries:
 
 - ``defaults``: the library defaults, then the portfolio's order;
 - ``portfolio``: the greedy portfolio of the row's task type;
+- ``portfolio-ratio``: the greedy log-ratio portfolio of the row's subtype (binary,
+  multiclass, regression), and ``defaults-first-ratio``, the defaults then that list: the
+  strongest pool baselines of the held-out suite, so the bar here is the bar there;
 - ``feedback``: the portfolio's first two entries, then ``NeighbourChooser``'s picks;
 - ``gbdt-rank:<kind>:<acquisition>``: the scorer of each kind (``bins``, ``regress``:
   ``ei`` and ``pi``; ``rank``: its raw score), from the empty history on.
@@ -21,11 +24,14 @@ as 2x); a dataset's ratio is the geometric mean over its variants, per family; G
 geometric mean over (dataset, family) units, harm the share of units more than 5% worse
 than the defaults. Wilcoxon signed-rank tests (two-sided, over units) compare ``gbdt-rank``
 (the kind and acquisition of least mean GMR over the budgets, chosen on this same fold:
-an optimistic choice among five) with ``feedback`` and ``portfolio`` at 1 and 5 trials.
+an optimistic choice among five) with ``feedback``, ``portfolio`` and ``portfolio-ratio`` at 1
+and 5 trials. Several ``--folds`` pool their units: each fold's methods learn without it.
 
     python -m sllmbo.eval.rank_validation --out eval/results/rank_validation.json
-    python -m sllmbo.eval.rank_validation --fold 1 --kinds regress \
+    python -m sllmbo.eval.rank_validation --folds 1 --kinds regress \
         --out eval/results/rank_validation_fold1.json   # the kind chosen on fold 0, unselected
+    python -m sllmbo.eval.rank_validation --folds 0 1 2 3 4 --kinds regress \
+        --out eval/results/rank_validation_folds.json   # every training dataset validated once
 """
 
 from __future__ import annotations
@@ -42,8 +48,14 @@ from typing import Any
 
 import numpy as np
 
-from sllmbo.data.pool_select import FEEDBACK_START, regret_matrix, task_type_of
-from sllmbo.data.rank_examples import history_of, portfolios, split_rows
+from sllmbo.data.pool_select import (
+    FEEDBACK_START,
+    ratio_order,
+    regret_matrix,
+    subtype_of,
+    task_type_of,
+)
+from sllmbo.data.rank_examples import N_FOLDS, history_of, portfolios, split_rows
 from sllmbo.data.rank_targets import FAILED_LOG_RATIO, RowTargets
 from sllmbo.samplers.gbdt_rank import GbdtScorer
 from sllmbo.samplers.pool import FEEDBACK_NEIGHBOURS, NeighbourChooser
@@ -81,9 +93,14 @@ def ordered(order: Sequence[int]) -> Choose:
 def baseline_methods(learn: Sequence[RowTargets], family: str
                      ) -> dict[str, Callable[[RowTargets], Choose]]:
     """``defaults``, ``portfolio`` and ``feedback`` built on the learning rows of
-    ``family`` (per task type)."""
+    ``family`` (per task type), ``portfolio-ratio`` and ``defaults-first-ratio`` (per
+    subtype)."""
     rows = [r for r in learn if r.family == family]
     folios = portfolios(rows)
+    ratio_folios = {}
+    for subtype in {subtype_of(r.card) for r in rows}:
+        table = np.stack([r.scores for r in rows if subtype_of(r.card) == subtype])
+        ratio_folios[subtype] = ratio_order(table, table.shape[1])
     tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for task_type in folios:
         scores = np.stack([r.scores for r in rows if task_type_of(r.card) == task_type])
@@ -107,6 +124,9 @@ def baseline_methods(learn: Sequence[RowTargets], family: str
         "defaults": lambda row: ordered([row.defaults, *folios[task_type_of(row.card)]]),
         "portfolio": lambda row: ordered(folios[task_type_of(row.card)]),
         "feedback": feedback,
+        "portfolio-ratio": lambda row: ordered(ratio_folios[subtype_of(row.card)]),
+        "defaults-first-ratio": lambda row: ordered([row.defaults,
+                                                     *ratio_folios[subtype_of(row.card)]]),
     }
 
 
@@ -157,14 +177,41 @@ def wilcoxon(per_unit: dict[str, dict[tuple[str, str], list[float]]], a: str, b:
     return {**result, "p": float(test(diff, zero_method="zsplit").pvalue)}
 
 
-def run(fold: int, kinds: Sequence[str], options: FitOptions) -> dict[str, Any]:
+def run(folds: Sequence[int], kinds: Sequence[str], options: FitOptions) -> dict[str, Any]:
     from sllmbo.data.matrix import POOL_FILE
     from sllmbo.data.pool import read_pools
 
     pools = read_pools(POOL_FILE)
-    learn, valid = split_rows(training_rows(), fold=fold)
+    rows = training_rows()
     per_row: dict[str, dict[str, list[float]]] = defaultdict(dict)
     fits: dict[str, Any] = {}
+    validation: list[RowTargets] = []
+    learned_from: set[str] = set()
+    for fold in folds:
+        learn, valid = split_rows(rows, fold=fold)
+        validation += valid
+        learned_from |= {r.dataset for r in learn}
+        _validate_fold(learn, valid, pools, kinds, options, per_row,
+                       fits if len(folds) == 1 else fits.setdefault(str(fold), {}))
+    per_unit = {m: _by_unit(rows) for m, rows in per_row.items()}
+    summary = summarize(per_unit)
+    scorers = [m for m in per_unit if m.startswith("gbdt-rank")]
+    chosen = min(scorers, key=lambda m: np.mean([summary[m][str(b)]["gmr"] for b in BUDGETS]))
+    tests = [wilcoxon(per_unit, chosen, other, b)
+             for other in ("feedback", "portfolio", "portfolio-ratio") for b in (1, 5)]
+    return {"folds": list(folds), "validation_datasets": sorted({r.dataset for r in validation}),
+            "n_learn_datasets": len(learned_from),
+            "n_validation_rows": len(validation), "budgets": list(BUDGETS), "fits": fits,
+            "options": {"target_cap": options.target_cap, "n_histories": options.n_histories},
+            "chosen": chosen, "summary": summary, "wilcoxon": tests,
+            "per_unit": {m: {f"{d}:{f}": [round(x, 5) for x in v] for (d, f), v in u.items()}
+                         for m, u in per_unit.items()}}
+
+
+def _validate_fold(learn: Sequence[RowTargets], valid: Sequence[RowTargets], pools: Any,
+                   kinds: Sequence[str], options: FitOptions,
+                   per_row: dict[str, dict[str, list[float]]], fits: dict[str, Any]) -> None:
+    """Every method learned from ``learn``, replayed on each row of ``valid``."""
     for family in sorted(pools):
         methods = baseline_methods(learn, family)
         learn_f = [r for r in learn if r.family == family]
@@ -181,18 +228,6 @@ def run(fold: int, kinds: Sequence[str], options: FitOptions) -> dict[str, Any]:
             for name, make in methods.items():
                 order = replay(row, make(row), max(BUDGETS))
                 per_row[name][f"{row.variant}:{family}"] = best_log_ratios(row, order)
-    per_unit = {m: _by_unit(rows) for m, rows in per_row.items()}
-    summary = summarize(per_unit)
-    scorers = [m for m in per_unit if m.startswith("gbdt-rank")]
-    chosen = min(scorers, key=lambda m: np.mean([summary[m][str(b)]["gmr"] for b in BUDGETS]))
-    tests = [wilcoxon(per_unit, chosen, other, b) for other in ("feedback", "portfolio")
-             for b in (1, 5)]
-    return {"fold": fold, "validation_datasets": sorted({r.dataset for r in valid}),
-            "n_learn_datasets": len({r.dataset for r in learn}),
-            "n_validation_rows": len(valid), "budgets": list(BUDGETS), "fits": fits,
-            "chosen": chosen, "summary": summary, "wilcoxon": tests,
-            "per_unit": {m: {f"{d}:{f}": [round(x, 5) for x in v] for (d, f), v in u.items()}
-                         for m, u in per_unit.items()}}
 
 
 def _by_unit(rows: dict[str, list[float]]) -> dict[tuple[str, str], list[float]]:
@@ -206,13 +241,22 @@ def _by_unit(rows: dict[str, list[float]]) -> dict[tuple[str, str], list[float]]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--folds", type=int, nargs="+", default=[0],
+                        help="validation folds of the training split, pooled")
+    parser.add_argument("--target-cap", type=float, default=FitOptions.target_cap,
+                        help="regress: the error ratio its target is clipped at")
     parser.add_argument("--kinds", nargs="+", default=["bins", "regress", "rank"])
     parser.add_argument("--n-histories", type=int, default=FitOptions.n_histories)
     parser.add_argument("--out", default="eval/results/rank_validation.json")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    result = run(args.fold, args.kinds, FitOptions(n_histories=args.n_histories))
+    try:
+        options = FitOptions(n_histories=args.n_histories, target_cap=args.target_cap)
+    except ValueError as err:
+        parser.error(str(err))
+    if any(not 0 <= f < N_FOLDS for f in args.folds):
+        parser.error(f"--folds lie in 0..{N_FOLDS - 1}")
+    result = run(sorted(set(args.folds)), args.kinds, options)
     result["seconds"] = round(time.perf_counter() - start, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

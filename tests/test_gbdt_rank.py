@@ -100,3 +100,32 @@ def test_bad_settings_are_one_clear_error(kwargs, match):
     space = get_family("lightgbm").default_space("classification")
     with pytest.raises(SllmboError, match=match):
         build_gbdt_rank(space=space, **kwargs)
+
+
+def test_the_regressors_target_keeps_a_disaster_worse_than_a_bad_entry():
+    from sllmbo.training.gbdt_rank import clipped_target
+
+    target = np.log(np.array([0.5, 2.0, 5.0, 50.0, np.nan, 0.01]))
+    y = clipped_target(target, cap=10.0)
+    assert y[2] > y[1] + 0.9  # 5x stays 5x, not 2x
+    assert y[3] == y[4] == pytest.approx(np.log(10.0))  # beyond the cap, and a failed fit
+    assert y[5] == pytest.approx(np.log(0.3)) and y[0] == pytest.approx(np.log(0.5))
+    with pytest.raises(ValueError, match="above 1"):
+        FitOptions(target_cap=1.0)
+
+
+def test_validation_holds_the_suites_ratio_portfolio_per_subtype():
+    from sllmbo.eval.rank_validation import baseline_methods, replay
+
+    binary = {**CARD, "n_classes": 2}
+    rows = []
+    for d in range(6):  # entry 1: 20% better on binary rows, 5x worse on multiclass ones
+        for card_, one in ((binary, 0.8), (CARD, 5.0)):
+            scores = np.array([1.0, one, 0.95, 0.97, 1.02, 1.05])
+            rows.append(RowTargets(f"made{d}-{card_['n_classes']}@800", "lightgbm", dict(card_),
+                                   scores, np.full(6, 0.01), np.log(scores), 0))
+    methods = baseline_methods(rows, "lightgbm")
+    multiclass, two_class = rows[1], rows[0]
+    assert replay(two_class, methods["portfolio-ratio"](two_class), 1) == [1]
+    assert replay(multiclass, methods["portfolio-ratio"](multiclass), 1) == [2]
+    assert replay(multiclass, methods["defaults-first-ratio"](multiclass), 2) == [0, 2]
