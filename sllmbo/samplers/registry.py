@@ -48,22 +48,25 @@ class SamplerSpec:
     warm_start: str = ""
 
     def build(self, **kwargs: Any) -> Any:
-        module, _, function = self.builder.partition(":")
-        builder: Callable[..., Any] = getattr(importlib.import_module(module), function)
-        return builder(**kwargs)
+        return _function(self.builder)(**kwargs)
 
     def warm_configs(self, family: str, card: Any) -> list[dict[str, Any]]:
         """The configurations to try first (``warm_start``); [] for a cold sampler."""
         if not self.warm_start:
             return []
-        module, _, function = self.warm_start.partition(":")
-        configs: list[dict[str, Any]] = getattr(importlib.import_module(module), function)(
-            family, card.model_dump())
+        configs: list[dict[str, Any]] = _function(self.warm_start)(family, card.model_dump())
         return configs
 
     def options_from(self, options: Any) -> dict[str, Any]:
         """The sampler's keyword options from tune's ``LLMOptions``."""
         return {keyword: getattr(options, name) for name, keyword in self.tune_options.items()}
+
+
+def _function(reference: str) -> Callable[..., Any]:
+    """The function a ``"module:function"`` reference names (its module imported now)."""
+    module, _, function = reference.partition(":")
+    found: Callable[..., Any] = getattr(importlib.import_module(module), function)
+    return found
 
 
 SAMPLERS: Registry[SamplerSpec] = Registry("sampler")
