@@ -301,10 +301,17 @@ def warm_start(family: str, card: Mapping[str, Any], size: int = WARM_START
     if family not in pools:
         raise SllmboError(f"the committed pool has no {family} configurations to warm-start "
                           "from", hint=f"use one of {', '.join(sorted(pools))}, or --sampler tpe")
-    matrix = read_matrix(pools=pools)
-    ids = ratio_portfolio(matrix.header.get("cards", {}), whole_rows(matrix, pools[family]),
+    return ratio_start(read_matrix(pools=pools), pools[family], card, size)
+
+
+def ratio_start(matrix: Matrix, pool: Pool, card: Mapping[str, Any], size: int
+                ) -> list[dict[str, Any]]:
+    """The first ``size`` configurations of ``pool``'s log-ratio portfolio for the ``card``'s
+    subtype on ``matrix``'s whole rows (``warm_start`` and the evaluation's
+    ``portfolio-ratio`` read the committed ones)."""
+    ids = ratio_portfolio(matrix.header.get("cards", {}), whole_rows(matrix, pool),
                           subtype_of(card), size)
-    by_id = {c.id: c.config for c in pools[family].configs}
+    by_id = {c.id: c.config for c in pool.configs}
     return [dict(by_id[i]) for i in ids]
 
 

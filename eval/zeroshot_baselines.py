@@ -27,8 +27,7 @@ from sllmbo.data.pool_select import (
     knn,
     portfolio,
     ratio_knn,
-    ratio_portfolio,
-    subtype_of,
+    ratio_start,
     whole_rows,
 )
 
@@ -67,9 +66,7 @@ class PoolSelectors:
                                                task_type, budget))
 
     def portfolio_ratio(self, task: Any, family: str, budget: int) -> list[dict[str, Any]]:
-        subtype = subtype_of(task.meta_features())
-        return self._configs(family, ratio_portfolio(self.cards, self.scores(family), subtype,
-                                                     budget))
+        return ratio_start(self.train, self.pools[family], task.meta_features(), budget)
 
     def knn_ratio(self, task: Any, family: str, budget: int) -> list[dict[str, Any]]:
         ids = ratio_knn(task.meta_features(), self.cards, self.scores(family), budget,
