@@ -80,7 +80,7 @@ def summary(logs: Sequence[float]) -> dict[str, float]:
         return {"gmr": math.nan, "harm": math.nan, "worst": math.nan, "n_datasets": 0}
     return {"gmr": round(math.exp(float(x.mean())), 4),
             "harm": round(float((x > math.log1p(HARM)).mean()), 4),
-            "worst": round(math.exp(float(x.max())), 4), "n_datasets": int(len(x))}
+            "worst": round(math.exp(float(x.max())), 4), "n_datasets": len(x)}
 
 
 def top_rungs(names: Sequence[str]) -> dict[str, str]:

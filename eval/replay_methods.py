@@ -20,6 +20,7 @@ Each policy reuses the rule the real sampler runs (``sllmbo.data.pool_select``,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from sllmbo.data.pool_select import (
     subtype_of,
     task_type_of,
 )
+from sllmbo.data.pool_select import ratio_order as ratio_positions
 
 History = Sequence[tuple[str, float | None]]
 
@@ -230,6 +232,53 @@ def feedback_ratio(ctx: Context, history: History) -> str | None:
     best = ratio[np.ix_(near, tried)].min(axis=1, keepdims=True)
     after = np.minimum(best, ratio[np.ix_(near, left)]).mean(axis=0)
     return ids[left[int(np.argmin(after))]]
+
+
+def prior_error(card: Mapping[str, Any]) -> float:
+    """The error of knowing nothing but the target's distribution: the class entropy (binary
+    from the minority share, multiclass at most ``log k``) or the target's standard deviation
+    (RMSE); NaN where the card lacks it."""
+    k = card.get("n_classes")
+    if not k:
+        return float(card.get("target_std") or math.nan)
+    if int(k) > 2:
+        return math.log(int(k))
+    p = min(max(float(card.get("minority_share") or 0.5), 1e-6), 0.5)
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+#: Training rows whose portfolio ``defaults-first-level`` follows.
+LEVEL_NEIGHBOURS = 10
+
+
+@register("defaults-first-level")
+def defaults_first_level(ctx: Context, history: History) -> str | None:
+    """The library defaults; then the log-ratio portfolio of the ``LEVEL_NEIGHBOURS`` training
+    rows of the subtype whose defaults' error, over the prior error, is nearest to the run's.
+    The card hides how noisy a task is (a separable multiclass task and a brand-choice one
+    look alike); the first score shows it, and ratios within a run cannot."""
+    seen = dict(history)
+    if ctx.defaults_id not in seen:
+        return ctx.defaults_id
+    level = (seen[ctx.defaults_id] or math.nan) / prior_error(ctx.card)
+    if not math.isfinite(level) or level <= 0:
+        return _untried(ratio_order(ctx), history)
+    ids = list(ctx.pool_ids)
+
+    def levels() -> tuple[list[str], np.ndarray]:
+        subtype = subtype_of(ctx.card)
+        rows = [v for v in ctx.train_scores.index if subtype_of(ctx.train_cards[v]) == subtype]
+        return rows, np.array([ctx.train_scores.loc[v, ctx.defaults_id]
+                               / prior_error(ctx.train_cards[v]) for v in rows])
+
+    rows, row_levels = ctx.cached(("level", subtype_of(ctx.card)), levels)
+    distance = np.abs(np.log(np.maximum(row_levels, 1e-12)) - math.log(level))
+    near = [rows[i] for i in np.argsort(np.where(np.isfinite(distance), distance, np.inf),
+                                        kind="stable")[:LEVEL_NEIGHBOURS]]
+    order = ctx.cached(("level-portfolio", tuple(near)), lambda: [
+        ids[i] for i in ratio_positions(ctx.train_scores.loc[near, ids].to_numpy(float),
+                                        len(ids))])
+    return _untried(order, history)
 
 
 @register("gbdt-rank", heldout_only=True, budget_cap=10)  # the sampler's POOL_TRIALS

@@ -172,3 +172,24 @@ def test_the_replay_report_runs_as_a_module() -> None:
     run = subprocess.run([sys.executable, "-m", "sllmbo.eval.replay_report", "--benches", "nosuch"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "unknown nosuch" in run.stderr
+
+
+def test_defaults_first_level_follows_the_rows_as_noisy_as_the_runs_defaults() -> None:
+    """Multiclass rows of two kinds: separable ones, where the defaults' log-loss is a small
+    share of the prior entropy and ``deep`` is best, and noisy ones (most of the rows), where
+    ``shallow`` is. After the defaults, a run whose defaults scored like the separable rows
+    goes on with ``deep``; one that scored like the noisy rows, with ``shallow``."""
+    from sllmbo.eval.replay_methods import LEVEL_NEIGHBOURS, prior_error
+
+    card = {"n_rows": 100, "n_features": 3, "n_numeric": 3, "n_classes": 4}
+    assert prior_error(card) == pytest.approx(math.log(4))
+    separable = [[0.10, 0.02, 0.03]] * LEVEL_NEIGHBOURS
+    noisy = [[1.20, 1.50, 1.00]] * (2 * LEVEL_NEIGHBOURS)
+    columns = ["d", "deep", "shallow"]
+    train = pd.DataFrame(separable + noisy, index=[f"r{i}@1" for i in range(30)], columns=columns)
+    ctx = _ratio_context(card, train, {v: card for v in train.index})
+    assert replay_run(REPLAY_METHODS["portfolio-ratio"], ctx, {}, 1) == ["shallow"]
+    assert replay_run(REPLAY_METHODS["defaults-first-level"], ctx,
+                      {"d": 0.12, "deep": 0.03, "shallow": 0.4}, 2) == ["d", "deep"]
+    assert replay_run(REPLAY_METHODS["defaults-first-level"], ctx,
+                      {"d": 1.1, "deep": 1.6, "shallow": 0.9}, 2) == ["d", "shallow"]
