@@ -185,6 +185,31 @@ def subtype_of(card: Mapping[str, Any]) -> str:
     return "binary" if int(n_classes) == 2 else "multiclass"
 
 
+def prior_error(card: Mapping[str, Any]) -> float:
+    """The error of knowing only the target's distribution, from the card: the class entropy
+    (binary from the minority share; multiclass at most ``log k``, the card holds no more) or
+    the target's standard deviation (what RMSE is without features). A score over it says how
+    noisy a task is, which no meta-feature does; NaN where the card lacks it."""
+    n_classes = card.get("n_classes")
+    if not n_classes:
+        std = card.get("target_std")
+        return float(std) if std else math.nan
+    if int(n_classes) > 2:
+        return math.log(int(n_classes))
+    p = min(max(float(card.get("minority_share") or 0.5), 1e-6), 0.5)
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+def error_level(score: float | None, card: Mapping[str, Any]) -> float:
+    """``log(score / prior_error(card))``: how much of the prior error a fit leaves (about 0:
+    nothing learned; very negative: nearly separable). NaN without a finite positive score or
+    prior."""
+    prior = prior_error(card)
+    if score is None or not math.isfinite(score) or score <= 0 or not prior > 0:
+        return math.nan
+    return math.log(score / prior)
+
+
 def log_ratio_matrix(scores: np.ndarray) -> np.ndarray:
     """``log(error / best error)`` of candidates (rows) on tasks (columns), errors to minimize
     (log-loss, RMSE): 0 for a column's best, log 5 for five times its error, unclipped. A

@@ -29,6 +29,7 @@ import numpy as np
 
 from sllmbo.data.pool_select import (
     FEEDBACK_START,
+    error_level,
     knn,
     log_ratio_matrix,
     portfolio,
@@ -234,19 +235,6 @@ def feedback_ratio(ctx: Context, history: History) -> str | None:
     return ids[left[int(np.argmin(after))]]
 
 
-def prior_error(card: Mapping[str, Any]) -> float:
-    """The error of knowing nothing but the target's distribution: the class entropy (binary
-    from the minority share, multiclass at most ``log k``) or the target's standard deviation
-    (RMSE); NaN where the card lacks it."""
-    k = card.get("n_classes")
-    if not k:
-        return float(card.get("target_std") or math.nan)
-    if int(k) > 2:
-        return math.log(int(k))
-    p = min(max(float(card.get("minority_share") or 0.5), 1e-6), 0.5)
-    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
-
-
 #: Training rows whose portfolio ``defaults-first-level`` follows.
 LEVEL_NEIGHBOURS = 10
 
@@ -260,19 +248,19 @@ def defaults_first_level(ctx: Context, history: History) -> str | None:
     seen = dict(history)
     if ctx.defaults_id not in seen:
         return ctx.defaults_id
-    level = (seen[ctx.defaults_id] or math.nan) / prior_error(ctx.card)
-    if not math.isfinite(level) or level <= 0:
+    level = error_level(seen[ctx.defaults_id], ctx.card)
+    if not math.isfinite(level):
         return _untried(ratio_order(ctx), history)
     ids = list(ctx.pool_ids)
 
     def levels() -> tuple[list[str], np.ndarray]:
         subtype = subtype_of(ctx.card)
         rows = [v for v in ctx.train_scores.index if subtype_of(ctx.train_cards[v]) == subtype]
-        return rows, np.array([ctx.train_scores.loc[v, ctx.defaults_id]
-                               / prior_error(ctx.train_cards[v]) for v in rows])
+        return rows, np.array([error_level(ctx.train_scores.loc[v, ctx.defaults_id],
+                                           ctx.train_cards[v]) for v in rows])
 
     rows, row_levels = ctx.cached(("level", subtype_of(ctx.card)), levels)
-    distance = np.abs(np.log(np.maximum(row_levels, 1e-12)) - math.log(level))
+    distance = np.abs(row_levels - level)
     near = [rows[i] for i in np.argsort(np.where(np.isfinite(distance), distance, np.inf),
                                         kind="stable")[:LEVEL_NEIGHBOURS]]
     order = ctx.cached(("level-portfolio", tuple(near)), lambda: [

@@ -179,7 +179,8 @@ def test_defaults_first_level_follows_the_rows_as_noisy_as_the_runs_defaults() -
     share of the prior entropy and ``deep`` is best, and noisy ones (most of the rows), where
     ``shallow`` is. After the defaults, a run whose defaults scored like the separable rows
     goes on with ``deep``; one that scored like the noisy rows, with ``shallow``."""
-    from sllmbo.eval.replay_methods import LEVEL_NEIGHBOURS, prior_error
+    from sllmbo.data.pool_select import prior_error
+    from sllmbo.eval.replay_methods import LEVEL_NEIGHBOURS
 
     card = {"n_rows": 100, "n_features": 3, "n_numeric": 3, "n_classes": 4}
     assert prior_error(card) == pytest.approx(math.log(4))
