@@ -24,7 +24,6 @@ far apart on held-out is a gap in the training split's coverage, not in the rule
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -146,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     from sllmbo.data.pool import read_pools
     from sllmbo.data.pool_select import whole_rows
     from sllmbo.eval.heldout_matrix import read_heldout_matrix
+    from sllmbo.eval.pool_headroom import emit
 
     pools = read_pools(POOL_FILE)
     train = read_matrix(pools=pools)
@@ -157,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         result[family] = first_answers(whole_rows(train, pool)[ids], train.header["cards"],
                                        defaults_id, held.scores(family)[ids],
                                        held.header["cards"])
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

@@ -469,11 +469,16 @@ def main(argv: list[str] | None = None) -> int:
     result["structure"] = {f: structure(selectors, f) for f in selectors.pools}
     if args.curve:
         result["learning_curve_at_1"] = {f: learning_curve(selectors, f) for f in selectors.pools}
+    emit(result, args.out)
+    return 0
+
+
+def emit(result: dict[str, Any], out: Path | None) -> None:
+    """Print a probe's JSON, and write it to ``out`` too where given."""
     text = json.dumps(result, indent=1)
     print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    return 0
+    if out is not None:
+        out.write_text(text + "\n")
 
 
 if __name__ == "__main__":
