@@ -32,10 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from sllmbo.data.pool_select import SUBTYPES, dataset_of, subtype_of
-
-#: More than this much worse than the defaults is harm (``sllmbo.eval.ratios.HARM``).
-HARM = 0.05
+from sllmbo.data.pool_select import SUBTYPES, dataset_of, log_ratio_matrix, subtype_of
+from sllmbo.eval.ratios import gmr, harm_rate
 
 Rule = Callable[[np.ndarray, Sequence[str]], int]
 
@@ -43,10 +41,8 @@ Rule = Callable[[np.ndarray, Sequence[str]], int]
 def log_ratios_to_defaults(scores: np.ndarray, defaults: int) -> np.ndarray:
     """``log(error / defaults' error)`` of a (rows x candidates) table of errors; a failed fit
     (NaN) counts as the row's worst."""
-    scores = np.asarray(scores, dtype=float)
-    worst = np.nanmax(scores, axis=1, keepdims=True)
-    filled = np.log(np.maximum(np.where(np.isfinite(scores), scores, worst), 1e-12))
-    return filled - filled[:, [defaults]]
+    to_best = log_ratio_matrix(np.asarray(scores, dtype=float).T).T
+    return to_best - to_best[:, [defaults]]
 
 
 def _by_dataset(ratios: np.ndarray, names: Sequence[str]) -> np.ndarray:
@@ -77,8 +73,7 @@ def summary(logs: Sequence[float]) -> dict[str, float]:
     x = np.asarray(logs, dtype=float)
     if not len(x):
         return {"gmr": math.nan, "harm": math.nan, "worst": math.nan, "n_datasets": 0}
-    return {"gmr": round(math.exp(float(x.mean())), 4),
-            "harm": round(float((x > math.log1p(HARM)).mean()), 4),
+    return {"gmr": round(gmr(x), 4), "harm": round(harm_rate(x), 4),
             "worst": round(math.exp(float(x.max())), 4), "n_datasets": len(x)}
 
 
